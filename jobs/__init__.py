@@ -1,0 +1,31 @@
+"""A PostgreSQL job queue: at-least-once jobs, row locks as the "running" mark.
+
+The package stands alone (it imports nothing from indexpub). See :class:`jobs.App`.
+"""
+
+from jobs.app import App
+from jobs.backoff import Backoff
+from jobs.context import JobContext
+from jobs.registry import Job, JobType, QueueConfig
+from jobs.store import ClaimedJob, Enqueued, JobInfo, JobStore, QueueStats
+from jobs.supervisor import Supervisor
+from jobs.worker import EXIT_GRACE_EXPIRED, EXIT_SECOND_SIGNAL, EXIT_TIMEOUT, Worker
+
+__all__ = [
+    "EXIT_GRACE_EXPIRED",
+    "EXIT_SECOND_SIGNAL",
+    "EXIT_TIMEOUT",
+    "App",
+    "Backoff",
+    "ClaimedJob",
+    "Enqueued",
+    "Job",
+    "JobContext",
+    "JobInfo",
+    "JobStore",
+    "JobType",
+    "QueueConfig",
+    "QueueStats",
+    "Supervisor",
+    "Worker",
+]

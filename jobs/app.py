@@ -1,0 +1,121 @@
+"""The application object: a registry of job types bound to a schema."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from jobs import migrations
+from jobs.backoff import Backoff
+from jobs.registry import DEFAULT_QUEUE, Job, JobFunction, JobType, QueueConfig, Registry
+from jobs.store import Enqueued, JobStore
+from jobs.supervisor import Slot, Supervisor
+from jobs.worker import Worker
+
+
+class App:
+    """Job types, queue settings and the schema their rows live in.
+
+    Create one at import time in a module that both the enqueuing code and the worker import::
+
+        app = App(schema="myapp_jobs")
+
+        @app.job_type(queue="mail", max_attempts=5)
+        def send_mail(ctx, payload): ...
+
+        app.enqueue(conn, send_mail.job({"to": "a@example.org"}))
+    """
+
+    def __init__(self, schema: str = "jobs") -> None:
+        self.schema = schema
+        self.registry = Registry()
+        self.store = JobStore(self.registry, schema)
+
+    # --- declaring ----------------------------------------------------------------------------
+
+    def job_type(
+        self,
+        name: str | None = None,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        max_attempts: int | None = 20,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        dedup: bool = False,
+        batch_size: int = 1,
+        decode: Callable[[Any], Any] | None = None,
+    ) -> Callable[[JobFunction], JobType]:
+        def register(func: JobFunction) -> JobType:
+            return self.registry.add(
+                JobType(
+                    name=name or func.__name__,
+                    func=func,
+                    queue=queue,
+                    priority=priority,
+                    max_attempts=max_attempts,
+                    backoff=backoff or Backoff(),
+                    timeout=timeout,
+                    dedup=dedup,
+                    batch_size=batch_size,
+                    decode=decode,
+                )
+            )
+
+        return register
+
+    def queue(self, name: str, *, concurrency: int = 1, single_consumer: bool = False) -> None:
+        self.registry.configure_queue(QueueConfig(name, concurrency, single_consumer))
+
+    # --- using --------------------------------------------------------------------------------
+
+    def migrate(self, conn: psycopg.Connection[Any], *, target: int | None = None) -> list[int]:
+        """Create or upgrade the queue's tables in :attr:`schema`; commits on its own."""
+        return migrations.migrate(conn, self.schema, "jobs", target=target)
+
+    def enqueue(self, conn: psycopg.Connection[Any], job: Job) -> Enqueued:
+        """Add a job in the caller's transaction; it becomes visible when the caller commits."""
+        return self.store.enqueue_many(conn, [job])[0]
+
+    def enqueue_many(self, conn: psycopg.Connection[Any], jobs: Sequence[Job]) -> list[Enqueued]:
+        """Add many jobs in one statement (one NOTIFY per queue), in the caller's transaction."""
+        return self.store.enqueue_many(conn, jobs)
+
+    def worker(self, conninfo: str, queue: str = DEFAULT_QUEUE, **options: Any) -> Worker:
+        """A worker for one queue, to run in the current process (tests, embedding)."""
+        return Worker(self.registry, self.store, conninfo, queue, **options)
+
+    def supervisor(
+        self,
+        conninfo: str,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int | None = None,
+        drain: bool = False,
+        grace_period: float = 30.0,
+        **worker_options: Any,
+    ) -> Supervisor:
+        """Worker processes for the queues (default: all known), each queue at its concurrency."""
+        names = list(queues) if queues else sorted(self.registry.queues)
+        slots: list[Slot] = []
+        for name in names:
+            config = self.registry.queue(name)
+            count = config.concurrency if concurrency is None else concurrency
+            if config.single_consumer and count != 1:
+                raise ValueError(f"queue {name!r} is single-consumer: its concurrency is 1")
+            slots.extend(Slot(name, index) for index in range(count))
+
+        def make_worker(slot: Slot) -> Worker:
+            return self.worker(
+                conninfo,
+                slot.queue,
+                drain=drain,
+                grace_period=grace_period,
+                name=f"jobs worker {slot.queue}#{slot.index} pid {os.getpid()}",
+                **worker_options,
+            )
+
+        return Supervisor(make_worker, slots, drain=drain, grace_period=grace_period)

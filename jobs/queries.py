@@ -1,0 +1,225 @@
+"""Every SQL statement of the queue, by name.
+
+The schema is the one thing not passed as a parameter: PostgreSQL takes identifiers only as
+text, so each template names ``{schema}`` and :func:`compose` fills it in as a quoted identifier
+once per schema. Everything else is a bind parameter.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from psycopg import sql
+
+# --- migrations -------------------------------------------------------------------------------
+
+CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+APPLIED_MIGRATIONS = "SELECT version, name FROM {schema}.schema_migrations ORDER BY version"
+
+RECORD_MIGRATION = "INSERT INTO {schema}.schema_migrations (version, name) VALUES (%s, %s)"
+
+MIGRATIONS_TABLE = "SELECT to_regclass(quote_ident(%s) || '.schema_migrations')"
+
+ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+
+# --- enqueue ----------------------------------------------------------------------------------
+
+# One statement for one job or a thousand: arrays in, rows out. A deduplicated job whose twin has
+# not started yet is absorbed by it: DO UPDATE (not DO NOTHING) so that the twin stays row-locked
+# until the enqueuing transaction ends, and no worker can claim it before the data that this
+# enqueue stands for is committed and visible.
+ENQUEUE = """
+INSERT INTO {schema}.jobs AS j
+    (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
+SELECT queue, job_type, payload, priority, max_attempts,
+       now() + make_interval(secs => delay), dedup_key
+FROM unnest(
+    %(queue)s::text[], %(job_type)s::text[], %(payload)s::jsonb[], %(priority)s::smallint[],
+    %(max_attempts)s::integer[], %(delay)s::float8[], %(dedup_key)s::text[]
+) AS t(queue, job_type, payload, priority, max_attempts, delay, dedup_key)
+ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND attempts = 0
+DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority),
+              run_at = LEAST(j.run_at, EXCLUDED.run_at)
+RETURNING id, (xmax = 0) AS inserted"""
+
+# --- claim and run ----------------------------------------------------------------------------
+
+# The claim is a short transaction of its own, committed before the job runs: it counts the
+# attempt, records who runs it, and pushes run_at out by the type's backoff so that nobody else
+# picks the row in the moment before the runner takes the row lock, and so that a job whose
+# worker dies is retried only after its backoff. A row whose previous runner died past the last
+# allowed attempt is marked dead here instead of being run again.
+#
+# %(types)s and the parallel arrays carry each job type's backoff; a type this worker does not
+# know gets the defaults and is then failed by the worker with a clear error.
+_CLAIM_TEMPLATE = """
+WITH picked AS (
+    SELECT id, job_type, attempts, max_attempts FROM {schema}.jobs
+    WHERE queue = %(queue)s AND NOT dead AND run_at <= now() __TYPE_FILTER__
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), plan AS (
+    SELECT p.id,
+           LEAST(COALESCE(b.cap, %(default_cap)s),
+                 COALESCE(b.base, %(default_base)s)
+                 * power(COALESCE(b.factor, %(default_factor)s), p.attempts))
+           * (1.0 - COALESCE(b.jitter, %(default_jitter)s) * random()) AS delay,
+           p.max_attempts IS NOT NULL AND p.attempts >= p.max_attempts AS exhausted
+    FROM picked AS p
+    LEFT JOIN unnest(
+        %(types)s::text[], %(base)s::float8[], %(factor)s::float8[], %(cap)s::float8[],
+        %(jitter)s::float8[]
+    ) AS b(job_type, base, factor, cap, jitter) ON b.job_type = p.job_type
+)
+UPDATE {schema}.jobs AS j SET
+    attempts = CASE WHEN plan.exhausted THEN j.attempts ELSE j.attempts + 1 END,
+    last_attempt_at = CASE WHEN plan.exhausted THEN j.last_attempt_at ELSE now() END,
+    worker_pid = CASE WHEN plan.exhausted THEN NULL ELSE pg_backend_pid() END,
+    dead = plan.exhausted,
+    last_error = CASE WHEN j.worker_pid IS NULL THEN j.last_error
+                      ELSE 'the worker running attempt ' || j.attempts
+                           || ' died before it finished (killed, out of memory or timed out)'
+                 END,
+    run_at = now() + make_interval(secs => plan.delay)
+FROM plan
+WHERE j.id = plan.id
+RETURNING j.id, j.job_type, j.payload, j.attempts, j.max_attempts, j.dead, j.last_error"""
+
+CLAIM_ANY = _CLAIM_TEMPLATE.replace("__TYPE_FILTER__", "")
+CLAIM_OF_TYPE = _CLAIM_TEMPLATE.replace("__TYPE_FILTER__", "AND job_type = %(job_type)s")
+
+# Taken in the run's transaction and held until it ends: the row lock is what "running" means.
+# The attempts check makes it a compare-and-swap against the claim: if another worker claimed the
+# row again in between (only possible once the lease ran out), this runner drops it.
+LOCK_CLAIMED = """
+SELECT j.id FROM {schema}.jobs AS j
+JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS c(id, attempts)
+  ON j.id = c.id AND j.attempts = c.attempts
+FOR UPDATE OF j SKIP LOCKED"""
+
+DELETE_JOBS = "DELETE FROM {schema}.jobs WHERE id = ANY(%(ids)s)"
+
+# Written in the run's transaction, so the row is never unlocked before its failure is recorded.
+FAIL_JOBS = """
+UPDATE {schema}.jobs SET
+    last_error = %(error)s,
+    worker_pid = NULL,
+    run_at = now() + make_interval(secs => %(delay)s),
+    dead = dead OR (max_attempts IS NOT NULL AND attempts >= max_attempts)
+WHERE id = ANY(%(ids)s)"""
+
+NEXT_RUN_AT = """
+SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))::float8 FROM {schema}.jobs
+WHERE queue = %(queue)s AND NOT dead"""
+
+LISTEN = "LISTEN {channel}"
+
+# The run's transaction sits idle, holding the row lock, for as long as the job runs; a server-wide
+# timeout meant for forgotten sessions must not end it.
+SESSION_SETUP = "SET idle_in_transaction_session_timeout = 0"
+
+TRY_CONSUMER_LOCK = "SELECT pg_try_advisory_lock(%s)"
+
+RELEASE_CONSUMER_LOCK = "SELECT pg_advisory_unlock(%s)"
+
+# --- admin ------------------------------------------------------------------------------------
+
+# "running" is a claimed row whose worker's backend is still connected; the pid alone would do
+# for a live worker, and pg_stat_activity tells a dead one from a live one without taking locks.
+_STATE = """
+CASE WHEN j.dead THEN 'dead'
+     WHEN j.worker_pid IS NOT NULL AND EXISTS (
+         SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = j.worker_pid) THEN 'running'
+     WHEN j.run_at <= now() THEN 'ready'
+     WHEN j.attempts = 0 THEN 'scheduled'
+     ELSE 'failing'
+END"""
+
+STATS = (
+    """
+SELECT j.queue, j.job_type, """
+    + _STATE
+    + """ AS state, count(*) AS count
+FROM {schema}.jobs AS j
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3"""
+)
+
+LIST_JOBS = (
+    """
+SELECT * FROM (
+    SELECT j.id, j.queue, j.job_type, j.payload, j.priority, j.attempts, j.max_attempts,
+           j.run_at, j.created_at, j.last_attempt_at, j.last_error, """
+    + _STATE
+    + """ AS state
+    FROM {schema}.jobs AS j
+    WHERE (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+      AND (%(job_type)s::text IS NULL OR j.job_type = %(job_type)s)
+) AS listed
+WHERE %(state)s::text IS NULL OR listed.state = %(state)s
+ORDER BY id
+LIMIT %(limit)s"""
+)
+
+# A retried dead job starts over with a full set of attempts. If an identical job is already
+# waiting (dedup), the dead one is absorbed by it: deleted instead of revived.
+RETRY_JOBS = """
+WITH target AS (
+    SELECT j.id,
+           j.dedup_key IS NOT NULL AND EXISTS (
+               SELECT 1 FROM {schema}.jobs AS w
+               WHERE w.job_type = j.job_type AND w.dedup_key = j.dedup_key AND w.attempts = 0
+           ) AS absorbed
+    FROM {schema}.jobs AS j
+    WHERE (j.id = ANY(%(ids)s) OR (%(all_dead)s AND j.dead))
+      AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+    FOR UPDATE OF j SKIP LOCKED
+), revived AS (
+    UPDATE {schema}.jobs AS j SET dead = false, attempts = 0, run_at = now(), worker_pid = NULL
+    FROM target WHERE j.id = target.id AND NOT target.absorbed
+    RETURNING j.id, j.queue
+), absorbed AS (
+    DELETE FROM {schema}.jobs AS j USING target WHERE j.id = target.id AND target.absorbed
+    RETURNING j.id
+), woken AS (
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM revived) AS q
+)
+SELECT (SELECT count(*) FROM revived) + (SELECT count(*) FROM absorbed),
+       (SELECT count(*) FROM woken)"""
+
+# Deleting a running job would let it finish with nothing to delete and lose its failure, so the
+# admin delete skips locked rows and says how many it removed.
+DELETE_BY_ID = """
+DELETE FROM {schema}.jobs WHERE id IN (
+    SELECT id FROM {schema}.jobs WHERE id = ANY(%(ids)s) FOR UPDATE SKIP LOCKED
+)"""
+
+PURGE_DEAD = """
+DELETE FROM {schema}.jobs
+WHERE dead
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(older_than)s::float8 IS NULL
+       OR last_attempt_at < now() - make_interval(secs => %(older_than)s))"""
+
+
+@cache
+def compose(template: str, schema: str, channel: str | None = None) -> sql.Composed:
+    """The statement for one schema; cached because a worker runs the same few all day."""
+    fields: dict[str, sql.Composable] = {"schema": sql.Identifier(schema)}
+    if channel is not None:
+        fields["channel"] = sql.Identifier(channel)
+    return sql.SQL(template).format(**fields)
+
+
+def channel_name(schema: str) -> str:
+    """The NOTIFY channel of a queue schema, as the insert trigger names it."""
+    return f"jobs.{schema}"

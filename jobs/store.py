@@ -1,0 +1,244 @@
+"""The one class that talks SQL to the queue's tables.
+
+Everything the enqueuing side, the worker and the admin commands do to the database goes through
+:class:`JobStore`, so the statements (in :mod:`jobs.queries`) and their transaction boundaries can
+be read in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from jobs import queries
+from jobs.backoff import Backoff
+from jobs.registry import Job, JobType, Registry
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    job_type: str
+    payload: Any
+    attempt: int
+    max_attempts: int | None
+    # True when the claim found the job past its last attempt (its previous runner died) and
+    # marked it dead instead of handing it out.
+    dead: bool
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    id: int
+    # False when an identical job that had not started yet absorbed this one.
+    inserted: bool
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queue: str
+    job_type: str
+    state: str
+    count: int
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: int
+    queue: str
+    job_type: str
+    payload: Any
+    priority: int
+    attempts: int
+    max_attempts: int | None
+    run_at: datetime
+    created_at: datetime
+    last_attempt_at: datetime | None
+    last_error: str | None
+    state: str
+
+
+STATES = ("ready", "scheduled", "running", "failing", "dead")
+
+
+def dedup_key(payload: Any) -> str:
+    """Equal payloads give equal keys whatever their key order."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class JobStore:
+    def __init__(self, registry: Registry, schema: str) -> None:
+        self.registry = registry
+        self.schema = schema
+        self.channel = queries.channel_name(schema)
+
+    def _sql(self, template: str) -> psycopg.sql.Composed:
+        return queries.compose(template, self.schema)
+
+    # --- enqueue ------------------------------------------------------------------------------
+
+    def enqueue_many(self, conn: Conn, jobs: Sequence[Job]) -> list[Enqueued]:
+        """Insert the jobs in the caller's transaction; never commits.
+
+        Duplicates of a deduplicated type within the same call are folded first: PostgreSQL
+        refuses to let one INSERT ... ON CONFLICT touch a row twice.
+        """
+        columns: dict[str, list[Any]] = {
+            "queue": [],
+            "job_type": [],
+            "payload": [],
+            "priority": [],
+            "max_attempts": [],
+            "delay": [],
+            "dedup_key": [],
+        }
+        positions: list[int] = []
+        seen: dict[tuple[str, str], int] = {}
+        for job in jobs:
+            job_type = self.registry[job.job_type]
+            key = dedup_key(job.payload) if job_type.dedup else None
+            if key is not None and (job_type.name, key) in seen:
+                positions.append(seen[(job_type.name, key)])
+                continue
+            if key is not None:
+                seen[(job_type.name, key)] = len(columns["queue"])
+            positions.append(len(columns["queue"]))
+            priority = job_type.priority if job.priority is None else job.priority
+            columns["queue"].append(job_type.queue)
+            columns["job_type"].append(job_type.name)
+            columns["payload"].append(Jsonb(job.payload))
+            columns["priority"].append(priority)
+            columns["max_attempts"].append(job_type.max_attempts)
+            columns["delay"].append(float(job.delay))
+            columns["dedup_key"].append(key)
+        if not columns["queue"]:
+            return []
+        rows = conn.execute(self._sql(queries.ENQUEUE), columns).fetchall()
+        results = [Enqueued(int(row[0]), bool(row[1])) for row in rows]
+        return [results[p] for p in positions]
+
+    # --- claim and run ------------------------------------------------------------------------
+
+    def claim(
+        self, conn: Conn, queue: str, limit: int = 1, job_type: str | None = None
+    ) -> list[ClaimedJob]:
+        """Claim and commit (``conn`` is in autocommit mode): the attempt counts from here."""
+        types = list(self.registry.types_of_queue(queue))
+        default = Backoff()
+        params: dict[str, Any] = {
+            "queue": queue,
+            "limit": limit,
+            "job_type": job_type,
+            "types": [t.name for t in types],
+            "base": [t.backoff.base for t in types],
+            "factor": [t.backoff.factor for t in types],
+            "cap": [t.backoff.cap for t in types],
+            "jitter": [t.backoff.jitter for t in types],
+            "default_base": default.base,
+            "default_factor": default.factor,
+            "default_cap": default.cap,
+            "default_jitter": default.jitter,
+        }
+        template = queries.CLAIM_ANY if job_type is None else queries.CLAIM_OF_TYPE
+        rows = conn.execute(self._sql(template), params).fetchall()
+        claimed = [ClaimedJob(*row) for row in rows]
+        claimed.sort(key=lambda job: job.id)
+        return claimed
+
+    def lock(self, conn: Conn, claimed: Sequence[ClaimedJob]) -> set[int]:
+        """Take the row locks of the run; call inside the run's transaction."""
+        rows = conn.execute(
+            self._sql(queries.LOCK_CLAIMED),
+            {"ids": [j.id for j in claimed], "attempts": [j.attempt for j in claimed]},
+        ).fetchall()
+        return {int(row[0]) for row in rows}
+
+    def complete(self, conn: Conn, ids: Sequence[int]) -> None:
+        conn.execute(self._sql(queries.DELETE_JOBS), {"ids": list(ids)})
+
+    def fail(self, conn: Conn, ids: Sequence[int], error: str, delay: float) -> None:
+        conn.execute(
+            self._sql(queries.FAIL_JOBS), {"ids": list(ids), "error": error, "delay": delay}
+        )
+
+    def seconds_until_next(self, conn: Conn, queue: str) -> float | None:
+        """How long until the earliest live job of the queue is due; None when there is none."""
+        row = conn.execute(self._sql(queries.NEXT_RUN_AT), {"queue": queue}).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def listen(self, conn: Conn) -> None:
+        conn.execute(queries.compose(queries.LISTEN, self.schema, self.channel))
+
+    def try_consumer_lock(self, conn: Conn, key: int) -> bool:
+        row = conn.execute(queries.TRY_CONSUMER_LOCK, (key,)).fetchone()
+        return bool(row and row[0])
+
+    def release_consumer_lock(self, conn: Conn, key: int) -> None:
+        conn.execute(queries.RELEASE_CONSUMER_LOCK, (key,))
+
+    # --- admin --------------------------------------------------------------------------------
+
+    def stats(self, conn: Conn) -> list[QueueStats]:
+        rows = conn.execute(self._sql(queries.STATS)).fetchall()
+        return [QueueStats(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def list_jobs(
+        self,
+        conn: Conn,
+        *,
+        queue: str | None = None,
+        job_type: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+    ) -> list[JobInfo]:
+        if state is not None and state not in STATES:
+            raise ValueError(f"unknown job state {state!r}; choose from {', '.join(STATES)}")
+        rows = conn.execute(
+            self._sql(queries.LIST_JOBS),
+            {"queue": queue, "job_type": job_type, "state": state, "limit": limit},
+        ).fetchall()
+        return [JobInfo(*row) for row in rows]
+
+    def retry(
+        self,
+        conn: Conn,
+        ids: Sequence[int] = (),
+        *,
+        all_dead: bool = False,
+        queue: str | None = None,
+    ) -> int:
+        """Revive jobs (dead or failing) so they run now with a fresh set of attempts."""
+        row = conn.execute(
+            self._sql(queries.RETRY_JOBS),
+            {"ids": list(ids), "all_dead": all_dead, "queue": queue, "channel": self.channel},
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def delete(self, conn: Conn, ids: Sequence[int]) -> int:
+        """Delete jobs that are not running; returns how many were deleted."""
+        return conn.execute(self._sql(queries.DELETE_BY_ID), {"ids": list(ids)}).rowcount
+
+    def purge_dead(
+        self, conn: Conn, *, queue: str | None = None, older_than: float | None = None
+    ) -> int:
+        return conn.execute(
+            self._sql(queries.PURGE_DEAD), {"queue": queue, "older_than": older_than}
+        ).rowcount
+
+
+def job_type_or_error(registry: Registry, name: str) -> JobType:
+    job_type = registry.get(name)
+    if job_type is None:
+        raise LookupError(f"unknown job type {name!r}: no such type is registered in this worker")
+    return job_type

@@ -1,0 +1,350 @@
+"""One worker: a loop that claims jobs of one queue and runs them, one claim at a time.
+
+A worker owns two connections. The control connection (autocommit) listens for NOTIFY, claims,
+and holds the run's transaction with the row locks; the job connection is the job's own, opened
+on first use. A worker runs in its own process (see :mod:`jobs.supervisor`), because the only
+way to really stop a job that overran its timeout is to end the process it runs in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from jobs.backoff import Backoff
+from jobs.connections import connect
+from jobs.context import JobContext
+from jobs.registry import JobType, Registry
+from jobs.store import ClaimedJob, JobStore
+
+log = logging.getLogger("jobs.worker")
+
+# Exit codes a supervisor tells apart.
+EXIT_TIMEOUT = 70  # a job overran its timeout; its failure was written and the process ended
+EXIT_GRACE_EXPIRED = 71  # asked to stop, the running job did not finish within the grace period
+EXIT_SECOND_SIGNAL = 72  # asked to stop twice: ended at once, the job rolls back and runs later
+
+# How often a blocked wait looks at the stop flag: the bound on an idle worker's exit time.
+_WAIT_SLICE = 0.2
+
+
+def consumer_lock_key(schema: str, queue: str) -> int:
+    """The session advisory lock that makes one process the queue's only active consumer."""
+    digest = hashlib.sha256(f"consumer:{schema}:{queue}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+class Worker:
+    def __init__(
+        self,
+        registry: Registry,
+        store: JobStore,
+        conninfo: str,
+        queue: str,
+        *,
+        drain: bool = False,
+        poll_interval: float = 1.0,
+        standby_interval: float = 0.2,
+        grace_period: float = 30.0,
+        reconnect_max_delay: float = 5.0,
+        name: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.conninfo = conninfo
+        self.queue = queue
+        self.drain = drain
+        self.poll_interval = poll_interval
+        self.standby_interval = standby_interval
+        self.grace_period = grace_period
+        self.reconnect_max_delay = reconnect_max_delay
+        self.name = name or f"jobs worker {queue} {os.getpid()}"
+        self.single_consumer = registry.queue(queue).single_consumer
+        self._consumer_key = consumer_lock_key(store.schema, queue)
+        self._control: psycopg.Connection[Any] | None = None
+        self._job_conn: psycopg.Connection[Any] | None = None
+        self._is_consumer = False
+        self._stopping = False
+        self._signals = 0
+        # Held while the outcome of the current run is written, so that the timeout watchdog and
+        # the main thread never both write it.
+        self._finish_lock = threading.Lock()
+        self._current: tuple[ClaimedJob, ...] | None = None
+        self.jobs_run = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def stop(self) -> None:
+        """Stop claiming; the running job, if any, finishes first."""
+        self._stopping = True
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("%s: second signal, exiting at once", self.name)
+            os._exit(EXIT_SECOND_SIGNAL)
+        self._stopping = True
+        if self._current is not None:
+            log.info("%s: stopping after the running job (grace %ss)", self.name, self.grace_period)
+            timer = threading.Timer(self.grace_period, self._grace_expired)
+            timer.daemon = True
+            timer.start()
+
+    def _grace_expired(self) -> None:
+        log.error("%s: the running job did not finish within the grace period", self.name)
+        os._exit(EXIT_GRACE_EXPIRED)
+
+    def run(self) -> None:
+        """Run until stopped (or, with ``drain``, until nothing is ready)."""
+        delay = 0.05
+        try:
+            while not self._stopping:
+                try:
+                    self._ensure_connected()
+                    if not self._ensure_consumer():
+                        self._sleep(self.standby_interval)
+                        continue
+                    delay = 0.05
+                    if self.run_once():
+                        continue
+                    if self.drain:
+                        break
+                    self._wait()
+                except psycopg.OperationalError as exc:
+                    # The database went away (restart, failover, a killed backend): keep the
+                    # process, reconnect with backoff, and claim at once after reconnecting.
+                    log.warning(
+                        "%s: database connection lost (%s); retrying in %.2fs",
+                        self.name,
+                        str(exc).strip(),
+                        delay,
+                    )
+                    self._disconnect()
+                    self._sleep(delay)
+                    delay = min(delay * 2, self.reconnect_max_delay)
+        finally:
+            self._disconnect()
+
+    # --- connections --------------------------------------------------------------------------
+
+    def _ensure_connected(self) -> None:
+        if self._control is not None and not self._control.closed:
+            return
+        self._control = connect(self.conninfo, autocommit=True, application_name=self.name)
+        self.store.listen(self._control)
+        self._is_consumer = False
+
+    def _ensure_consumer(self) -> bool:
+        if not self.single_consumer or self._is_consumer:
+            return True
+        assert self._control is not None
+        self._is_consumer = self.store.try_consumer_lock(self._control, self._consumer_key)
+        if self._is_consumer:
+            log.info("%s: active consumer of single-consumer queue %r", self.name, self.queue)
+        return self._is_consumer
+
+    def _disconnect(self) -> None:
+        for conn in (self._control, self._job_conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        self._control = None
+        self._job_conn = None
+        self._is_consumer = False
+
+    def _job_connection(self) -> psycopg.Connection[Any]:
+        if self._job_conn is None or self._job_conn.closed:
+            self._job_conn = connect(
+                self.conninfo, autocommit=False, application_name=f"{self.name} job"
+            )
+        return self._job_conn
+
+    # --- waiting ------------------------------------------------------------------------------
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stopping and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, _WAIT_SLICE))
+
+    def _wait(self) -> None:
+        """Sleep until a NOTIFY for this queue, the next scheduled job, or the poll interval."""
+        assert self._control is not None
+        timeout = self.poll_interval
+        due = self.store.seconds_until_next(self._control, self.queue)
+        if due is not None:
+            timeout = min(timeout, max(due, 0.0))
+        end = time.monotonic() + timeout
+        while not self._stopping and (left := end - time.monotonic()) > 0:
+            for notify in self._control.notifies(timeout=min(left, _WAIT_SLICE)):
+                if notify.payload == self.queue:
+                    return
+
+    # --- claiming and running -----------------------------------------------------------------
+
+    def run_once(self) -> bool:
+        """Claim and run one job (or one batch); False when nothing was ready."""
+        assert self._control is not None
+        claimed = self.store.claim(self._control, self.queue)
+        if not claimed:
+            return False
+        head = claimed[0]
+        job_type = self.registry.get(head.job_type)
+        if not head.dead and job_type is not None and job_type.batch_size > 1:
+            claimed += self.store.claim(
+                self._control, self.queue, job_type.batch_size - 1, job_type=head.job_type
+            )
+        for job in claimed:
+            if job.dead:
+                log.error(
+                    "%s: job %s (%s) is dead after %s attempts: %s",
+                    self.name,
+                    job.id,
+                    job.job_type,
+                    job.attempt,
+                    job.last_error,
+                )
+        live = [job for job in claimed if not job.dead]
+        if live:
+            self._run(live, job_type, head.job_type)
+        return True
+
+    def _run(self, claimed: Sequence[ClaimedJob], job_type: JobType | None, type_name: str) -> None:
+        control = self._control
+        assert control is not None
+        with control.transaction():
+            locked = self.store.lock(control, claimed)
+            batch = tuple(job for job in claimed if job.id in locked)
+            if not batch:
+                return
+            error = self._call(batch, job_type, type_name)
+            with self._finish_lock:
+                self._current = None
+                ids = [job.id for job in batch]
+                if error is None:
+                    self.store.complete(control, ids)
+                else:
+                    backoff = job_type.backoff if job_type is not None else Backoff()
+                    delay = backoff.delay(max(job.attempt for job in batch))
+                    self.store.fail(control, ids, error, delay)
+                    log.warning(
+                        "%s: job %s (%s) failed: %s",
+                        self.name,
+                        ids,
+                        type_name,
+                        error.strip().splitlines()[-1],
+                    )
+        self.jobs_run += len(batch)
+
+    def _call(
+        self, batch: tuple[ClaimedJob, ...], job_type: JobType | None, type_name: str
+    ) -> str | None:
+        """Run the job function; the failure's text (with traceback), or None on success."""
+        if job_type is None:
+            return (
+                f"unknown job type {type_name!r}: no job type of that name is registered in "
+                f"this worker (queue {self.queue!r})"
+            )
+        try:
+            payloads = [
+                job.payload if job_type.decode is None else job_type.decode(job.payload)
+                for job in batch
+            ]
+        except Exception as exc:
+            return f"cannot decode the payload of a {type_name!r} job: {exc!r}"
+
+        deadline = None if job_type.timeout is None else time.monotonic() + job_type.timeout
+        context = JobContext(
+            conn_factory=self._job_connection,
+            queue=self.queue,
+            job_type=type_name,
+            job_ids=tuple(job.id for job in batch),
+            attempts=tuple(job.attempt for job in batch),
+            deadline=deadline,
+        )
+        watchdog = None
+        self._current = batch
+        if job_type.timeout is not None:
+            watchdog = threading.Timer(job_type.timeout, self._timed_out, (batch, job_type))
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            job_type.func(context, payloads if job_type.batch_size > 1 else payloads[0])
+            self._end_job_transaction(commit=True)
+            return None
+        except (Exception, SystemExit):
+            error = traceback.format_exc()
+            self._end_job_transaction(commit=False)
+            return error
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    def _end_job_transaction(self, *, commit: bool) -> None:
+        conn = self._job_conn
+        if conn is None or conn.closed:
+            return
+        try:
+            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                return
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        except psycopg.Error:
+            # A broken job connection is the job's problem, not the worker's: the commit error
+            # propagates as the job's failure below, and the next job gets a new connection.
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._job_conn = None
+            if commit:
+                raise
+
+    def _timed_out(self, batch: tuple[ClaimedJob, ...], job_type: JobType) -> None:
+        """Watchdog thread: write the failure under the row lock, then end the process.
+
+        A Python thread cannot be stopped from outside, so the only sure way to stop the job is
+        to end the process; the supervisor starts a fresh one.
+        """
+        with self._finish_lock:
+            if self._current is not batch:
+                return
+            control = self._control
+            try:
+                if control is not None:
+                    ids = [job.id for job in batch]
+                    delay = job_type.backoff.delay(max(job.attempt for job in batch))
+                    self.store.fail(
+                        control,
+                        ids,
+                        f"timed out: the job ran longer than its timeout of {job_type.timeout}s "
+                        "and its worker process was ended",
+                        delay,
+                    )
+                    control.execute("COMMIT")
+            except Exception:
+                log.exception("%s: could not record the timeout of jobs %s", self.name, batch)
+            finally:
+                log.error(
+                    "%s: job %s (%s) timed out after %ss; ending the process",
+                    self.name,
+                    [job.id for job in batch],
+                    job_type.name,
+                    job_type.timeout,
+                )
+                os._exit(EXIT_TIMEOUT)
