@@ -1,0 +1,217 @@
+"""Enqueue, claim, success, failure, retry, dead jobs, dedup: the queue's bookkeeping."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from jobapp import app
+from queue_helpers import enqueue, scalar, setup_database, wait_for
+
+from jobs import Worker
+
+
+@pytest.fixture
+def url(database_url: str) -> str:
+    setup_database(database_url)
+    return database_url
+
+
+def run_until_idle(url: str, queue: str = "default") -> Worker:
+    worker = app.worker(url, queue, drain=True)
+    worker.run()
+    return worker
+
+
+def job_row(url: str, job_id: int) -> dict[str, Any] | None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute("SELECT * FROM jobs.jobs WHERE id = %s", (job_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        assert cur.description is not None
+        return dict(zip([c.name for c in cur.description], row, strict=True))
+
+
+def test_success_deletes_the_row(url: str) -> None:
+    job_id = enqueue(url, "noop", {"x": 1})
+    worker = run_until_idle(url)
+    assert worker.jobs_run == 1
+    assert job_row(url, job_id) is None
+
+
+def test_enqueue_in_rolled_back_transaction_leaves_nothing(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        app.enqueue(conn, app.registry["noop"].job({}))
+        conn.rollback()
+    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+
+
+def test_enqueue_does_not_commit(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        app.enqueue(conn, app.registry["noop"].job({}))
+        assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+        conn.commit()
+    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 1
+
+
+def test_raising_job_counts_attempt_stores_error_and_backs_off(url: str) -> None:
+    job_id = enqueue(url, "fail", {"n": 1})
+    before = time.time()
+    run_until_idle(url)
+    row = job_row(url, job_id)
+    assert row is not None
+    assert row["attempts"] == 1
+    assert not row["dead"]
+    assert "RuntimeError: boom 1" in row["last_error"]
+    assert "Traceback" in row["last_error"]
+    assert row["worker_pid"] is None
+    # FAST backoff: 0.2 s after the first attempt, no jitter.
+    delay = row["run_at"].timestamp() - before
+    assert 0.15 < delay < 1.0, delay
+    # Not ready yet: a drain finds nothing to do.
+    assert run_until_idle(url).jobs_run == 0
+
+
+def test_max_attempts_then_dead_then_retry_revives(url: str) -> None:
+    job_id = enqueue(url, "fail", {"n": 2})
+    for attempt in (1, 2, 3):
+        wait_for(
+            lambda: scalar(url, "SELECT run_at <= now() FROM jobs.jobs WHERE id = %s", (job_id,)),
+            timeout=5,
+        )
+        run_until_idle(url)
+        assert job_row(url, job_id)["attempts"] == attempt  # type: ignore[index]
+    row = job_row(url, job_id)
+    assert row is not None and row["dead"]
+    time.sleep(0.6)
+    assert run_until_idle(url).jobs_run == 0  # dead jobs are never claimed
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert app.store.retry(conn, [job_id]) == 1
+    row = job_row(url, job_id)
+    assert row is not None and not row["dead"] and row["attempts"] == 0
+    assert run_until_idle(url).jobs_run == 1
+
+
+def test_dedup_absorbs_only_unstarted_duplicates(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        first = app.enqueue(conn, app.registry["dedup"].job({"a": 1, "b": 2}))
+        second = app.enqueue(conn, app.registry["dedup"].job({"b": 2, "a": 1}))
+        other = app.enqueue(conn, app.registry["dedup"].job({"a": 2}))
+    assert first.inserted and not second.inserted and second.id == first.id
+    assert other.inserted
+    # Start the first job (claim it) and enqueue the same payload again: not absorbed.
+    with psycopg.connect(url, autocommit=True) as control:
+        claimed = app.store.claim(control, "default")
+        assert [j.id for j in claimed] == [first.id]
+        with psycopg.connect(url) as conn:
+            third = app.enqueue(conn, app.registry["dedup"].job({"a": 1, "b": 2}))
+        assert third.inserted and third.id != first.id
+
+
+def test_absorbing_enqueue_keeps_the_twin_unclaimable_until_commit(url: str) -> None:
+    """A worker must not run the absorbing job before the enqueuer's data is committed."""
+    with psycopg.connect(url) as conn:
+        app.enqueue(conn, app.registry["dedup"].job({"k": 1}))
+    enqueuer = psycopg.connect(url)
+    try:
+        result = app.enqueue(enqueuer, app.registry["dedup"].job({"k": 1}))
+        assert not result.inserted
+        with psycopg.connect(url, autocommit=True) as control:
+            assert app.store.claim(control, "default") == []
+            enqueuer.commit()
+            assert len(app.store.claim(control, "default")) == 1
+    finally:
+        enqueuer.close()
+
+
+def test_enqueue_many_folds_duplicates_and_notifies_once(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute('LISTEN "jobs.jobs"')
+        with psycopg.connect(url) as conn:
+            results = app.enqueue_many(
+                conn,
+                [app.registry["noop"].job({"i": i}) for i in range(500)]
+                + [app.registry["dedup"].job({"same": True}) for _ in range(3)],
+            )
+        notes = list(listener.notifies(timeout=0.5))
+    assert len(results) == 503
+    assert len({r.id for r in results}) == 501
+    assert [n.payload for n in notes] == ["default"]
+    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 501
+
+
+def test_unknown_type_and_bad_payload_fail_the_job_not_the_worker(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO jobs.jobs (queue, job_type, payload) VALUES ('default', 'nope', '{}')"
+        )
+    bad = enqueue(url, "strict", [1, 2])
+    good = enqueue(url, "noop", {})
+    run_until_idle(url)
+    assert job_row(url, good) is None
+    bad_row = job_row(url, bad)
+    assert bad_row is not None and bad_row["dead"]
+    assert "cannot decode the payload of a 'strict' job" in bad_row["last_error"]
+    assert "needs an object with a 'key'" in bad_row["last_error"]
+    unknown = scalar(url, "SELECT last_error FROM jobs.jobs WHERE job_type = 'nope'")
+    assert unknown.startswith("unknown job type 'nope'")
+
+
+def test_running_job_is_invisible_and_failure_is_written_before_unlock(url: str) -> None:
+    """A blocking FOR UPDATE (no SKIP LOCKED) waits for the run and sees its written failure."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_fail(ctx: Any, payload: Any) -> None:
+        started.set()
+        release.wait(10)
+        raise RuntimeError("late failure")
+
+    local = app.registry["fail"]
+    job_id = enqueue(url, "fail", {})
+    worker = app.worker(url, "default", drain=True)
+    original = local.func
+    object.__setattr__(local, "func", slow_fail)
+    try:
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        assert started.wait(10)
+        with psycopg.connect(url, autocommit=True) as other:
+            assert app.store.claim(other, "default") == []  # invisible to other workers
+            seen: list[Any] = []
+
+            def blocking_read() -> None:
+                with psycopg.connect(url) as conn:
+                    seen.append(
+                        conn.execute(
+                            "SELECT attempts, last_error FROM jobs.jobs WHERE id = %s FOR UPDATE",
+                            (job_id,),
+                        ).fetchone()
+                    )
+
+            reader = threading.Thread(target=blocking_read)
+            reader.start()
+            time.sleep(0.3)
+            assert not seen  # blocked on the run's row lock
+            release.set()
+            reader.join(10)
+            thread.join(10)
+        assert seen[0][0] == 1
+        assert "late failure" in seen[0][1]
+    finally:
+        object.__setattr__(local, "func", original)
+
+
+def test_batch_claim_runs_up_to_batch_size_jobs_in_one_call(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        app.enqueue_many(conn, [app.registry["batched"].job({"key": str(i)}) for i in range(25)])
+    worker = app.worker(url, "batch", drain=True)
+    worker.run()
+    keys = [r[0] for r in psycopg.connect(url).execute("SELECT job_key FROM runs ORDER BY id")]
+    sizes = [int(k.split(":")[1]) for k in keys]
+    assert sizes == [10] * 10 + [10] * 10 + [5] * 5
+    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
