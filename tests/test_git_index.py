@@ -1,0 +1,622 @@
+"""Tests for indexpub.git_index against real git: bare remotes in tmp_path, no mocks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from indexpub.git_index import (
+    GitError,
+    GitIndex,
+    GitTimeout,
+    PushRejected,
+    check_crate_path,
+    init_index,
+)
+
+DL = "https://dl.example/crates"
+API = "https://api.example"
+
+
+def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, input=input, capture_output=True, check=True, timeout=60
+    )
+    return result.stdout.decode()
+
+
+def ls_tree(repo: Path, rev: str) -> dict[str, str]:
+    """path -> blob sha of every file in `rev`."""
+    out = git(f"--git-dir={repo}", "ls-tree", "-r", rev)
+    files = {}
+    for line in out.splitlines():
+        meta, path = line.split("\t")
+        files[path] = meta.split()[2]
+    return files
+
+
+def dirs_of(repo: Path, rev: str) -> set[str]:
+    out = git(f"--git-dir={repo}", "ls-tree", "-r", "-d", "--name-only", rev)
+    return set(out.splitlines())
+
+
+def loose_objects(repo: Path) -> set[str]:
+    objects = repo / "objects"
+    return {
+        d.name + f.name
+        for d in objects.iterdir()
+        if len(d.name) == 2
+        for f in d.iterdir()
+        if not f.name.startswith("tmp")
+    }
+
+
+def crate_path(name: str) -> str:
+    n = name.lower()
+    if len(n) <= 2:
+        return f"{len(n)}/{n}"
+    if len(n) == 3:
+        return f"3/{n[0]}/{n}"
+    return f"{n[:2]}/{n[2:4]}/{n}"
+
+
+def fast_import_crates(repo: Path, branch: str, count: int, seed: int = 0) -> str:
+    """Add `count` crate files in one commit on top of `branch`; returns the new tip."""
+    rng = random.Random(seed)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+    names: set[str] = set()
+    while len(names) < count:
+        length = rng.randint(4, 14)
+        names.add(
+            rng.choice("abcdefghijklmnopqrstuvwxyz") + "".join(rng.choices(alphabet, k=length - 1))
+        )
+    parent = git(f"--git-dir={repo}", "rev-parse", f"refs/heads/{branch}").strip()
+    header = f"commit refs/heads/{branch}\ncommitter t <t@t> 0 +0000\ndata 7\nimport\n"
+    chunks = [f"{header}from {parent}\n".encode()]
+    for name in sorted(names):
+        line = json.dumps({"name": name, "vers": "0.1.0", "deps": [], "cksum": "0" * 64}) + "\n"
+        data = line.encode()
+        chunks.append(
+            f"M 100644 inline {crate_path(name)}\ndata {len(data)}\n".encode() + data + b"\n"
+        )
+    chunks.append(b"\n")
+    git(f"--git-dir={repo}", "fast-import", "--quiet", input=b"".join(chunks))
+    return git(f"--git-dir={repo}", "rev-parse", f"refs/heads/{branch}").strip()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    path = tmp_path / "remote.git"
+    init_index(path, DL, API)
+    return path
+
+
+@pytest.fixture
+def index(remote: Path, tmp_path: Path) -> GitIndex:
+    return GitIndex.open(str(remote), tmp_path / "clone", timeout=20)
+
+
+# --- init_index and open --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("branch", ["main", "master"])
+def test_init_index_head_names_branch_and_clone_sees_config(tmp_path: Path, branch: str) -> None:
+    remote = tmp_path / "remote.git"
+    init_index(remote, DL, API, branch=branch)
+    assert git(f"--git-dir={remote}", "symbolic-ref", "HEAD").strip() == f"refs/heads/{branch}"
+    assert git(f"--git-dir={remote}", "rev-parse", "--is-bare-repository").strip() == "true"
+    git("clone", "--quiet", str(remote), str(tmp_path / "work"))
+    text = (tmp_path / "work" / "config.json").read_text()
+    assert text == '{\n  "dl": "https://dl.example/crates",\n  "api": "https://api.example"\n}\n'
+    assert git("log", "--format=%s", cwd=tmp_path / "work").splitlines() == ["Initialize index"]
+
+
+def test_init_index_omits_api_and_refuses_non_empty(tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    remote.mkdir()  # an empty directory is fine
+    init_index(remote, DL, None)
+    config = git(f"--git-dir={remote}", "show", "HEAD:config.json")
+    assert json.loads(config) == {"dl": DL}
+    with pytest.raises(FileExistsError):
+        init_index(remote, DL, None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError):
+        init_index(tmp_path / "file", DL, None)
+
+
+@pytest.mark.parametrize("branch", ["main", "master"])
+def test_open_follows_remote_head(tmp_path: Path, branch: str) -> None:
+    remote = tmp_path / "remote.git"
+    init_index(remote, DL, None, branch=branch)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    assert index.branch == branch
+    assert index.tip() == git(f"--git-dir={remote}", "rev-parse", "HEAD").strip()
+    assert index.read_file("config.json") == b'{\n  "dl": "https://dl.example/crates"\n}\n'
+    assert index.read_file("1/a") is None
+
+
+def test_remote_path_with_spaces_and_hash(tmp_path: Path) -> None:
+    remote = tmp_path / "my index #1" / "remote.git"
+    init_index(remote, DL, None)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    base = index.tip()
+    assert base is not None
+    index.push(index.commit_file(base, "1/a", b"x\n", "a"))
+    assert GitIndex.open(str(remote), tmp_path / "clone").fetch() == index.tip()
+
+
+def test_open_existing_clone_checks_url(remote: Path, index: GitIndex, tmp_path: Path) -> None:
+    again = GitIndex.open(str(remote), tmp_path / "clone")
+    assert again.tip() == index.tip()
+    other = tmp_path / "other.git"
+    init_index(other, DL, None)
+    with pytest.raises(GitError, match="is a clone of"):
+        GitIndex.open(str(other), tmp_path / "clone")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x").write_text("x")
+    with pytest.raises(GitError, match="not a git repository"):
+        GitIndex.open(str(remote), junk)
+
+
+def test_explicit_branch_overrides_remote_head(remote: Path, tmp_path: Path) -> None:
+    index = GitIndex.open(str(remote), tmp_path / "clone", branch="master")
+    assert index.branch == "master"
+    with pytest.raises(ValueError):
+        GitIndex.open(str(remote), tmp_path / "clone2", branch="bad..name")
+
+
+# --- commit_file ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["1/a", "2/ab", "3/a/abc", "ab/cd/abcd", "se/rd/serde_json-x"])
+def test_commit_file_create_update_delete_at_each_depth(index: GitIndex, path: str) -> None:
+    repo = index.path
+    base = index.tip()
+    assert base is not None
+    # Another crate in the same directory and one elsewhere must survive every step.
+    neighbours = {"ab/cd/abcdx": b"n1\n", "zz/zz/zzzz": b"n2\n"}
+    start = index.commit_files(base, [(p, c, f"add {p}") for p, c in neighbours.items()])
+    before = ls_tree(repo, start)
+
+    created = index.commit_file(start, path, b"v1\n", f"Create crate `{path}`")
+    updated = index.commit_file(created, path, b"v1\nv2\n", f"Update crate `{path}`")
+    deleted = index.commit_file(updated, path, None, f"Delete crate `{path}`")
+
+    assert index.read_file(path, created) == b"v1\n"
+    assert index.read_file(path, updated) == b"v1\nv2\n"
+    assert index.read_file(path, deleted) is None
+    after_create = ls_tree(repo, created)
+    assert (
+        after_create.pop(path)
+        == git(f"--git-dir={repo}", "hash-object", "--stdin", input=b"v1\n").strip()
+    )
+    assert after_create == before
+    assert ls_tree(repo, deleted) == before
+    assert git(f"--git-dir={repo}", "rev-parse", f"{deleted}^{{tree}}") == git(
+        f"--git-dir={repo}", "rev-parse", f"{start}^{{tree}}"
+    )
+    log = git(f"--git-dir={repo}", "log", "--format=%H %P|%s|%an <%ae>|%cn <%ce>", deleted)
+    lines = [line.split("|") for line in log.splitlines()][:3]
+    assert [s for _, s, _, _ in lines] == [
+        f"Delete crate `{path}`",
+        f"Update crate `{path}`",
+        f"Create crate `{path}`",
+    ]
+    assert [h for h, _, _, _ in lines] == [
+        f"{deleted} {updated}",
+        f"{updated} {created}",
+        f"{created} {start}",
+    ]
+    assert {a for _, _, a, _ in lines} == {"indexpub <indexpub@localhost>"}
+    assert {c for _, _, _, c in lines} == {"indexpub <indexpub@localhost>"}
+    git(f"--git-dir={repo}", "fsck", "--strict", "--no-dangling")
+
+
+def test_delete_prunes_empty_trees(index: GitIndex) -> None:
+    repo = index.path
+    base = index.tip()
+    assert base is not None
+    tip = index.commit_files(
+        base,
+        [
+            ("ab/cd/abcd", b"1\n", "a"),
+            ("ab/cd/abcde", b"2\n", "b"),
+            ("ab/ef/abef", b"3\n", "c"),
+            ("3/x/xyz", b"4\n", "d"),
+        ],
+    )
+    assert dirs_of(repo, tip) == {"3", "3/x", "ab", "ab/cd", "ab/ef"}
+    tip = index.commit_file(tip, "ab/cd/abcd", None, "del")
+    assert dirs_of(repo, tip) == {"3", "3/x", "ab", "ab/cd", "ab/ef"}
+    tip = index.commit_file(tip, "ab/cd/abcde", None, "del")
+    assert dirs_of(repo, tip) == {"3", "3/x", "ab", "ab/ef"}
+    tip = index.commit_file(tip, "ab/ef/abef", None, "del")
+    tip = index.commit_file(tip, "3/x/xyz", None, "del")
+    assert dirs_of(repo, tip) == set()
+    assert list(ls_tree(repo, tip)) == ["config.json"]
+    assert git(f"--git-dir={repo}", "rev-parse", f"{tip}^{{tree}}") == git(
+        f"--git-dir={repo}", "rev-parse", f"{base}^{{tree}}"
+    )
+
+
+def test_unchanged_content_makes_no_commit(index: GitIndex) -> None:
+    base = index.tip()
+    assert base is not None
+    tip = index.commit_file(base, "1/a", b"x\n", "create")
+    loose = loose_objects(index.path)
+    assert index.commit_file(tip, "1/a", b"x\n", "same again") == tip
+    assert index.commit_file(tip, "2/zz", None, "delete a missing file") == tip
+    assert loose_objects(index.path) == loose
+
+
+def test_no_work_tree_and_no_index_file(index: GitIndex) -> None:
+    base = index.tip()
+    assert base is not None
+    tip = index.commit_files(base, [("1/a", b"x\n", "a"), ("ab/cd/abcd", b"y\n", "b")])
+    index.push(tip)
+    assert git(f"--git-dir={index.path}", "rev-parse", "--is-bare-repository").strip() == "true"
+    assert not (index.path / "index").exists()
+    names = {p.name for p in index.path.iterdir()}
+    assert not names & {"config.json", "1", "ab", ".git"}
+
+
+def test_custom_identity(remote: Path, tmp_path: Path) -> None:
+    index = GitIndex.open(
+        str(remote), tmp_path / "clone", author="Bot <bot@example.com>", committer="C <c@x>"
+    )
+    base = index.tip()
+    assert base is not None
+    tip = index.commit_file(base, "1/a", b"x\n", "a")
+    assert git(f"--git-dir={index.path}", "log", "-1", "--format=%an <%ae>|%cn <%ce>", tip) == (
+        "Bot <bot@example.com>|C <c@x>\n"
+    )
+    with pytest.raises(ValueError):
+        GitIndex.open(str(remote), tmp_path / "clone", author="no email")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "config.json",
+        "../x",
+        "1/../config.json",
+        "/abs",
+        "/1/a",
+        "a//b",
+        "ab//cd/abcd",
+        "",
+        "1/A",
+        "AB/CD/ABCD",
+        "ab/cd/abcD",
+        "1/ab",
+        "2/abc",
+        "3/b/abc",
+        "3/abc",
+        "ab/cd/abce",
+        "ab/cd/abc",
+        "ab/cd/abcd/x",
+        "ab/cd/abcd/",
+        "ab/cd/ab.d",
+        "ab/cd/abcd\n",
+        "ab/cd/abcd" + "x" * 61,
+        ".git/config",
+    ],
+)
+def test_refuses_paths_outside_crate_files(index: GitIndex, path: str) -> None:
+    base = index.tip()
+    assert base is not None
+    with pytest.raises(ValueError):
+        index.commit_file(base, path, b"x", "bad")
+    with pytest.raises(ValueError):
+        index.commit_file(base, path, None, "bad")
+    with pytest.raises(ValueError):
+        index.commit_files(base, [(path, b"x", "bad")])
+
+
+def test_accepts_longest_names() -> None:
+    check_crate_path("ab/cd/abcd" + "x" * 60)
+    check_crate_path("-_/9a/-_9a")
+
+
+def test_refuses_bad_parent(index: GitIndex) -> None:
+    with pytest.raises(ValueError):
+        index.commit_file("HEAD", "1/a", b"x", "m")
+    with pytest.raises(GitError):
+        index.commit_file("0" * 40, "1/a", b"x", "m")
+    base = index.tip()
+    assert base is not None
+    tree = git(f"--git-dir={index.path}", "rev-parse", f"{base}^{{tree}}").strip()
+    with pytest.raises(GitError):
+        index.commit_file(tree, "1/a", b"x", "m")
+
+
+# --- push -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("branch", ["main", "master"])
+def test_push_lands_on_remote_head_branch(tmp_path: Path, branch: str) -> None:
+    remote = tmp_path / "remote.git"
+    init_index(remote, DL, None, branch=branch)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    base = index.tip()
+    assert base is not None
+    tip = index.commit_file(base, "se/rd/serde", b"line\n", "Create crate `serde`")
+    index.push(tip)
+    assert index.tip() == tip
+    refs = git(f"--git-dir={remote}", "for-each-ref", "--format=%(refname) %(objectname)")
+    assert refs.splitlines() == [f"refs/heads/{branch} {tip}"]
+    git("clone", "--quiet", str(remote), str(tmp_path / "work"))
+    assert (tmp_path / "work" / "se" / "rd" / "serde").read_text() == "line\n"
+    index.push(tip)  # pushing what the remote already has is a no-op, not an error
+
+
+def test_concurrent_writer_is_rejected_then_kept(
+    remote: Path, index: GitIndex, tmp_path: Path
+) -> None:
+    base = index.tip()
+    assert base is not None
+    work = tmp_path / "work"
+    git("clone", "--quiet", str(remote), str(work))
+    (work / "config.json").write_text('{\n  "dl": "https://elsewhere"\n}\n')
+    git("-c", "user.name=o", "-c", "user.email=o@o", "commit", "-qam", "Move downloads", cwd=work)
+    git("push", "--quiet", "origin", "HEAD", cwd=work)
+    theirs = git("rev-parse", "HEAD", cwd=work).strip()
+
+    ours = index.commit_file(base, "1/a", b"x\n", "Create crate `a`")
+    with pytest.raises(PushRejected):
+        index.push(ours)
+    assert index.tip() == base
+
+    assert index.fetch() == theirs
+    assert index.tip() == theirs
+    rebuilt = index.commit_file(theirs, "1/a", b"x\n", "Create crate `a`")
+    index.push(rebuilt)
+    assert index.tip() == rebuilt
+    log = git(f"--git-dir={remote}", "log", "--format=%H %s", "master").splitlines()
+    assert log == [
+        f"{rebuilt} Create crate `a`",
+        f"{theirs} Move downloads",
+        f"{base} Initialize index",
+    ]
+    assert index.read_file("config.json") == b'{\n  "dl": "https://elsewhere"\n}\n'
+
+
+def test_fetch_follows_a_rewritten_remote(remote: Path, index: GitIndex) -> None:
+    base = index.tip()
+    assert base is not None
+    index.push(index.commit_file(base, "1/a", b"x\n", "a"))
+    # A squash replaces history; fetch must follow it even though it is not a fast-forward.
+    git(f"--git-dir={remote}", "update-ref", "refs/heads/master", base)
+    assert index.fetch() == base
+
+
+# --- failures -------------------------------------------------------------------------------------
+
+
+def test_unreachable_remote_raises_git_error(remote: Path, index: GitIndex, tmp_path: Path) -> None:
+    base = index.tip()
+    assert base is not None
+    tip = index.commit_file(base, "1/a", b"x\n", "a")
+    shutil.move(remote, tmp_path / "moved.git")
+    with pytest.raises(GitError, match="git fetch failed") as fetch_error:
+        index.fetch()
+    assert str(remote) in str(fetch_error.value)
+    with pytest.raises(GitError, match="git push failed") as push_error:
+        index.push(tip)
+    assert not isinstance(push_error.value, PushRejected)
+    assert str(remote) in str(push_error.value)
+    assert index.tip() == base
+    with pytest.raises(GitError, match="git ls-remote failed"):
+        GitIndex.open(str(remote), tmp_path / "clone2")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline and _alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize("branch", [None, "master"])
+def test_hung_remote_times_out_and_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, branch: str | None
+) -> None:
+    # Without branch, open() hangs in ls-remote; with it, in the first fetch.
+    fake_ssh = tmp_path / "fake-ssh"
+    pids = tmp_path / "pids"
+    fake_ssh.write_text(f"#!/bin/sh\necho $$ >> {pids}\nsleep 30 &\necho $! >> {pids}\nwait\n")
+    fake_ssh.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(fake_ssh))
+    monkeypatch.setenv("GIT_SSH_VARIANT", "ssh")
+    monkeypatch.delenv("INDEXPUB_GIT_SSH_KEY", raising=False)
+    started = time.monotonic()
+    with pytest.raises(GitTimeout, match="timed out after 1 s"):
+        GitIndex.open("ssh://example.invalid/x", tmp_path / "clone", branch=branch, timeout=1)
+    assert time.monotonic() - started < 2.5
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        leftovers = _processes_mentioning(str(tmp_path))
+        started_pids = [int(p) for p in pids.read_text().split()] if pids.exists() else []
+        if not leftovers and not any(_alive(p) for p in started_pids):
+            break
+        time.sleep(0.05)
+    assert pids.exists()  # the fake ssh really ran
+    assert not _processes_mentioning(str(tmp_path))
+    assert not [p for p in started_pids if _alive(p)]
+
+
+# --- credentials ----------------------------------------------------------------------------------
+
+
+class _AuthServer:
+    """A smart-HTTP lookalike that demands Basic auth, records it and then refuses anyway."""
+
+    def __init__(self, watch_for: list[str]) -> None:
+        self.authorizations: list[str] = []
+        self.leaks: list[int] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                # While git waits on us, its processes are alive: their argv must be clean.
+                for secret in watch_for:
+                    outer.leaks += _processes_mentioning(secret)
+                auth = self.headers.get("Authorization")
+                if auth is None:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="index"')
+                else:
+                    outer.authorizations.append(auth)
+                    self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("INDEXPUB_GIT_TOKEN", "INDEXPUB_GIT_USERNAME", "INDEXPUB_GIT_SSH_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+
+
+def test_token_from_env_goes_through_askpass_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_env: None
+) -> None:
+    token = "tok-1f2e3d4c5b6a"
+    monkeypatch.setenv("INDEXPUB_GIT_TOKEN", token)
+    server = _AuthServer([token])
+    try:
+        url = f"http://127.0.0.1:{server.port}/index.git"
+        with pytest.raises(GitError) as error:
+            GitIndex.open(url, tmp_path / "clone", timeout=20)
+        monkeypatch.setenv("INDEXPUB_GIT_USERNAME", "robot")
+        with pytest.raises(GitError):
+            GitIndex.open(url, tmp_path / "clone", timeout=20)
+    finally:
+        server.close()
+    expected = [
+        "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode(),
+        "Basic " + base64.b64encode(f"robot:{token}".encode()).decode(),
+    ]
+    assert server.authorizations == expected
+    assert server.leaks == []
+    assert token not in str(error.value)
+    assert "git ls-remote failed" in str(error.value)
+    assert url in str(error.value)
+    # No credential helper got the chance to store the token.
+    assert (
+        not (Path.home() / ".git-credentials").exists()
+        or token not in (Path.home() / ".git-credentials").read_text()
+    )
+
+
+def test_password_in_url_never_in_errors_argv_or_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_env: None
+) -> None:
+    # git itself would pass this URL to git-remote-http in argv; the module must not let it.
+    secret = "s3cr3t-pa55word"
+    server = _AuthServer([secret])
+    try:
+        clean = f"http://127.0.0.1:{server.port}/index.git"
+        url = f"http://user:{secret}@127.0.0.1:{server.port}/index.git"
+        with pytest.raises(GitError) as error:
+            GitIndex.open(url, tmp_path / "clone", timeout=20)
+        index = GitIndex.open(url, tmp_path / "clone", branch="master", timeout=20)
+        assert index.remote_url == clean
+        with pytest.raises(GitError) as fetch_error:
+            index.fetch()
+        with pytest.raises(GitError) as push_error:
+            index.push("0" * 40)
+        # A rotated password is the same remote: no re-clone needed.
+        GitIndex.open(url.replace(secret, "other-pa55word"), tmp_path / "clone", branch="master")
+    finally:
+        server.close()
+    expected = "Basic " + base64.b64encode(f"user:{secret}".encode()).decode()
+    assert set(server.authorizations) == {expected}
+    assert server.leaks == []
+    for e in (error, fetch_error, push_error):
+        assert secret not in str(e.value)
+        assert clean in str(e.value)
+    assert secret not in (tmp_path / "clone" / "config").read_text()
+
+
+def test_unreachable_https_with_token_in_url(tmp_path: Path, http_env: None) -> None:
+    # Port 9 on localhost: nothing listens, the connection is refused at once.
+    url = "https://x-access-token:ghp_abcdefghijklmnop@127.0.0.1:9/index.git"
+    with pytest.raises(GitError) as error:
+        GitIndex.open(url, tmp_path / "clone", timeout=20)
+    assert "ghp_abcdefghijklmnop" not in str(error.value)
+    assert "https://127.0.0.1:9/index.git" in str(error.value)
+
+
+# --- cost -----------------------------------------------------------------------------------------
+
+
+def test_one_update_touches_only_the_trees_on_its_path(remote: Path, tmp_path: Path) -> None:
+    big = fast_import_crates(remote, "master", 5000)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    assert index.tip() == big
+    assert len(ls_tree(index.path, big)) == 5001
+    before = loose_objects(index.path)
+    assert len(before) < 50  # the 5,000 files arrived as a pack
+
+    # The first creates two directories; blobs differ so that each one is really new.
+    for path in ["zz/zz/zzzzunique", "ab/cd/abcdnew", "1/q", "3/q/qrs"]:
+        content = path.encode() + b"\n"
+        start_read, start_written = index.objects_read, index.objects_written
+        loose_before = loose_objects(index.path)
+        tip = index.commit_file(big, path, content, "one")
+        added = loose_objects(index.path) - loose_before
+        depth = path.count("/")
+        assert len(added) == index.objects_written - start_written == 1 + (depth + 1) + 1
+        # The parent commit plus the trees on the path (missing ones are not counted).
+        assert index.objects_read - start_read <= 2 + depth
+        kinds = [git(f"--git-dir={index.path}", "cat-file", "-t", sha).strip() for sha in added]
+        assert sorted(kinds) == sorted(["blob", "commit"] + ["tree"] * (depth + 1))
+        assert ls_tree(index.path, tip).keys() - ls_tree(index.path, big).keys() == {path}
+
+    existing = next(p for p in ls_tree(index.path, big) if p.count("/") == 2)
+    loose_before = loose_objects(index.path)
+    tip = index.commit_file(big, existing, None, "delete")
+    assert len(loose_objects(index.path) - loose_before) <= 4  # ≤3 trees + commit
