@@ -12,8 +12,8 @@ from typing import Any
 import click
 import psycopg
 
-from indexpub import config, embedded
-from indexpub.tasks import app
+from indexpub import config, embedded, store
+from indexpub.tasks import app, configure_index
 from jobs.store import STATES
 
 
@@ -21,9 +21,13 @@ from jobs.store import STATES
 class Settings:
     database_url: str | None
     data_dir: Path
+    index_url: str | None
 
     def url(self) -> str:
         return config.database_url(self.database_url, self.data_dir)
+
+    def index(self) -> str:
+        return config.index_url(self.index_url, self.data_dir)
 
     def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url(), autocommit=autocommit)
@@ -44,10 +48,19 @@ pass_settings = click.make_pass_decorator(Settings)
     type=click.Path(file_okay=False, path_type=Path),
     help="Local state: the embedded database, the bare clone. Default ~/.local/share/indexpub.",
 )
+@click.option(
+    "--index-url",
+    envvar="INDEXPUB_INDEX_URL",
+    help="The index's git remote. Unset: a local bare repository under the data dir.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 @click.pass_context
 def main(
-    ctx: click.Context, database_url: str | None, data_dir: Path | None, verbose: bool
+    ctx: click.Context,
+    database_url: str | None,
+    data_dir: Path | None,
+    index_url: str | None,
+    verbose: bool,
 ) -> None:
     """Publish a Cargo registry's git index from a PostgreSQL job queue."""
     logging.basicConfig(
@@ -55,7 +68,7 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    ctx.obj = Settings(database_url or None, config.data_dir(data_dir))
+    ctx.obj = Settings(database_url or None, config.data_dir(data_dir), index_url or None)
 
 
 @main.command()
@@ -63,8 +76,13 @@ def main(
 def migrate(settings: Settings) -> None:
     """Create or upgrade indexpub's tables."""
     with settings.connect() as conn:
-        applied = app.migrate(conn)
-    click.echo(f"applied migrations: {', '.join(map(str, applied))}" if applied else "up to date")
+        applied = store.migrate(conn)
+    done = [
+        f"{schema} {', '.join(map(str, versions))}"
+        for schema, versions in applied.items()
+        if versions
+    ]
+    click.echo("applied migrations: " + "; ".join(done) if done else "up to date")
 
 
 @main.command()
@@ -85,7 +103,9 @@ def worker(
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
     url = settings.url()
     with psycopg.connect(url) as conn:
-        app.migrate(conn)
+        store.migrate(conn)
+    remote = settings.index()
+    configure_index(remote, config.clone_path(settings.data_dir, remote))
     unknown = [q for q in queues if q not in app.registry.queues]
     if unknown:
         raise click.UsageError(
@@ -103,22 +123,6 @@ def worker(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(supervisor.run())
-
-
-@main.command()
-@click.option("--count", type=click.IntRange(min=1), default=5, show_default=True)
-@pass_settings
-def demo(settings: Settings, count: int) -> None:
-    """Enqueue demo jobs, run the worker until they are done, and show the queue."""
-    url = settings.url()
-    with psycopg.connect(url) as conn:
-        app.migrate(conn)
-        app.enqueue_many(conn, [app.registry["demo"].job({"n": i}) for i in range(count)])
-    click.echo(f"enqueued {count} demo jobs on {_redact(url)}")
-    app.supervisor(url, ["default"], drain=True).run()
-    with psycopg.connect(url) as conn:
-        left = app.store.list_jobs(conn, queue="default", job_type="demo")
-    click.echo(f"worker drained the queue: {count - len(left)} ran, {len(left)} left")
 
 
 def _redact(url: str) -> str:
@@ -236,6 +240,9 @@ def db_stop(settings: Settings) -> None:
     stopped = embedded.stop(settings.data_dir / "postgres")
     click.echo("stopped" if stopped else "no embedded server in " + str(settings.data_dir))
 
+
+# The registry commands live in their own module; importing it registers them on ``main``.
+from indexpub import cli_index  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

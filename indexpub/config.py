@@ -6,6 +6,7 @@ every command works on the embedded defaults under the data directory.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -29,3 +30,37 @@ def database_url(explicit: str | None = None, data: Path | None = None) -> str:
     if url:
         return url
     return embedded.database_url((data or data_dir()) / "postgres")
+
+
+def index_url(explicit: str | None = None, data: Path | None = None) -> str:
+    """The index's git remote: configured, else a local bare repository under the data dir."""
+    url = explicit or os.environ.get("INDEXPUB_INDEX_URL")
+    if url:
+        return url
+    return str(local_index(data or data_dir()))
+
+
+def local_index(data: Path) -> Path:
+    """The embedded default's bare index remote, created with its config.json on first use.
+
+    Its ``dl`` points at the crate files that ``indexpub publish`` stores under the data dir,
+    so cargo can resolve and download from it with ``file://`` URLs alone.
+    """
+    from indexpub.git_index import init_index
+
+    path = data / "index.git"
+    if not (path / "HEAD").exists():
+        init_index(
+            path, dl=crate_files_dir(data).as_uri() + "/{crate}/{crate}-{version}.crate", api=None
+        )
+    return path
+
+
+def crate_files_dir(data: Path) -> Path:
+    return data / "crates"
+
+
+def clone_path(data: Path, remote_url: str) -> Path:
+    """One bare clone per remote, so pointing the worker at another index never mixes them."""
+    digest = hashlib.sha256(remote_url.encode()).hexdigest()[:12]
+    return data / "clones" / digest

@@ -5,3 +5,44 @@ from __future__ import annotations
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
 
 CREATE_DATABASE = "CREATE DATABASE {database}"
+
+# --- the registry's tables (indexpub/sql) -------------------------------------------------------
+# Every statement names {schema}, filled in as a quoted identifier by jobs.queries.compose.
+
+LOCK_CRATE = "SELECT id, name FROM {schema}.crates WHERE canonical_name = %s FOR UPDATE"
+
+INSERT_CRATE = """
+INSERT INTO {schema}.crates (name, canonical_name) VALUES (%s, %s)
+ON CONFLICT (canonical_name) DO NOTHING
+RETURNING id, name"""
+
+FIND_VERSION = """
+SELECT num, line FROM {schema}.versions WHERE crate_id = %s AND num_no_build = %s"""
+
+INSERT_VERSION = """
+INSERT INTO {schema}.versions (crate_id, num, num_no_build, line) VALUES (%s, %s, %s, %s)"""
+
+# Yank and unyank lock the version row and report its previous state, so that yanking a yanked
+# version succeeds without enqueueing anything.
+LOCK_VERSION = """
+SELECT v.id, v.yanked, c.name FROM {schema}.versions AS v
+JOIN {schema}.crates AS c ON c.id = v.crate_id
+WHERE c.canonical_name = %s AND v.num = %s
+FOR UPDATE OF v"""
+
+SET_YANKED = "UPDATE {schema}.versions SET yanked = %s WHERE id = %s"
+
+DELETE_VERSION = "DELETE FROM {schema}.versions WHERE id = %s"
+
+DELETE_CRATE = "DELETE FROM {schema}.crates WHERE canonical_name = %s RETURNING name"
+
+# One crate file: the versions of the crate whose lowercased name is the file's name, in publish
+# order. canonical_name narrows by the unique index; lower(name) tells foo-bar from foo_bar, which
+# live in different files.
+CRATE_FILE_LINES = """
+SELECT v.line, v.yanked FROM {schema}.versions AS v
+JOIN {schema}.crates AS c ON c.id = v.crate_id
+WHERE c.canonical_name = replace(%(lower_name)s, '-', '_') AND lower(c.name) = %(lower_name)s
+ORDER BY v.id"""
+
+ALL_CRATE_NAMES = "SELECT lower(name) FROM {schema}.crates ORDER BY 1"

@@ -22,7 +22,9 @@ def run(url: str, *args: str) -> str:
 
 @pytest.fixture
 def url(database_url: str) -> str:
-    assert run(database_url, "migrate").startswith("applied migrations: 1, 2")
+    assert run(database_url, "migrate").strip() == (
+        "applied migrations: indexpub 1; indexpub_jobs 1, 2"
+    )
     assert run(database_url, "migrate").strip() == "up to date"
     return database_url
 

@@ -1,0 +1,183 @@
+"""The registry's source of truth, and the Python API that registry backends call.
+
+Every function takes the caller's psycopg connection and runs in the caller's transaction: it
+records the change and enqueues ``sync_crate`` for the crate's index file in the same
+transaction, and never commits. Either both become visible at the caller's COMMIT, or neither
+does — the gap that lost updates in the old "commit, then push" design is gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import psycopg
+
+from indexpub import queries
+from indexpub.entries import IndexEntry
+from indexpub.errors import InvalidInput
+from indexpub.names import canonical_name, validate_crate_name
+from indexpub.versions import parse_version
+from jobs import migrations
+from jobs.queries import compose
+
+SCHEMA = "indexpub"
+
+Conn = psycopg.Connection[Any]
+
+
+class Conflict(InvalidInput):
+    """The input is valid on its own but contradicts what the registry already holds."""
+
+
+class NotFound(InvalidInput):
+    """The named crate or version does not exist."""
+
+
+class Outcome(Enum):
+    CREATED = "created"
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class Change:
+    outcome: Outcome
+    # The crate's name as first published (the spelling in the index).
+    name: str
+    # Whether a sync job was enqueued (or absorbed by a waiting one).
+    enqueued: bool
+
+
+def _sql(template: str) -> psycopg.sql.Composed:
+    return compose(template, SCHEMA)
+
+
+def migrate(conn: Conn) -> dict[str, list[int]]:
+    """Create or upgrade the registry tables and the job queue's; commits on its own.
+
+    Returns the versions applied now, by schema.
+    """
+    from indexpub.tasks import app
+
+    return {
+        SCHEMA: migrations.migrate(conn, SCHEMA, "indexpub"),
+        app.schema: app.migrate(conn),
+    }
+
+
+def _enqueue_sync(conn: Conn, name: str) -> None:
+    from indexpub.tasks import sync_job
+
+    sync_job(conn, name)
+
+
+def publish(conn: Conn, entry: IndexEntry) -> Change:
+    """Record a new version.
+
+    Publishing a byte-identical entry again succeeds and changes nothing (a retried upload). The
+    same version with other content, a version equal to an existing one once build metadata is
+    ignored, and a name that differs from an existing crate's only in case or ``-``/``_`` are
+    refused with :class:`Conflict`.
+    """
+    name = validate_crate_name(entry.name)
+    canonical = canonical_name(name)
+    line = entry.with_yanked(False).to_line()
+    num = str(entry.vers)
+    num_no_build = str(entry.vers.without_build())
+
+    crate = conn.execute(_sql(queries.LOCK_CRATE), (canonical,)).fetchone()
+    if crate is None:
+        crate = conn.execute(_sql(queries.INSERT_CRATE), (name, canonical)).fetchone()
+        if crate is None:  # a concurrent publish created it first: wait for it, then compare
+            crate = conn.execute(_sql(queries.LOCK_CRATE), (canonical,)).fetchone()
+    assert crate is not None
+    crate_id, existing_name = int(crate[0]), str(crate[1])
+    if existing_name != name:
+        raise Conflict(
+            f"crate name {name!r} collides with the existing crate {existing_name!r}: names "
+            "that differ only in case or in '-' versus '_' are the same crate; publish it "
+            f"as {existing_name!r}"
+        )
+
+    found = conn.execute(_sql(queries.FIND_VERSION), (crate_id, num_no_build)).fetchone()
+    if found is not None:
+        found_num, found_line = str(found[0]), str(found[1])
+        if found_num == num and found_line == line:
+            return Change(Outcome.UNCHANGED, name, enqueued=False)
+        if found_num == num:
+            raise Conflict(
+                f"crate {name!r} version {num} is already published with different content "
+                "(a published version can never change; publish a new version)"
+            )
+        raise Conflict(
+            f"crate {name!r} version {num} equals the published version {found_num} once build "
+            "metadata is ignored; cargo would treat them as one version"
+        )
+    conn.execute(_sql(queries.INSERT_VERSION), (crate_id, num, num_no_build, line))
+    _enqueue_sync(conn, name)
+    return Change(Outcome.CREATED, name, enqueued=True)
+
+
+def _set_yanked(conn: Conn, name: str, version: str, yanked: bool) -> Change:
+    validate_crate_name(name)
+    vers = str(parse_version(version))
+    row = conn.execute(_sql(queries.LOCK_VERSION), (canonical_name(name), vers)).fetchone()
+    if row is None:
+        raise NotFound(f"crate {name!r} has no version {vers}")
+    version_id, was_yanked, published_name = int(row[0]), bool(row[1]), str(row[2])
+    if was_yanked == yanked:
+        return Change(Outcome.UNCHANGED, published_name, enqueued=False)
+    conn.execute(_sql(queries.SET_YANKED), (yanked, version_id))
+    _enqueue_sync(conn, published_name)
+    return Change(Outcome.CHANGED, published_name, enqueued=True)
+
+
+def yank(conn: Conn, name: str, version: str) -> Change:
+    """Mark a version yanked; yanking a yanked version succeeds and changes nothing."""
+    return _set_yanked(conn, name, version, True)
+
+
+def unyank(conn: Conn, name: str, version: str) -> Change:
+    """Undo a yank; unyanking a version that is not yanked succeeds and changes nothing."""
+    return _set_yanked(conn, name, version, False)
+
+
+def delete_version(conn: Conn, name: str, version: str) -> Change:
+    """Remove a version (an administrative act: lockfiles that pin it stop resolving)."""
+    validate_crate_name(name)
+    vers = str(parse_version(version))
+    row = conn.execute(_sql(queries.LOCK_VERSION), (canonical_name(name), vers)).fetchone()
+    if row is None:
+        raise NotFound(f"crate {name!r} has no version {vers}")
+    conn.execute(_sql(queries.DELETE_VERSION), (int(row[0]),))
+    _enqueue_sync(conn, str(row[2]))
+    return Change(Outcome.DELETED, str(row[2]), enqueued=True)
+
+
+def delete_crate(conn: Conn, name: str) -> Change:
+    """Remove a crate and all its versions; its index file is deleted by the sync job."""
+    validate_crate_name(name)
+    row = conn.execute(_sql(queries.DELETE_CRATE), (canonical_name(name),)).fetchone()
+    if row is None:
+        raise NotFound(f"no crate named {name!r}")
+    _enqueue_sync(conn, str(row[0]))
+    return Change(Outcome.DELETED, str(row[0]), enqueued=True)
+
+
+def render_crate_file(conn: Conn, lower_name: str) -> bytes | None:
+    """The bytes the index file of this (lowercased) crate name must hold; None: no file."""
+    rows = conn.execute(_sql(queries.CRATE_FILE_LINES), {"lower_name": lower_name}).fetchall()
+    if not rows:
+        return None
+    lines = []
+    for line, yanked in rows:
+        lines.append(line if not yanked else IndexEntry.from_line(line).with_yanked(True).to_line())
+    return ("\n".join(lines) + "\n").encode()
+
+
+def all_crate_names(conn: Conn) -> list[str]:
+    """Every crate's lowercased name: what ``verify`` and ``rebuild`` walk."""
+    return [str(row[0]) for row in conn.execute(_sql(queries.ALL_CRATE_NAMES)).fetchall()]

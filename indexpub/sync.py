@@ -1,0 +1,91 @@
+"""The sync job: make crate files in the git index equal to what the database says.
+
+The job does not apply a change (append a line, flip a flag); it renders each crate's whole file
+from the database and compares it with the blob at the tip. That is what makes it idempotent and
+order-free: a job that runs twice, late, or after a crash at any step finds either nothing to do
+or the same thing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from indexpub import store
+from indexpub.faults import crash_point
+from indexpub.git_index import GitIndex, PushRejected
+from indexpub.names import index_path
+
+log = logging.getLogger("indexpub.sync")
+
+# A rejected push means another writer moved the remote; after this many rebuilds in one job the
+# job fails and the queue's backoff spaces out the next try.
+MAX_PUSHES = 3
+
+
+class SyncError(RuntimeError):
+    pass
+
+
+@dataclass
+class SyncResult:
+    commits: list[str] = field(default_factory=list)
+    pushes: int = 0
+    rejected: int = 0
+
+
+def commit_message(name: str, before: bytes | None, after: bytes | None) -> str:
+    if before is None:
+        return f"Create crate `{name}`"
+    if after is None:
+        return f"Delete crate `{name}`"
+    return f"Update crate `{name}`"
+
+
+def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[str]) -> SyncResult:
+    """Commit every listed crate whose file differs from the database, and push once.
+
+    The first try builds on the tip as of our last fetch or push (we are the only writer of crate
+    files, so it is usually current); a rejected push fetches, re-reads the database and rebuilds.
+    """
+    result = SyncResult()
+    unique = sorted(dict.fromkeys(names), key=str.lower)
+    crash_point("sync-started")
+    tip = index.tip() or index.fetch()
+    for _ in range(MAX_PUSHES):
+        changes: list[tuple[str, bytes | None, str]] = []
+        for name in unique:
+            path = index_path(name)
+            want = store.render_crate_file(conn, name.lower())
+            have = index.read_file(path, tip)
+            if want != have:
+                changes.append((path, want, commit_message(name, have, want)))
+        # End the read transaction: the job holds no snapshot or lock while git runs.
+        conn.rollback()
+        if not changes:
+            return result
+        head = tip
+        for number, (path, content, message) in enumerate(changes):
+            if number == 1:
+                crash_point("sync-mid-batch")
+            head = index.commit_file(head, path, content, message)
+        crash_point("sync-committed")
+        try:
+            index.push(head)
+        except PushRejected:
+            result.rejected += 1
+            log.info("push rejected (the remote moved); fetching and rebuilding")
+            tip = index.fetch()
+            continue
+        crash_point("sync-pushed")
+        result.pushes += 1
+        result.commits.extend(message for _, _, message in changes)
+        return result
+    raise SyncError(
+        f"the index remote moved under us {MAX_PUSHES} times in a row; giving up this attempt "
+        "(the job will be retried after its backoff)"
+    )

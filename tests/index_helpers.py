@@ -1,0 +1,106 @@
+"""Shared pieces of the index tests: a registry with a bare remote, fixture crates, git reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from indexpub import config, store
+from indexpub.crate_file import read_crate_bytes
+from indexpub.entries import IndexEntry
+from indexpub.git_index import GitIndex, init_index
+from indexpub.names import index_path
+from indexpub.tasks import INDEX_QUEUE, app, configure_index
+
+ROOT = Path(__file__).resolve().parent.parent
+DIST = ROOT / "fixtures" / "crates-dist"
+
+
+def fixture_files() -> dict[tuple[str, str], Path]:
+    manifest: Any = json.loads((DIST / "manifest.json").read_text())
+    return {(c["name"], c["version"]): DIST / c["file"] for c in manifest["crates"]}
+
+
+def fixtures_registry_url() -> str:
+    """The index URL the fixture crates were packaged for: ours plays that registry."""
+    manifest: Any = json.loads((DIST / "manifest.json").read_text())
+    return str(manifest["registry_index_in_crates"])
+
+
+def fixture_entry(name: str, version: str) -> IndexEntry:
+    data = fixture_files()[(name, version)].read_bytes()
+    return read_crate_bytes(data, index_url=fixtures_registry_url())
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, check=True, text=True, timeout=60
+    ).stdout
+
+
+@dataclass
+class Registry:
+    """A migrated database, a bare index remote with config.json, and a data directory."""
+
+    url: str
+    data: Path
+    remote: Path
+
+    @property
+    def clone(self) -> Path:
+        return config.clone_path(self.data, str(self.remote))
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url)
+
+    def publish(self, *entries: IndexEntry) -> None:
+        with self.connect() as conn:
+            for entry in entries:
+                store.publish(conn, entry)
+
+    def index(self) -> GitIndex:
+        return GitIndex.open(str(self.remote), self.clone)
+
+    def drain(self) -> int:
+        """Run the index queue in this process until nothing is ready; jobs run."""
+        configure_index(str(self.remote), self.clone)
+        worker = app.worker(self.url, INDEX_QUEUE, drain=True)
+        worker.run()
+        return worker.jobs_run
+
+    def remote_file(self, name: str) -> str | None:
+        try:
+            return git(f"--git-dir={self.remote}", "show", f"HEAD:{index_path(name)}")
+        except subprocess.CalledProcessError:
+            return None
+
+    def messages(self) -> list[str]:
+        """Commit subjects on the remote, oldest first, without the initial commit."""
+        out = git(f"--git-dir={self.remote}", "log", "--reverse", "--format=%s", "HEAD")
+        return out.splitlines()[1:]
+
+    def expected_file(self, name: str) -> str | None:
+        with self.connect() as conn:
+            rendered = store.render_crate_file(conn, name.lower())
+        return None if rendered is None else rendered.decode()
+
+    def pending_jobs(self) -> int:
+        with psycopg.connect(self.url) as conn:
+            row = conn.execute("SELECT count(*) FROM indexpub_jobs.jobs").fetchone()
+            assert row is not None
+            return int(row[0])
+
+
+def make_registry(url: str, tmp: Path) -> Registry:
+    data = tmp / "data"
+    data.mkdir()
+    remote = tmp / "index.git"
+    init_index(remote, dl=(data / "crates").as_uri() + "/{crate}/{crate}-{version}.crate", api=None)
+    with psycopg.connect(url) as conn:
+        store.migrate(conn)
+    return Registry(url, data, remote)

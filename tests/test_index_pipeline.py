@@ -1,0 +1,131 @@
+"""Publish, yank and unyank through the queue to a real bare git remote."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+from index_helpers import Registry, fixture_entry, git, make_registry
+
+from indexpub import store
+from indexpub.sync import sync_crates
+
+
+@pytest.fixture
+def reg(database_url: str, tmp_path: Path) -> Registry:
+    return make_registry(database_url, tmp_path)
+
+
+def test_publish_yank_unyank_reach_the_remote(reg: Registry) -> None:
+    first, second = fixture_entry("plain", "0.1.0"), fixture_entry("plain", "0.2.0")
+    reg.publish(first, second)
+    reg.drain()
+    assert reg.remote_file("plain") == first.to_line() + "\n" + second.to_line() + "\n"
+    # Two publishes in one transaction: one deduplicated job, one commit.
+    assert reg.messages() == ["Create crate `plain`"]
+
+    with reg.connect() as conn:
+        store.yank(conn, "plain", "0.1.0")
+    reg.drain()
+    yanked = reg.remote_file("plain")
+    assert yanked == first.with_yanked(True).to_line() + "\n" + second.to_line() + "\n"
+    original_lines = (first.to_line(), second.to_line())
+    got_lines = tuple(yanked.splitlines())
+    assert got_lines[1] == original_lines[1]
+    assert got_lines[0] == original_lines[0].replace('"yanked":false', '"yanked":true')
+
+    with reg.connect() as conn:
+        store.yank(conn, "plain", "0.1.0")  # yanking a yanked version: no-op, no job
+        assert reg.pending_jobs() == 0
+        store.unyank(conn, "plain", "0.1.0")
+    reg.drain()
+    assert reg.remote_file("plain") == first.to_line() + "\n" + second.to_line() + "\n"
+    assert reg.messages() == [
+        "Create crate `plain`",
+        "Update crate `plain`",
+        "Update crate `plain`",
+    ]
+
+
+def test_unchanged_crate_makes_no_commit(reg: Registry) -> None:
+    reg.publish(fixture_entry("q", "0.1.0"))
+    reg.drain()
+    before = git(f"--git-dir={reg.remote}", "rev-parse", "HEAD")
+    with reg.connect() as conn:
+        result = sync_crates(conn, reg.index(), ["q", "q", "xy"])  # late duplicate, no-op crate
+    assert result.commits == [] and result.pushes == 0
+    assert git(f"--git-dir={reg.remote}", "rev-parse", "HEAD") == before
+
+
+def test_delete_crate_and_version(reg: Registry) -> None:
+    reg.publish(
+        fixture_entry("plain", "0.1.0"),
+        fixture_entry("plain", "0.2.0"),
+        fixture_entry("xy", "0.1.0"),
+    )
+    reg.drain()
+    with reg.connect() as conn:
+        store.delete_version(conn, "plain", "0.1.0")
+        store.delete_crate(conn, "xy")
+    reg.drain()
+    assert reg.remote_file("plain") == fixture_entry("plain", "0.2.0").to_line() + "\n"
+    assert reg.remote_file("xy") is None
+    assert reg.messages()[-2:] == ["Update crate `plain`", "Delete crate `xy`"]
+    assert "2/xy" not in git(f"--git-dir={reg.remote}", "ls-tree", "-r", "--name-only", "HEAD")
+
+
+def test_another_writer_on_the_remote_is_kept_and_ours_lands_on_top(
+    reg: Registry, tmp_path: Path
+) -> None:
+    reg.publish(fixture_entry("q", "0.1.0"))
+    reg.drain()
+    other = tmp_path / "other"
+    git("clone", "-q", str(reg.remote), str(other))
+    git("config", "user.email", "ops@example.org", cwd=other)
+    git("config", "user.name", "ops", cwd=other)
+    config = other / "config.json"
+    config.write_text(config.read_text().replace("}", ', "auth-required": false}', 1))
+    (other / "2").mkdir(exist_ok=True)
+    (other / "2" / "zz").write_text('{"name":"zz"}\n')
+    git("commit", "-qam", "Edit config.json", cwd=other)
+    git("add", "2/zz", cwd=other)
+    git("commit", "-qm", "Another writer's crate", cwd=other)
+    git("push", "-q", "origin", "HEAD", cwd=other)
+
+    reg.publish(fixture_entry("xy", "0.1.0"))  # our clone's tip is now stale
+    reg.drain()
+    assert reg.messages() == [
+        "Create crate `q`",
+        "Edit config.json",
+        "Another writer's crate",
+        "Create crate `xy`",
+    ]
+    shown = git(f"--git-dir={reg.remote}", "show", "HEAD:config.json")
+    assert '"auth-required": false' in shown
+    assert git(f"--git-dir={reg.remote}", "show", "HEAD:2/zz") == '{"name":"zz"}\n'
+
+
+def test_unreachable_remote_fails_the_job_then_converges(reg: Registry, tmp_path: Path) -> None:
+    reg.publish(fixture_entry("q", "0.1.0"))
+    reg.drain()
+    away = tmp_path / "moved-away.git"
+    shutil.move(reg.remote, away)
+    reg.publish(fixture_entry("xy", "0.1.0"))
+    reg.drain()
+    with psycopg.connect(reg.url) as conn:
+        row = conn.execute(
+            "SELECT attempts, dead, last_error, run_at > now() FROM indexpub_jobs.jobs"
+        ).fetchone()
+    assert row is not None
+    attempts, dead, error, backing_off = row
+    assert attempts == 1 and not dead and backing_off
+    assert "GitError: git" in error and "does not appear to be a git repository" in error
+    shutil.move(away, reg.remote)
+    with psycopg.connect(reg.url) as conn:
+        conn.execute("UPDATE indexpub_jobs.jobs SET run_at = now()")  # skip the backoff
+    reg.drain()
+    assert reg.pending_jobs() == 0
+    assert reg.remote_file("xy") == reg.expected_file("xy")
+    assert reg.messages() == ["Create crate `q`", "Create crate `xy`"]
