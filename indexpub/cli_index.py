@@ -43,16 +43,22 @@ def _read_input(source: str, max_bytes: int) -> bytes:
     return data
 
 
+FORMATS = ("auto", "crate", "index-line", "publish-json")
+
+
 def entry_from_input(
-    data: bytes, cksum: str | None, registry_index: str | None
+    data: bytes, cksum: str | None, registry_index: str | None, input_format: str = "auto"
 ) -> tuple[IndexEntry, bytes | None]:
     """An index entry from a .crate file, an index line, or cargo's publish JSON.
 
-    ``registry_index`` is the URL by which crates of this registry name it in their packaged
-    Cargo.toml (``registry-index``): their dependencies on it become ``registry: null``.
+    ``auto`` tells them apart by the gzip magic, then by the ``cksum`` key that only an index
+    line has. ``registry_index`` is the URL by which crates of this registry name it in their
+    packaged Cargo.toml (``registry-index``): their dependencies on it become ``registry: null``.
     """
-    if data.startswith(GZIP_MAGIC):
+    if input_format == "crate" or (input_format == "auto" and data.startswith(GZIP_MAGIC)):
         return read_crate_bytes(data, index_url=registry_index), data
+    if input_format == "index-line":
+        return IndexEntry.from_line(data), None
     try:
         parsed = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -61,7 +67,7 @@ def entry_from_input(
         ) from None
     if not isinstance(parsed, dict):
         raise InvalidInput(f"the JSON input must be an object, not {type(parsed).__name__}")
-    if "cksum" in parsed:
+    if input_format == "auto" and "cksum" in parsed:
         return IndexEntry.from_json(parsed), None
     if cksum is None:
         raise InvalidInput(
@@ -114,6 +120,14 @@ def init_index_command(dl: str, api: str | None, branch: str, path: Path) -> Non
     "--max-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True
 )
 @click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="What SOURCE holds.",
+)
+@click.option(
     "--registry-index",
     help="The index URL that a .crate's dependencies on this registry carry (registry-index in "
     "its Cargo.toml). Default: the configured index URL.",
@@ -124,13 +138,16 @@ def publish(
     source: str,
     cksum: str | None,
     max_bytes: int,
+    input_format: str,
     registry_index: str | None,
 ) -> None:
     """Publish a version from SOURCE: a .crate file, or a JSON file (or - for stdin) holding
     cargo's publish metadata or an index line."""
     data = _read_input(source, max_bytes)
     try:
-        entry, crate_bytes = entry_from_input(data, cksum, registry_index or settings.index())
+        entry, crate_bytes = entry_from_input(
+            data, cksum, registry_index or settings.index(), input_format
+        )
         with settings.connect() as conn:
             store.migrate(conn)
             if crate_bytes is not None:

@@ -1,0 +1,152 @@
+"""Bad publishes through the CLI and the store: each refused with its own clear message, and
+nothing stored or enqueued."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_ENTRY
+from click.testing import CliRunner, Result
+from index_helpers import fixture_files
+
+from indexpub import store
+from indexpub.cli import main
+from indexpub.entries import IndexEntry
+
+
+@pytest.fixture
+def url(database_url: str, tmp_path: Path) -> str:
+    with psycopg.connect(database_url) as conn:
+        store.migrate(conn)
+    return database_url
+
+
+def cli(url: str, tmp_path: Path, *args: str, input: bytes | None = None) -> Result:
+    return CliRunner().invoke(
+        main,
+        ["--database-url", url, "--data-dir", str(tmp_path / "data"), *args],
+        input=input,
+    )
+
+
+def counts(url: str) -> tuple[int, int, int]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM indexpub.crates), (SELECT count(*) FROM"
+            " indexpub.versions), (SELECT count(*) FROM indexpub_jobs.jobs)"
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+
+def refused(result: Result, fragment: str) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: "), lines
+    assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def test_corpus_of_bad_index_lines(url: str, tmp_path: Path) -> None:
+    assert len(BAD_LINES) + len(BAD_PUBLISH_JSON) >= 40
+    messages = set()
+    for case_id, text, fragment in BAD_LINES:
+        result = cli(url, tmp_path, "publish", "-", "--format", "index-line", input=text.encode())
+        messages.add(refused(result, fragment))
+        assert counts(url) == (0, 0, 0), case_id
+    assert len(messages) == len(BAD_LINES)
+
+
+def test_corpus_of_bad_publish_json(url: str, tmp_path: Path) -> None:
+    for case_id, meta, fragment in BAD_PUBLISH_JSON:
+        result = cli(
+            url,
+            tmp_path,
+            "publish",
+            "-",
+            "--format",
+            "publish-json",
+            "--cksum",
+            "0" * 64,
+            input=json.dumps(meta).encode(),
+        )
+        refused(result, fragment)
+        assert counts(url) == (0, 0, 0), case_id
+
+
+def test_store_conflicts_collisions_and_duplicates(url: str, tmp_path: Path) -> None:
+    good = json.dumps(GOOD_ENTRY)
+    assert cli(url, tmp_path, "publish", "-", input=good.encode()).exit_code == 0
+    assert counts(url) == (1, 1, 1)
+    again = cli(url, tmp_path, "publish", "-", input=good.encode())
+    assert again.exit_code == 0 and "already published with this content" in again.output
+    assert counts(url) == (1, 1, 1)
+
+    cases = [
+        ({**GOOD_ENTRY, "cksum": "1" * 64}, "already published with different content"),
+        ({**GOOD_ENTRY, "vers": "1.0.0+build.7"}, "equals the published version 1.0.0 once build"),
+        ({**GOOD_ENTRY, "name": "Good-Crate"}, "collides with the existing crate 'good-crate'"),
+        ({**GOOD_ENTRY, "name": "good_crate"}, "collides with the existing crate 'good-crate'"),
+    ]
+    for entry, fragment in cases:
+        refused(cli(url, tmp_path, "publish", "-", input=json.dumps(entry).encode()), fragment)
+        assert counts(url) == (1, 1, 1)
+
+
+def test_bad_files_and_oversized_input(url: str, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.crate"
+    garbage.write_bytes(b"not a crate at all")
+    refused(cli(url, tmp_path, "publish", str(garbage)), "neither a .crate file nor JSON")
+    truncated = tmp_path / "truncated.crate"
+    truncated.write_bytes(next(iter(fixture_files().values())).read_bytes()[:200])
+    refused(cli(url, tmp_path, "publish", str(truncated)), "invalid .crate file: corrupt gzip data")
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 2000)
+    refused(
+        cli(url, tmp_path, "publish", str(big), "--max-bytes", "1000"),
+        "larger than the limit of 1000 bytes",
+    )
+    refused(cli(url, tmp_path, "publish", str(tmp_path / "missing.crate")), "no such file")
+    # A .crate whose paths escape its {name}-{version}/ folder.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("../evil/Cargo.toml")
+        payload = b'[package]\nname = "evil"\nversion = "0.1.0"\n'
+        info.size = len(payload)
+        archive.addfile(info, io.BytesIO(payload))
+    evil = tmp_path / "evil.crate"
+    evil.write_bytes(gzip.compress(buffer.getvalue()))
+    refused(cli(url, tmp_path, "publish", str(evil)), "evil")
+    assert counts(url) == (0, 0, 0)
+    assert not (tmp_path / "data" / "crates").exists()
+
+
+def test_publish_crate_file_yank_unyank_cli(url: str, tmp_path: Path) -> None:
+    path = fixture_files()[("plain", "0.1.0")]
+    result = cli(url, tmp_path, "publish", str(path), "--registry-index", "x")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "published plain 0.1.0"
+    stored = tmp_path / "data" / "crates" / "plain" / "plain-0.1.0.crate"
+    assert stored.read_bytes() == path.read_bytes()
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT line FROM indexpub.versions").fetchone()
+    assert row is not None
+    assert IndexEntry.from_line(row[0]).cksum == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert cli(url, tmp_path, "yank", "plain", "0.1.0").output.strip() == "yanked plain 0.1.0"
+    assert (
+        cli(url, tmp_path, "yank", "plain", "0.1.0").output.strip()
+        == "plain 0.1.0 was already yanked"
+    )
+    assert cli(url, tmp_path, "unyank", "plain", "0.1.0").output.strip() == "unyanked plain 0.1.0"
+    refused(cli(url, tmp_path, "yank", "plain", "9.9.9"), "crate 'plain' has no version 9.9.9")
+    refused(cli(url, tmp_path, "yank", "plain", "01.0"), "01.0")
+    refused(cli(url, tmp_path, "yank", "no such", "1.0.0"), "no such")
+    assert counts(url) == (1, 1, 1)  # one deduplicated sync job, not yet run
