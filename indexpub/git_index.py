@@ -333,6 +333,10 @@ def _commit_body(tree: str, parents: list[str], author: bytes, committer: bytes,
 # --- the index ----------------------------------------------------------------------------------
 
 
+# How many pushes between two ``git gc --auto`` checks.
+GC_EVERY_PUSHES = 100
+
+
 class GitIndex:
     """A bare clone of the index remote, used by exactly one writer at a time."""
 
@@ -358,6 +362,7 @@ class GitIndex:
         # Counters that let tests and metrics check an update's cost does not grow with the index.
         self.objects_read = 0
         self.objects_written = 0
+        self._pushes_since_gc = 0
 
     @classmethod
     def open(
@@ -551,6 +556,20 @@ class GitIndex:
                 message += _scrub(" | " + " | ".join(refused), self._remote)
             raise GitError(message)
         self._git("update-ref", self.tracking_ref, commit, what="git update-ref")
+        self._pushes_since_gc += 1
+        if self._pushes_since_gc >= GC_EVERY_PUSHES:
+            self.collect_garbage()
+
+    def collect_garbage(self) -> None:
+        """Pack the loose objects that commit_file writes (about five per update).
+
+        Only fetch runs git's automatic gc, and the sync fetches only when a push is rejected,
+        so without this a busy index would pile up loose files. ``repack -d`` packs just the
+        loose objects (a small, fast pack); ``gc --auto`` then merges packs once there are many.
+        """
+        self._pushes_since_gc = 0
+        self._git("repack", "-d", "-q", what="git repack")
+        self._git("-c", "gc.autoDetach=false", "gc", "--auto", "--quiet", what="git gc")
 
 
 def _create_clone(path: Path, remote_url: str, timeout: float) -> None:

@@ -620,3 +620,20 @@ def test_one_update_touches_only_the_trees_on_its_path(remote: Path, tmp_path: P
     loose_before = loose_objects(index.path)
     tip = index.commit_file(big, existing, None, "delete")
     assert len(loose_objects(index.path) - loose_before) <= 4  # ≤3 trees + commit
+
+
+def test_pushes_pack_loose_objects_now_and_then(tmp_path: Path) -> None:
+    import indexpub.git_index as git_index
+
+    remote = tmp_path / "remote.git"
+    init_index(remote, dl=DL, api=API)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    index.fetch()
+    tip = index.tip()
+    assert tip is not None
+    for n in range(git_index.GC_EVERY_PUSHES):
+        tip = index.commit_file(tip, f"3/a/a{n:02d}", b"{}\n", f"Create crate `a{n:02d}`")
+        index.push(tip)
+    # About five loose objects per update were written; gc --auto packed them.
+    assert len(loose_objects(index.path)) < 20
+    assert index.read_file("3/a/a07") == b"{}\n"

@@ -129,3 +129,28 @@ def test_unreachable_remote_fails_the_job_then_converges(reg: Registry, tmp_path
     assert reg.pending_jobs() == 0
     assert reg.remote_file("xy") == reg.expected_file("xy")
     assert reg.messages() == ["Create crate `q`", "Create crate `xy`"]
+
+
+def test_pushes_go_to_the_branch_the_remote_head_names(database_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from index_helpers import Registry
+
+    from indexpub.cli import main
+
+    remote = tmp_path / "main-index.git"
+    result = CliRunner().invoke(
+        main, ["init-index", "--dl", "file:///dl", "--branch", "main", str(remote)]
+    )
+    assert result.exit_code == 0, result.output
+    again = CliRunner().invoke(main, ["init-index", "--dl", "file:///dl", str(remote)])
+    assert again.exit_code == 1 and "Error:" in again.output
+    data = tmp_path / "data"
+    data.mkdir()
+    reg = Registry(database_url, data, remote)
+    with reg.connect() as conn:
+        store.migrate(conn)
+    reg.publish(fixture_entry("q", "0.1.0"))
+    reg.drain()
+    assert git(f"--git-dir={remote}", "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert git(f"--git-dir={remote}", "branch", "--list").split() == ["*", "main"]
+    assert reg.remote_file("q") == fixture_entry("q", "0.1.0").to_line() + "\n"
