@@ -105,7 +105,11 @@ def worker(
     with psycopg.connect(url) as conn:
         store.migrate(conn)
     remote = settings.index()
-    configure_index(remote, config.clone_path(settings.data_dir, remote))
+    configure_index(
+        remote,
+        config.clone_path(settings.data_dir, remote),
+        config.sparse_dir(settings.data_dir),
+    )
     unknown = [q for q in queues if q not in app.registry.queues]
     if unknown:
         raise click.UsageError(

@@ -19,7 +19,7 @@ from indexpub.entries import IndexEntry
 from indexpub.errors import InvalidInput
 from indexpub.git_index import GitIndex, init_index
 from indexpub.names import index_path
-from indexpub.tasks import INDEX_QUEUE, app, configure_index
+from indexpub.tasks import INDEX_QUEUE, SPARSE_QUEUE, app, configure_index
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -225,8 +225,12 @@ def demo(settings: Settings) -> None:
         conn.commit()
     click.echo("published: " + ", ".join(published))
     click.echo(f"yanked: plain 0.1.0 ({yanked.outcome.value})")
-    configure_index(remote, config.clone_path(settings.data_dir, remote))
-    code = app.supervisor(settings.url(), [INDEX_QUEUE], drain=True).run()
+    configure_index(
+        remote,
+        config.clone_path(settings.data_dir, remote),
+        config.sparse_dir(settings.data_dir),
+    )
+    code = app.supervisor(settings.url(), [INDEX_QUEUE, SPARSE_QUEUE], drain=True).run()
     if code != 0:
         raise click.ClickException(f"the worker exited with status {code}")
     click.echo(f"\nindex remote: {remote}")

@@ -64,3 +64,10 @@ def clone_path(data: Path, remote_url: str) -> Path:
     """One bare clone per remote, so pointing the worker at another index never mixes them."""
     digest = hashlib.sha256(remote_url.encode()).hexdigest()[:12]
     return data / "clones" / digest
+
+
+def sparse_dir(data: Path) -> Path:
+    """Where the sparse index's files are written (``INDEXPUB_SPARSE_DIR``, else the data dir)."""
+    if env := os.environ.get("INDEXPUB_SPARSE_DIR"):
+        return Path(env).expanduser().resolve()
+    return data / "sparse"

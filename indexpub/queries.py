@@ -46,3 +46,41 @@ WHERE c.canonical_name = replace(%(lower_name)s, '-', '_') AND lower(c.name) = %
 ORDER BY v.id"""
 
 ALL_CRATE_NAMES = "SELECT lower(name) FROM {schema}.crates ORDER BY 1"
+
+# --- accounts: users, tokens, owners (indexpub/sql/0002_accounts.sql) ----------------------------
+
+UPSERT_USER = """
+INSERT INTO {schema}.users (login) VALUES (%s)
+ON CONFLICT (login) DO UPDATE SET login = EXCLUDED.login
+RETURNING id"""
+
+INSERT_TOKEN = """
+INSERT INTO {schema}.api_tokens (user_id, name, token_hash) VALUES (%s, %s, %s) RETURNING id"""
+
+REVOKE_TOKENS = """
+UPDATE {schema}.api_tokens AS t SET revoked_at = now()
+FROM {schema}.users AS u
+WHERE u.id = t.user_id AND u.login = %(login)s AND t.revoked_at IS NULL
+  AND (%(name)s::text IS NULL OR t.name = %(name)s)"""
+
+AUTHENTICATE = """
+UPDATE {schema}.api_tokens AS t SET last_used_at = now()
+FROM {schema}.users AS u
+WHERE u.id = t.user_id AND t.token_hash = %s AND t.revoked_at IS NULL
+RETURNING u.id, u.login"""
+
+FIND_USER = "SELECT id, login FROM {schema}.users WHERE login = %s"
+
+CRATE_ID = "SELECT id, name FROM {schema}.crates WHERE canonical_name = %s"
+
+IS_OWNER = "SELECT 1 FROM {schema}.crate_owners WHERE crate_id = %s AND user_id = %s"
+
+ADD_OWNER = """
+INSERT INTO {schema}.crate_owners (crate_id, user_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
+
+REMOVE_OWNER = "DELETE FROM {schema}.crate_owners WHERE crate_id = %s AND user_id = %s"
+
+LIST_OWNERS = """
+SELECT u.id, u.login FROM {schema}.crate_owners AS o
+JOIN {schema}.users AS u ON u.id = o.user_id
+WHERE o.crate_id = %s ORDER BY o.added_at, u.login"""

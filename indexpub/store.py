@@ -49,10 +49,16 @@ class Change:
     name: str
     # Whether a sync job was enqueued (or absorbed by a waiting one).
     enqueued: bool
+    # Whether this call created the crate itself (its first version).
+    new_crate: bool = False
 
 
-def _sql(template: str) -> psycopg.sql.Composed:
+def sql(template: str) -> psycopg.sql.Composed:
+    """A statement of :mod:`indexpub.queries` for the registry's schema."""
     return compose(template, SCHEMA)
+
+
+_sql = sql
 
 
 def migrate(conn: Conn) -> dict[str, list[int]]:
@@ -89,8 +95,10 @@ def publish(conn: Conn, entry: IndexEntry) -> Change:
     num_no_build = str(entry.vers.without_build())
 
     crate = conn.execute(_sql(queries.LOCK_CRATE), (canonical,)).fetchone()
+    new_crate = False
     if crate is None:
         crate = conn.execute(_sql(queries.INSERT_CRATE), (name, canonical)).fetchone()
+        new_crate = crate is not None
         if crate is None:  # a concurrent publish created it first: wait for it, then compare
             crate = conn.execute(_sql(queries.LOCK_CRATE), (canonical,)).fetchone()
     assert crate is not None
@@ -118,7 +126,7 @@ def publish(conn: Conn, entry: IndexEntry) -> Change:
         )
     conn.execute(_sql(queries.INSERT_VERSION), (crate_id, num, num_no_build, line))
     _enqueue_sync(conn, name)
-    return Change(Outcome.CREATED, name, enqueued=True)
+    return Change(Outcome.CREATED, name, enqueued=True, new_crate=new_crate)
 
 
 def _set_yanked(conn: Conn, name: str, version: str, yanked: bool) -> Change:

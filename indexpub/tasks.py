@@ -31,8 +31,13 @@ def demo(ctx: JobContext, payload: Any) -> None:
     log.info("demo job %s ran at %s: %s", ctx.job_ids[0], row[0] if row else "?", payload)
 
 
+# The sparse index's files: many writers are fine (each file is renamed into place).
+SPARSE_QUEUE = "sparse"
+
+
 class _IndexTarget:
-    """The index remote and local clone the sync job works on; set by ``indexpub worker``.
+    """The index remote, local clone and sparse directory the sync jobs work on; set by
+    ``indexpub worker``.
 
     Held at module level because the job types are declared at import time while the remote is
     configuration; the supervisor forks its workers after :func:`configure_index`.
@@ -40,12 +45,14 @@ class _IndexTarget:
 
     remote_url: str | None = None
     clone_path: Path | None = None
+    sparse_dir: Path | None = None
     index: GitIndex | None = None
 
 
-def configure_index(remote_url: str, clone_path: Path) -> None:
+def configure_index(remote_url: str, clone_path: Path, sparse_dir: Path | None = None) -> None:
     _IndexTarget.remote_url = remote_url
     _IndexTarget.clone_path = clone_path
+    _IndexTarget.sparse_dir = sparse_dir
     _IndexTarget.index = None
 
 
@@ -75,6 +82,25 @@ def sync_crate(ctx: JobContext, payloads: list[Any]) -> None:
         log.info("%s", message)
 
 
+@app.job_type(
+    name="write_sparse",
+    queue=SPARSE_QUEUE,
+    dedup=True,
+    batch_size=100,
+    max_attempts=None,
+    backoff=Backoff(base=1.0, factor=2.0, cap=60.0),
+    timeout=300.0,
+)
+def write_sparse(ctx: JobContext, payloads: list[Any]) -> None:
+    """Write a batch of crates' files into the sparse index directory (see indexpub.sparse)."""
+    from indexpub.sparse import sync_sparse
+
+    root = _IndexTarget.sparse_dir
+    if root is None:
+        raise RuntimeError("the sparse index directory is not configured (see configure_index)")
+    sync_sparse(ctx.conn, root, [str(p["name"]) for p in payloads])
+
+
 def sync_job(conn: psycopg.Connection[Any], name: str) -> None:
-    """Enqueue the sync of one crate's index file in the caller's transaction."""
-    app.enqueue(conn, sync_crate.job({"name": name}))
+    """Enqueue, in the caller's transaction, the syncs of one crate's file: git and sparse."""
+    app.enqueue_many(conn, [sync_crate.job({"name": name}), write_sparse.job({"name": name})])

@@ -15,7 +15,7 @@ from indexpub.crate_file import read_crate_bytes
 from indexpub.entries import IndexEntry
 from indexpub.git_index import GitIndex, init_index
 from indexpub.names import index_path
-from indexpub.tasks import INDEX_QUEUE, app, configure_index
+from indexpub.tasks import INDEX_QUEUE, SPARSE_QUEUE, app, configure_index
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "fixtures" / "crates-dist"
@@ -66,12 +66,19 @@ class Registry:
     def index(self) -> GitIndex:
         return GitIndex.open(str(self.remote), self.clone)
 
+    @property
+    def sparse(self) -> Path:
+        return self.data / "sparse"
+
     def drain(self) -> int:
-        """Run the index queue in this process until nothing is ready; jobs run."""
-        configure_index(str(self.remote), self.clone)
-        worker = app.worker(self.url, INDEX_QUEUE, drain=True)
-        worker.run()
-        return worker.jobs_run
+        """Run the git and sparse queues in this process until nothing is ready; jobs run."""
+        configure_index(str(self.remote), self.clone, self.sparse)
+        ran = 0
+        for queue in (INDEX_QUEUE, SPARSE_QUEUE):
+            worker = app.worker(self.url, queue, drain=True)
+            worker.run()
+            ran += worker.jobs_run
+        return ran
 
     def remote_file(self, name: str) -> str | None:
         try:

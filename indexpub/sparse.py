@@ -1,0 +1,60 @@
+"""The sparse index: each crate's file in a directory, served over HTTP by ``indexpub serve``.
+
+Files hold the same bytes as in git. They are written by their own job type on their own queue,
+so the git job never waits on it and a slow disk never holds up the single git writer.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from indexpub import store
+from indexpub.names import index_path
+
+
+def write_file(root: Path, relative: str, content: bytes | None) -> bool:
+    """Make ``root/relative`` hold ``content`` (None: absent); True if it changed.
+
+    Written to a temporary file and renamed over the old one, so a reader (and cargo's
+    conditional request) sees the old bytes or the new ones, never a torn file. Unchanged bytes
+    are not rewritten, so the file's mtime, which the server's Last-Modified and ETag come from,
+    only moves on a real change.
+    """
+    target = root / relative
+    try:
+        current: bytes | None = target.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if current == content:
+        return False
+    if content is None:
+        target.unlink(missing_ok=True)
+        return True
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def sync_sparse(conn: psycopg.Connection[Any], root: Path, names: Sequence[str]) -> list[str]:
+    """Render each crate's file from the database into the sparse directory; the changed."""
+    changed = []
+    for name in dict.fromkeys(names):
+        relative = index_path(name)
+        if write_file(root, relative, store.render_crate_file(conn, name.lower())):
+            changed.append(relative)
+    conn.rollback()
+    return changed
