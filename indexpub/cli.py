@@ -246,7 +246,5 @@ def db_stop(settings: Settings) -> None:
 
 
 # The registry commands live in their own module; importing it registers them on ``main``.
+import indexpub.cli_serve  # noqa: E402, F401
 from indexpub import cli_index  # noqa: E402, F401
-
-if __name__ == "__main__":
-    main()

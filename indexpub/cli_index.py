@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import click
 from indexpub import config, store
 from indexpub.cli import Settings, main, pass_settings
 from indexpub.crate_file import DEFAULT_MAX_BYTES, read_crate_bytes
+from indexpub.crate_storage import store_crate_file
 from indexpub.entries import IndexEntry
 from indexpub.errors import InvalidInput
 from indexpub.git_index import GitIndex, init_index
@@ -77,28 +76,6 @@ def entry_from_input(
     return IndexEntry.from_publish_json(parsed, cksum), None
 
 
-def _store_crate_file(data_dir: Path, entry: IndexEntry, data: bytes) -> Path:
-    """Write the .crate where the local index's dl points, atomically, before the DB commit.
-
-    A crash after this write and before the commit leaves an unreferenced file that the next
-    publish of the same version overwrites with the same bytes: harmless.
-    """
-    folder = config.crate_files_dir(data_dir) / entry.name
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{entry.name}-{entry.vers}.crate"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 @main.command("init-index")
 @click.option("--dl", required=True, help="Download URL template for config.json.")
 @click.option("--api", help="Registry API URL for config.json (for cargo publish and yank).")
@@ -150,9 +127,11 @@ def publish(
         )
         with settings.connect() as conn:
             store.migrate(conn)
-            if crate_bytes is not None:
-                _store_crate_file(settings.data_dir, entry, crate_bytes)
             change = store.publish(conn, entry)
+            # After the database accepted it (a refused upload must not overwrite the bytes of
+            # a published version), before the commit (no version without its file).
+            if crate_bytes is not None:
+                store_crate_file(settings.data_dir, entry, crate_bytes)
     except InvalidInput as exc:
         raise InputError(str(exc)) from None
     if change.outcome is store.Outcome.UNCHANGED:
@@ -218,8 +197,8 @@ def demo(settings: Settings) -> None:
         for path in files:
             data = path.read_bytes()
             entry = read_crate_bytes(data, index_url=packaged_for)
-            _store_crate_file(settings.data_dir, entry, data)
             change = store.publish(conn, entry)
+            store_crate_file(settings.data_dir, entry, data)
             published.append(f"{change.name} {entry.vers} ({change.outcome.value})")
         yanked = store.yank(conn, "plain", "0.1.0")
         conn.commit()

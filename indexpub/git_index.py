@@ -363,6 +363,9 @@ class GitIndex:
         self.objects_read = 0
         self.objects_written = 0
         self._pushes_since_gc = 0
+        # Commits and trees by sha (objects never change): those that read_files fetched and
+        # those that commit_file wrote, so that a batch of commits reads git once.
+        self._cache: dict[str, _Object] = {}
 
     @classmethod
     def open(
@@ -447,6 +450,55 @@ class GitIndex:
             raise GitError(f"{path} is a {found.kind} in {commit}, not a file")
         return found.data
 
+    def read_files(self, paths: Sequence[str], commit: str) -> list[bytes | None]:
+        """The files at ``commit`` with one git process; None for an absent file.
+
+        It also keeps the commit and every directory tree along the paths in memory, so that
+        the commit_file calls of the batch that follows (on ``commit``, then on each other's
+        commits) start no git process at all.
+        """
+        for path in paths:
+            _check_read_path(path)
+        _check_sha(commit)
+        dirs = sorted(
+            {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+        )
+        specs = [commit, f"{commit}^{{tree}}", *(f"{commit}:{d}" for d in dirs)]
+        specs += [f"{commit}:{p}" for p in paths]
+        found = self._cat_file(specs)
+        self._cache.clear()  # one batch's worth: trees of the current tip only
+        for obj in found[: len(specs) - len(paths)]:
+            if obj is not None and obj.kind in ("commit", "tree"):
+                self._cache[obj.sha] = obj
+        files: list[bytes | None] = []
+        for path, obj in zip(paths, found[len(specs) - len(paths) :], strict=True):
+            if obj is not None and obj.kind != "blob":
+                raise GitError(f"{path} is a {obj.kind} in {commit}, not a file")
+            files.append(None if obj is None else obj.data)
+        return files
+
+    def _cached_path(self, parent: str, dirs: list[str]) -> list[_Object | None] | None:
+        """What commit_file reads (the commit, its root tree, the trees along ``dirs``) from
+        memory; None when anything is not cached (then git is asked)."""
+        commit = self._cache.get(parent)
+        if commit is None or not commit.data.startswith(b"tree "):
+            return None
+        tree = self._cache.get(commit.data[5:45].decode())
+        found: list[_Object | None] = [commit, tree]
+        for name in dirs:
+            if tree is None:  # under a directory the path creates
+                found.append(None)
+                continue
+            entry = next((e for e in _parse_tree(tree.data) if e.name == name.encode()), None)
+            if entry is None:
+                tree = None  # a directory the path creates: absent, which is an answer
+            else:
+                tree = self._cache.get(entry.sha.hex())
+                if tree is None:
+                    return None
+            found.append(tree)
+        return found
+
     def _cat_file(self, specs: list[str]) -> list[_Object | None]:
         """Read several objects with one process: the fixed cost of an update is one fork."""
         request = "".join(s + "\n" for s in specs).encode()
@@ -478,9 +530,12 @@ class GitIndex:
         check_crate_path(path)
         _check_sha(parent)
         *dirs, filename = path.split("/")
-        specs = [parent, f"{parent}^{{tree}}"]
-        specs += [f"{parent}:{'/'.join(dirs[:i])}" for i in range(1, len(dirs) + 1)]
-        commit, *trees = self._cat_file(specs)
+        cached = self._cached_path(parent, dirs)
+        if cached is None:
+            specs = [parent, f"{parent}^{{tree}}"]
+            specs += [f"{parent}:{'/'.join(dirs[:i])}" for i in range(1, len(dirs) + 1)]
+            cached = self._cat_file(specs)
+        commit, *trees = cached
         if commit is None or commit.kind != "commit" or trees[0] is None:
             raise GitError(f"parent {parent} is not a commit in {self.path}")
         root_tree = trees[0].sha
@@ -533,7 +588,10 @@ class GitIndex:
 
     def _store(self, kind: str, data: bytes) -> str:
         self.objects_written += 1
-        return _write_loose(self._objects, kind, data)
+        sha = _write_loose(self._objects, kind, data)
+        if kind in ("commit", "tree"):
+            self._cache[sha] = _Object(sha, kind, data)
+        return sha
 
     def push(self, commit: str) -> None:
         """Push without force: the remote's fast-forward check is our compare-and-swap."""

@@ -63,11 +63,20 @@ FROM {schema}.users AS u
 WHERE u.id = t.user_id AND u.login = %(login)s AND t.revoked_at IS NULL
   AND (%(name)s::text IS NULL OR t.name = %(name)s)"""
 
+# last_used_at is refreshed at most once a minute: the update row-locks the token until the
+# caller commits, and a backend that authenticates inside its publish transaction would
+# otherwise serialise every upload made with one token.
 AUTHENTICATE = """
-UPDATE {schema}.api_tokens AS t SET last_used_at = now()
-FROM {schema}.users AS u
-WHERE u.id = t.user_id AND t.token_hash = %s AND t.revoked_at IS NULL
-RETURNING u.id, u.login"""
+WITH found AS (
+    SELECT t.id, t.last_used_at, u.id AS user_id, u.login
+    FROM {schema}.api_tokens AS t JOIN {schema}.users AS u ON u.id = t.user_id
+    WHERE t.token_hash = %s AND t.revoked_at IS NULL
+), touched AS (
+    UPDATE {schema}.api_tokens SET last_used_at = now()
+    WHERE id IN (SELECT id FROM found
+                 WHERE last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+)
+SELECT user_id, login FROM found"""
 
 FIND_USER = "SELECT id, login FROM {schema}.users WHERE login = %s"
 

@@ -58,10 +58,11 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
     tip = index.tip() or index.fetch()
     for _ in range(MAX_PUSHES):
         changes: list[tuple[str, bytes | None, str]] = []
-        for name in unique:
-            path = index_path(name)
+        paths = [index_path(name) for name in unique]
+        # One git process for every file of the batch (and the trees the commits will need).
+        haves = index.read_files(paths, tip)
+        for name, path, have in zip(unique, paths, haves, strict=True):
             want = store.render_crate_file(conn, name.lower())
-            have = index.read_file(path, tip)
             if want != have:
                 changes.append((path, want, commit_message(name, have, want)))
         # End the read transaction: the job holds no snapshot or lock while git runs.

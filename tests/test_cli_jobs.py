@@ -61,7 +61,7 @@ def test_worker_drain_runs_the_jobs_and_exits(url: str) -> None:
     with psycopg.connect(url) as conn:
         app.enqueue_many(conn, [app.registry["demo"].job({"n": i}) for i in range(3)])
     done = subprocess.run(
-        [sys.executable, "-m", "indexpub.cli", "--database-url", url, "worker", "--drain"],
+        [sys.executable, "-m", "indexpub", "--database-url", url, "worker", "--drain"],
         capture_output=True,
         timeout=60,
     )

@@ -32,7 +32,7 @@ def start_index_worker(reg: Registry, **env: str) -> subprocess.Popen[bytes]:
         **env,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "indexpub.cli", "-v", "worker", "--poll-interval", "0.2"],
+        [sys.executable, "-m", "indexpub", "-v", "worker", "--poll-interval", "0.2"],
         env=environment,
         start_new_session=True,
         stderr=subprocess.PIPE,

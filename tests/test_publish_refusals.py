@@ -150,3 +150,19 @@ def test_publish_crate_file_yank_unyank_cli(url: str, tmp_path: Path) -> None:
     refused(cli(url, tmp_path, "yank", "plain", "01.0"), "01.0")
     refused(cli(url, tmp_path, "yank", "no such", "1.0.0"), "no such")
     assert counts(url) == (1, 1, 2)  # one deduplicated sync job, not yet run
+
+
+def test_a_refused_crate_never_overwrites_the_published_bytes(url: str, tmp_path: Path) -> None:
+    original = fixture_files()[("plain", "0.1.0")]
+    assert cli(url, tmp_path, "publish", str(original)).exit_code == 0
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        manifest = b'[package]\nname = "plain"\nversion = "0.1.0"\nedition = "2021"\n'
+        info = tarfile.TarInfo("plain-0.1.0/Cargo.toml")
+        info.size = len(manifest)
+        archive.addfile(info, io.BytesIO(manifest))
+    impostor = tmp_path / "impostor.crate"
+    impostor.write_bytes(gzip.compress(buffer.getvalue()))
+    refused(cli(url, tmp_path, "publish", str(impostor)), "already published with different")
+    stored = tmp_path / "data" / "crates" / "plain" / "plain-0.1.0.crate"
+    assert stored.read_bytes() == original.read_bytes()

@@ -1,0 +1,5 @@
+"""``python -m indexpub``: the same command line as the ``indexpub`` script."""
+
+from indexpub.cli import main
+
+main()

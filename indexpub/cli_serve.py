@@ -1,0 +1,206 @@
+"""The ``indexpub`` commands of the HTTP registry: serve, token create/revoke, owner add/list."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+import psycopg
+
+from indexpub import accounts, queries, store
+from indexpub.cli import Settings, main, pass_settings
+from indexpub.cli_index import InputError
+from indexpub.errors import InvalidInput
+from indexpub.names import canonical_name, validate_crate_name
+from indexpub.serve import DEFAULT_MAX_CRATE_BYTES, DEFAULT_MAX_METADATA_BYTES, create_app
+
+
+def _verbose(ctx: click.Context) -> bool:
+    return bool(ctx.find_root().params.get("verbose"))
+
+
+class _DropUpgradeWarnings(logging.Filter):
+    """Drop uvicorn's two warnings about upgrade requests, which cargo makes on every request.
+
+    cargo's libcurl asks plain-HTTP servers to upgrade the connection to HTTP/2 (``Upgrade:
+    h2c``). uvicorn answers in HTTP/1.1, which is correct and what cargo then uses, but logs
+    "Unsupported upgrade request" and a hint about WebSocket libraries each time: two warnings
+    per index fetch would drown every real one.
+    """
+
+    NOISE = ("Unsupported upgrade request", "No supported WebSocket library detected")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--public-url",
+    help="Where clients reach this server, for config.json's dl and api. "
+    "Default: http://HOST:PORT.",
+)
+@click.option(
+    "--max-crate-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CRATE_BYTES,
+    show_default=True,
+)
+@click.option(
+    "--max-metadata-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_METADATA_BYTES,
+    show_default=True,
+    help="Limit of the publish JSON (it carries the README).",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    public_url: str | None,
+    max_crate_bytes: int,
+    max_metadata_bytes: int,
+) -> None:
+    """Serve cargo's registry Web API (publish, yank, owners, downloads) and the sparse index
+    (/index/) over HTTP, in one process.
+
+    The git index is written by `indexpub worker`, never here; create it with
+    `indexpub init-index --dl PUBLIC_URL/api/v1/crates --api PUBLIC_URL PATH` so that cargo
+    publishes and downloads through this server. Access lines are logged with -v.
+    """
+    import uvicorn
+
+    settings: Settings = ctx.obj
+    verbose = _verbose(ctx)
+    url = settings.url()
+    with psycopg.connect(url) as conn:
+        store.migrate(conn)
+    # The git index's URL, as crates packaged for it name it; never created from here.
+    git_index = settings.index_url or str(settings.data_dir / "index.git")
+    public = public_url or f"http://{host}:{port}"
+    try:
+        app = create_app(
+            url,
+            settings.data_dir,
+            public_url=public,
+            max_crate_bytes=max_crate_bytes,
+            max_metadata_bytes=max_metadata_bytes,
+            index_urls=[git_index],
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.getLogger("uvicorn.error").addFilter(_DropUpgradeWarnings())
+    click.echo(f"serving the registry API and sparse index on http://{host}:{port}", err=True)
+    click.echo(f"sparse index for cargo: sparse+{public.rstrip('/')}/index/", err=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # keep indexpub's logging set-up (stderr, -v for INFO)
+        log_level=logging.INFO if verbose else logging.WARNING,
+        access_log=verbose,
+        server_header=False,
+    )
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """API tokens (what cargo sends in the Authorization header)."""
+
+
+@token.command("create")
+@click.argument("user")
+@click.option("--name", default="", help="A label for the token, to revoke it alone later.")
+@pass_settings
+def token_create(settings: Settings, user: str, name: str) -> None:
+    """Create a token for USER (created if new) and print it: the only time it is shown."""
+    try:
+        with settings.connect() as conn:
+            store.migrate(conn)
+            secret = accounts.create_token(conn, user, name)
+    except InvalidInput as exc:
+        raise InputError(str(exc)) from None
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("user")
+@click.option("--name", help="Revoke only the tokens with this label. Default: all of USER's.")
+@pass_settings
+def token_revoke(settings: Settings, user: str, name: str | None) -> None:
+    """Revoke USER's tokens."""
+    with settings.connect() as conn:
+        store.migrate(conn)
+        count = accounts.revoke_tokens(conn, user, name)
+    click.echo(f"revoked {count} token(s)")
+
+
+# --- owners (administration) --------------------------------------------------------------------
+
+
+def add_owner_as_admin(conn: psycopg.Connection[Any], crate: str, login: str) -> tuple[str, bool]:
+    """Make ``login`` an owner of ``crate`` without being an owner: the administrator's way to
+    give an owner to a crate published from the command line (which has none).
+
+    Returns the crate's published name and whether the user was added (False: already an owner).
+    The user must exist (``indexpub token create`` makes users).
+    """
+    validate_crate_name(crate)
+    row = conn.execute(store.sql(queries.CRATE_ID), (canonical_name(crate),)).fetchone()
+    if row is None:
+        raise store.NotFound(f"no crate named {crate!r}")
+    crate_id, published = int(row[0]), str(row[1])
+    user = conn.execute(store.sql(queries.FIND_USER), (login,)).fetchone()
+    if user is None:
+        raise store.NotFound(
+            f"no user named {login!r} (`indexpub token create {login}` creates the user)"
+        )
+    added = conn.execute(store.sql(queries.ADD_OWNER), (crate_id, int(user[0]))).rowcount
+    return published, added == 1
+
+
+@main.group()
+def owner() -> None:
+    """Crate owners, as an administrator (owners change owners through the API)."""
+
+
+@owner.command("add")
+@click.argument("crate")
+@click.argument("user")
+@pass_settings
+def owner_add(settings: Settings, crate: str, user: str) -> None:
+    """Make USER an owner of CRATE."""
+    try:
+        with settings.connect() as conn:
+            store.migrate(conn)
+            published, added = add_owner_as_admin(conn, crate, user)
+    except InvalidInput as exc:
+        raise InputError(str(exc)) from None
+    if added:
+        click.echo(f"added {user} as an owner of {published}")
+    else:
+        click.echo(f"{user} is already an owner of {published}")
+
+
+@owner.command("list")
+@click.argument("crate")
+@pass_settings
+def owner_list(settings: Settings, crate: str) -> None:
+    """Print CRATE's owners, one login a line."""
+    try:
+        with settings.connect() as conn:
+            store.migrate(conn)
+            owners = accounts.list_owners(conn, crate)
+    except InvalidInput as exc:
+        raise InputError(str(exc)) from None
+    for user in owners:
+        click.echo(user.login)
+    if not owners:
+        click.echo(f"{crate} has no owners", err=True)
