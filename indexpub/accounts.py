@@ -28,6 +28,10 @@ class NotAllowed(Exception):
     """The caller is authenticated but may not do this (HTTP 403)."""
 
 
+class UnknownUser(store.NotFound):
+    """No user has that login (``indexpub token create`` makes users)."""
+
+
 @dataclass(frozen=True)
 class User:
     id: int
@@ -114,18 +118,30 @@ def list_owners(conn: Conn, name: str) -> list[User]:
     ]
 
 
+def _add_owner(conn: Conn, crate_id: int, login: str) -> tuple[str, bool]:
+    """Add an existing user as an owner: (their login, False if they already were one)."""
+    row = conn.execute(_sql(queries.FIND_USER), (login,)).fetchone()
+    if row is None:
+        raise UnknownUser(f"no user named {login!r}")
+    added = conn.execute(_sql(queries.ADD_OWNER), (crate_id, int(row[0]))).rowcount
+    return str(row[1]), added == 1
+
+
 def add_owners(conn: Conn, name: str, logins: list[str], by: User) -> list[str]:
     """Add existing users as owners (an owner may add others); the logins added."""
     require_owner(conn, name, by)
     crate_id, _ = _crate(conn, name)
-    added = []
-    for login in logins:
-        row = conn.execute(_sql(queries.FIND_USER), (login,)).fetchone()
-        if row is None:
-            raise store.NotFound(f"no user named {login!r}")
-        conn.execute(_sql(queries.ADD_OWNER), (crate_id, int(row[0])))
-        added.append(str(row[1]))
-    return added
+    return [_add_owner(conn, crate_id, login)[0] for login in logins]
+
+
+def add_owner_as_admin(conn: Conn, name: str, login: str) -> tuple[str, bool]:
+    """Make ``login`` an owner without being one: the administrator's way to give an owner to
+    a crate published from the command line (which has none).
+
+    Returns the crate's published name and whether the user was added.
+    """
+    crate_id, published = _crate(conn, name)
+    return published, _add_owner(conn, crate_id, login)[1]
 
 
 def remove_owners(conn: Conn, name: str, logins: list[str], by: User) -> list[str]:

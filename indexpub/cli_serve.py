@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import click
 import psycopg
 
-from indexpub import accounts, queries, store
+from indexpub import accounts, store
 from indexpub.cli import Settings, main, pass_settings
 from indexpub.cli_index import InputError
 from indexpub.errors import InvalidInput
-from indexpub.names import canonical_name, validate_crate_name
 from indexpub.serve import DEFAULT_MAX_CRATE_BYTES, DEFAULT_MAX_METADATA_BYTES, create_app
 
 
@@ -145,27 +143,6 @@ def token_revoke(settings: Settings, user: str, name: str | None) -> None:
 # --- owners (administration) --------------------------------------------------------------------
 
 
-def add_owner_as_admin(conn: psycopg.Connection[Any], crate: str, login: str) -> tuple[str, bool]:
-    """Make ``login`` an owner of ``crate`` without being an owner: the administrator's way to
-    give an owner to a crate published from the command line (which has none).
-
-    Returns the crate's published name and whether the user was added (False: already an owner).
-    The user must exist (``indexpub token create`` makes users).
-    """
-    validate_crate_name(crate)
-    row = conn.execute(store.sql(queries.CRATE_ID), (canonical_name(crate),)).fetchone()
-    if row is None:
-        raise store.NotFound(f"no crate named {crate!r}")
-    crate_id, published = int(row[0]), str(row[1])
-    user = conn.execute(store.sql(queries.FIND_USER), (login,)).fetchone()
-    if user is None:
-        raise store.NotFound(
-            f"no user named {login!r} (`indexpub token create {login}` creates the user)"
-        )
-    added = conn.execute(store.sql(queries.ADD_OWNER), (crate_id, int(user[0]))).rowcount
-    return published, added == 1
-
-
 @main.group()
 def owner() -> None:
     """Crate owners, as an administrator (owners change owners through the API)."""
@@ -180,7 +157,9 @@ def owner_add(settings: Settings, crate: str, user: str) -> None:
     try:
         with settings.connect() as conn:
             store.migrate(conn)
-            published, added = add_owner_as_admin(conn, crate, user)
+            published, added = accounts.add_owner_as_admin(conn, crate, user)
+    except accounts.UnknownUser as exc:
+        raise InputError(f"{exc} (`indexpub token create {user}` creates the user)") from None
     except InvalidInput as exc:
         raise InputError(str(exc)) from None
     if added:
