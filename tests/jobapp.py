@@ -34,6 +34,12 @@ def fail(ctx: JobContext, payload: Any) -> None:
     raise RuntimeError(f"boom {payload.get('n', '')}".strip())
 
 
+@app.job_type(queue="default", max_attempts=3, backoff=Backoff(base=60.0, jitter=0.0))
+def fail_later(ctx: JobContext, payload: Any) -> None:
+    """Fails and backs off for a minute: no second attempt can happen within a test."""
+    raise RuntimeError("failed")
+
+
 def _record(ctx: JobContext, payload: Any) -> None:
     """Write a start row (committed at once), sleep, write the end: the tests' run journal."""
     conn = ctx.conn

@@ -171,8 +171,8 @@ def test_running_job_is_invisible_and_failure_is_written_before_unlock(url: str)
         release.wait(10)
         raise RuntimeError("late failure")
 
-    local = app.registry["fail"]
-    job_id = enqueue(url, "fail", {})
+    local = app.registry["fail_later"]
+    job_id = enqueue(url, "fail_later", {})
     worker = app.worker(url, "default", drain=True)
     original = local.func
     object.__setattr__(local, "func", slow_fail)
