@@ -8,13 +8,11 @@ crate published either way is downloadable either way.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from indexpub import config
+from indexpub.atomic_file import write_atomically
 from indexpub.entries import IndexEntry
 from indexpub.names import validate_crate_name
 from indexpub.versions import parse_version
@@ -49,28 +47,5 @@ def store_crate_file(data_dir: Path, entry: IndexEntry, data: bytes) -> Path:
     if hashlib.sha256(data).hexdigest() != entry.cksum:
         raise ValueError(f"the bytes given for {entry.name} {entry.vers} do not match its cksum")
     target = crate_file_path(data_dir, entry.name, str(entry.vers))
-    folder = target.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)
+    write_atomically(target, data, durable=True)
     return target
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; some filesystems do not support fsync on a directory."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

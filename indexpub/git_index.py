@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import git
 
+from indexpub.atomic_file import write_atomically
+
 __all__ = [
     "DEFAULT_IDENTITY",
     "GitError",
@@ -305,16 +307,8 @@ def _write_loose(objects_dir: Path, kind: str, data: bytes) -> str:
     target = objects_dir / sha[:2] / sha[2:]
     if target.exists():
         return sha
-    target.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(zlib.compress(raw))
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # git's own temporary prefix: git gc removes leftovers of a crash.
+    write_atomically(target, zlib.compress(raw), mode=0o444, temp_prefix="tmp_obj_")
     return sha
 
 

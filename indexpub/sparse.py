@@ -6,8 +6,6 @@ so the git job never waits on it and a slow disk never holds up the single git w
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import psycopg
 
 from indexpub import store
+from indexpub.atomic_file import write_atomically
 from indexpub.names import index_path
 
 
@@ -36,16 +35,7 @@ def write_file(root: Path, relative: str, content: bytes | None) -> bool:
     if content is None:
         target.unlink(missing_ok=True)
         return True
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, content)
     return True
 
 
