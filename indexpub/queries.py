@@ -36,13 +36,13 @@ DELETE_VERSION = "DELETE FROM {schema}.versions WHERE id = %s"
 
 DELETE_CRATE = "DELETE FROM {schema}.crates WHERE canonical_name = %s RETURNING name"
 
-# One crate file: the versions of the crate whose lowercased name is the file's name, in publish
-# order. canonical_name narrows by the unique index; lower(name) tells foo-bar from foo_bar, which
-# live in different files.
-CRATE_FILE_LINES = """
-SELECT v.line, v.yanked FROM {schema}.versions AS v
+# Crate files: the versions of the crates whose lowercased names are the files' names, in
+# publish order. canonical_name narrows by the unique index; lower(name) tells foo-bar from
+# foo_bar, which live in different files. One query for a whole batch of a sync job.
+CRATE_FILES_LINES = """
+SELECT lower(c.name), v.line, v.yanked FROM {schema}.versions AS v
 JOIN {schema}.crates AS c ON c.id = v.crate_id
-WHERE c.canonical_name = replace(%(lower_name)s, '-', '_') AND lower(c.name) = %(lower_name)s
+WHERE c.canonical_name = ANY(%(canonical)s) AND lower(c.name) = ANY(%(lower_names)s)
 ORDER BY v.id"""
 
 ALL_CRATE_NAMES = "SELECT lower(name) FROM {schema}.crates ORDER BY 1"

@@ -42,9 +42,11 @@ def write_file(root: Path, relative: str, content: bytes | None) -> bool:
 def sync_sparse(conn: psycopg.Connection[Any], root: Path, names: Sequence[str]) -> list[str]:
     """Render each crate's file from the database into the sparse directory; the changed."""
     changed = []
-    for name in dict.fromkeys(names):
+    unique = list(dict.fromkeys(names))
+    wants = store.render_crate_files(conn, [name.lower() for name in unique])
+    for name in unique:
         relative = index_path(name)
-        if write_file(root, relative, store.render_crate_file(conn, name.lower())):
+        if write_file(root, relative, wants[name.lower()]):
             changed.append(relative)
     conn.rollback()
     return changed

@@ -8,6 +8,7 @@ does — the gap that lost updates in the old "commit, then push" design is gone
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -175,15 +176,25 @@ def delete_crate(conn: Conn, name: str) -> Change:
     return Change(Outcome.DELETED, str(row[0]), enqueued=True)
 
 
+def render_crate_files(conn: Conn, lower_names: Sequence[str]) -> dict[str, bytes | None]:
+    """The bytes each (lowercased) crate name's index file must hold; None: no file."""
+    wanted = list(dict.fromkeys(lower_names))
+    rows = conn.execute(
+        _sql(queries.CRATE_FILES_LINES),
+        {"lower_names": wanted, "canonical": [n.replace("-", "_") for n in wanted]},
+    ).fetchall()
+    lines: dict[str, list[str]] = {}
+    for name, line, yanked in rows:
+        text = line if not yanked else IndexEntry.from_line(line).with_yanked(True).to_line()
+        lines.setdefault(name, []).append(text)
+    return {
+        name: ("\n".join(lines[name]) + "\n").encode() if name in lines else None for name in wanted
+    }
+
+
 def render_crate_file(conn: Conn, lower_name: str) -> bytes | None:
     """The bytes the index file of this (lowercased) crate name must hold; None: no file."""
-    rows = conn.execute(_sql(queries.CRATE_FILE_LINES), {"lower_name": lower_name}).fetchall()
-    if not rows:
-        return None
-    lines = []
-    for line, yanked in rows:
-        lines.append(line if not yanked else IndexEntry.from_line(line).with_yanked(True).to_line())
-    return ("\n".join(lines) + "\n").encode()
+    return render_crate_files(conn, [lower_name])[lower_name]
 
 
 def all_crate_names(conn: Conn) -> list[str]:

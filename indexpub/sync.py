@@ -61,8 +61,9 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
         paths = [index_path(name) for name in unique]
         # One git process for every file of the batch (and the trees the commits will need).
         haves = index.read_files(paths, tip)
+        wants = store.render_crate_files(conn, [name.lower() for name in unique])
         for name, path, have in zip(unique, paths, haves, strict=True):
-            want = store.render_crate_file(conn, name.lower())
+            want = wants[name.lower()]
             if want != have:
                 changes.append((path, want, commit_message(name, have, want)))
         # End the read transaction: the job holds no snapshot or lock while git runs.

@@ -68,7 +68,7 @@ def _index() -> GitIndex:
     name="sync_crate",
     queue=INDEX_QUEUE,
     dedup=True,
-    batch_size=100,
+    batch_size=500,
     max_attempts=None,
     backoff=Backoff(base=1.0, factor=2.0, cap=300.0),
     timeout=600.0,
