@@ -23,9 +23,10 @@ def connect(
     *,
     autocommit: bool,
     application_name: str,
+    control: bool = False,
     connect_timeout: int = 10,
 ) -> psycopg.Connection[Any]:
-    """Open a connection for queue work.
+    """Open a connection for queue work; ``control`` for the one that claims and locks.
 
     The session disables ``idle_in_transaction_session_timeout`` because the run's transaction is
     idle (holding the row lock) for as long as the job runs; a server-wide setting meant for
@@ -39,6 +40,8 @@ def connect(
         **KEEPALIVES,
     )
     conn.execute(queries.SESSION_SETUP)
+    if control:
+        conn.execute(queries.CONTROL_SESSION_SETUP)
     if not autocommit:
         conn.commit()
     return conn

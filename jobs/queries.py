@@ -32,18 +32,19 @@ ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 # --- enqueue ----------------------------------------------------------------------------------
 
-# One statement for one job or a thousand: arrays in, rows out. A deduplicated job whose twin has
-# not started yet is absorbed by it: DO UPDATE (not DO NOTHING) so that the twin stays row-locked
-# until the enqueuing transaction ends, and no worker can claim it before the data that this
-# enqueue stands for is committed and visible.
+# One statement for one job or a thousand: arrays in, rows out, as binary parameters (the text
+# form of a thousand-element array costs more to build than the insert). A deduplicated job
+# whose twin has not started yet is absorbed by it: DO UPDATE (not DO NOTHING) so that the twin
+# stays row-locked until the enqueuing transaction ends, and no worker can claim it before the
+# data that this enqueue stands for is committed and visible.
 ENQUEUE = """
 INSERT INTO {schema}.jobs AS j
     (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
 SELECT queue, job_type, payload, priority, max_attempts,
        now() + make_interval(secs => delay), dedup_key
 FROM unnest(
-    %(queue)s::text[], %(job_type)s::text[], %(payload)s::jsonb[], %(priority)s::smallint[],
-    %(max_attempts)s::integer[], %(delay)s::float8[], %(dedup_key)s::text[]
+    %(queue)b::text[], %(job_type)b::text[], %(payload)b::jsonb[], %(priority)b::smallint[],
+    %(max_attempts)b::integer[], %(delay)b::float8[], %(dedup_key)b::text[]
 ) AS t(queue, job_type, payload, priority, max_attempts, delay, dedup_key)
 ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND attempts = 0
 DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority),
@@ -126,6 +127,16 @@ LISTEN = "LISTEN {channel}"
 # The run's transaction sits idle, holding the row lock, for as long as the job runs; a server-wide
 # timeout meant for forgotten sessions must not end it.
 SESSION_SETUP = "SET idle_in_transaction_session_timeout = 0"
+
+# The control connection's bookkeeping (claims, deletes, failures) commits without waiting for
+# the WAL flush. A worker that dies loses nothing by it: a commit is visible and durable against
+# the death of the client the moment it returns. Only a crash of PostgreSQL itself can forget
+# the last few hundred milliseconds of bookkeeping, and then a finished job runs again, or a
+# claimed attempt goes uncounted: at-least-once still holds, and the job's own work, on its own
+# connection, commits durably as always. This halves the cost of a job (two WAL flushes of
+# about 0.3 ms each on the development VMs). Generic plans: the queue's statements are the same
+# few all day, and re-planning them cost more than running them.
+CONTROL_SESSION_SETUP = "SET synchronous_commit = off; SET plan_cache_mode = force_generic_plan"
 
 TRY_CONSUMER_LOCK = "SELECT pg_try_advisory_lock(%s)"
 

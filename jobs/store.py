@@ -108,13 +108,18 @@ class JobStore:
         for job in jobs:
             job_type = self.registry[job.job_type]
             key = dedup_key(job.payload) if job_type.dedup else None
+            priority = job_type.priority if job.priority is None else job.priority
             if key is not None and (job_type.name, key) in seen:
-                positions.append(seen[(job_type.name, key)])
+                # Fold as the database folds twins of separate calls: the higher priority, the
+                # earlier time.
+                row = seen[(job_type.name, key)]
+                columns["priority"][row] = max(columns["priority"][row], priority)
+                columns["delay"][row] = min(columns["delay"][row], float(job.delay))
+                positions.append(row)
                 continue
             if key is not None:
                 seen[(job_type.name, key)] = len(columns["queue"])
             positions.append(len(columns["queue"]))
-            priority = job_type.priority if job.priority is None else job.priority
             columns["queue"].append(job_type.queue)
             columns["job_type"].append(job_type.name)
             columns["payload"].append(Jsonb(job.payload))

@@ -146,7 +146,9 @@ class Worker:
     def _ensure_connected(self) -> None:
         if self._control is not None and not self._control.closed:
             return
-        self._control = connect(self.conninfo, autocommit=True, application_name=self.name)
+        self._control = connect(
+            self.conninfo, autocommit=True, application_name=self.name, control=True
+        )
         self.store.listen(self._control)
         self._is_consumer = False
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,26 @@ def loose_objects(repo: Path) -> set[str]:
         for f in d.iterdir()
         if not f.name.startswith("tmp")
     }
+
+
+def packed_objects(repo: Path) -> set[str]:
+    """Every object named by the .idx files of `repo` (version 2 indexes)."""
+    found: set[str] = set()
+    for idx in (repo / "objects" / "pack").glob("pack-*.idx"):
+        data = idx.read_bytes()
+        assert data[:8] == b"\377tOc\0\0\0\2"
+        count = int.from_bytes(data[8 + 255 * 4 : 8 + 256 * 4], "big")
+        names = data[8 + 256 * 4 : 8 + 256 * 4 + 20 * count]
+        found.update(names[i : i + 20].hex() for i in range(0, len(names), 20))
+    return found
+
+
+def stored_objects(repo: Path) -> set[str]:
+    return loose_objects(repo) | packed_objects(repo)
+
+
+def packs(repo: Path) -> set[str]:
+    return {p.name for p in (repo / "objects" / "pack").glob("pack-*.pack")}
 
 
 def crate_path(name: str) -> str:
@@ -255,10 +276,11 @@ def test_unchanged_content_makes_no_commit(index: GitIndex) -> None:
     base = index.tip()
     assert base is not None
     tip = index.commit_file(base, "1/a", b"x\n", "create")
-    loose = loose_objects(index.path)
+    stored, pack_files = stored_objects(index.path), packs(index.path)
     assert index.commit_file(tip, "1/a", b"x\n", "same again") == tip
     assert index.commit_file(tip, "2/zz", None, "delete a missing file") == tip
-    assert loose_objects(index.path) == loose
+    assert stored_objects(index.path) == stored
+    assert packs(index.path) == pack_files
 
 
 def test_no_work_tree_and_no_index_file(index: GitIndex) -> None:
@@ -391,6 +413,35 @@ def test_concurrent_writer_is_rejected_then_kept(
         f"{base} Initialize index",
     ]
     assert index.read_file("config.json") == b'{\n  "dl": "https://elsewhere"\n}\n'
+
+
+def test_tip_stays_in_memory_but_follows_the_ref(
+    index: GitIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = index.fetch()
+    tip = index.commit_file(base, "1/a", b"x\n", "a")
+    index.push(tip)
+    calls: list[tuple[str, ...]] = []
+    real = index._git
+
+    def counting(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(index, "_git", counting)
+    assert index.tip() == tip
+    assert index.tip() == tip
+    assert calls == []  # no git process for a tip we know
+    # Something else moves the tracking ref: tip() tells the truth.
+    git(f"--git-dir={index.path}", "update-ref", index.tracking_ref, base)
+    assert index.tip() == base
+    git(f"--git-dir={index.path}", "pack-refs", "--all")  # the ref moves into packed-refs
+    assert index.tip() == base
+    git(f"--git-dir={index.path}", "update-ref", index.tracking_ref, tip)
+    assert index.tip() == tip
+    git(f"--git-dir={index.path}", "update-ref", "-d", index.tracking_ref)
+    assert index.tip() is None
+    assert index.fetch() == tip
 
 
 def test_fetch_follows_a_rewritten_remote(remote: Path, index: GitIndex) -> None:
@@ -598,18 +649,20 @@ def test_one_update_touches_only_the_trees_on_its_path(remote: Path, tmp_path: P
     index = GitIndex.open(str(remote), tmp_path / "clone")
     assert index.tip() == big
     assert len(ls_tree(index.path, big)) == 5001
-    before = loose_objects(index.path)
-    assert len(before) < 50  # the 5,000 files arrived as a pack
+    assert len(loose_objects(index.path)) < 50  # the 5,000 files arrived as a pack
 
     # The first creates two directories; blobs differ so that each one is really new.
     for path in ["zz/zz/zzzzunique", "ab/cd/abcdnew", "1/q", "3/q/qrs"]:
         content = path.encode() + b"\n"
         start_read, start_written = index.objects_read, index.objects_written
-        loose_before = loose_objects(index.path)
+        stored_before, packs_before = stored_objects(index.path), packs(index.path)
         tip = index.commit_file(big, path, content, "one")
-        added = loose_objects(index.path) - loose_before
+        added = stored_objects(index.path) - stored_before
         depth = path.count("/")
         assert len(added) == index.objects_written - start_written == 1 + (depth + 1) + 1
+        # Written as one new pack, no loose files.
+        assert len(packs(index.path) - packs_before) == 1
+        assert loose_objects(index.path) == set()
         # The parent commit plus the trees on the path (missing ones are not counted).
         assert index.objects_read - start_read <= 2 + depth
         kinds = [git(f"--git-dir={index.path}", "cat-file", "-t", sha).strip() for sha in added]
@@ -617,12 +670,48 @@ def test_one_update_touches_only_the_trees_on_its_path(remote: Path, tmp_path: P
         assert ls_tree(index.path, tip).keys() - ls_tree(index.path, big).keys() == {path}
 
     existing = next(p for p in ls_tree(index.path, big) if p.count("/") == 2)
-    loose_before = loose_objects(index.path)
+    stored_before = stored_objects(index.path)
     tip = index.commit_file(big, existing, None, "delete")
-    assert len(loose_objects(index.path) - loose_before) <= 4  # ≤3 trees + commit
+    assert len(stored_objects(index.path) - stored_before) <= 4  # ≤3 trees + commit
 
 
-def test_pushes_pack_loose_objects_now_and_then(tmp_path: Path) -> None:
+def test_batch_writes_one_valid_pack(remote: Path, index: GitIndex) -> None:
+    base = index.fetch()
+    packs_before, loose_before = packs(index.path), loose_objects(index.path)
+    changes = [
+        (p, p.encode() + b"\n", f"add {p}") for p in ["1/a", "2/bc", "3/d/def", "gh/ij/ghij"]
+    ]
+    changes.append(("1/a", None, "delete 1/a"))
+    with index.batch():
+        tip = index.commit_files(base, changes[:2])
+        assert packs(index.path) == packs_before  # nothing written inside the batch
+        tip = index.commit_files(tip, changes[2:])
+    new = packs(index.path) - packs_before
+    assert len(new) == 1
+    pack = index.path / "objects" / "pack" / new.pop()
+    git("verify-pack", str(pack.with_suffix(".idx")))
+    git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
+    assert loose_objects(index.path) == loose_before  # only what fetch unpacked
+    assert ls_tree(index.path, tip).keys() == {"config.json", "2/bc", "3/d/def", "gh/ij/ghij"}
+    log = git(f"--git-dir={index.path}", "log", "--format=%s", tip).splitlines()
+    assert log == [m for _, _, m in reversed(changes)] + ["Initialize index"]
+    index.push(tip)
+    assert git(f"--git-dir={remote}", "rev-parse", "refs/heads/master").strip() == tip
+    git(f"--git-dir={remote}", "fsck", "--strict", "--no-dangling")
+
+
+def test_batch_ended_by_an_error_keeps_what_it_built(index: GitIndex) -> None:
+    base = index.fetch()
+    with pytest.raises(ValueError), index.batch():
+        tip = index.commit_file(base, "1/a", b"x\n", "a")
+        index.commit_file(tip, "config.json", b"{}", "bad")
+    # The commit made before the error is in the repository, and the caches stay usable.
+    assert index.read_file("1/a", tip) == b"x\n"
+    tip2 = index.commit_file(tip, "1/b", b"y\n", "b")
+    git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip2)
+
+
+def test_pushes_keep_packs_and_loose_objects_few(tmp_path: Path) -> None:
     import indexpub.git_index as git_index
 
     remote = tmp_path / "remote.git"
@@ -634,6 +723,7 @@ def test_pushes_pack_loose_objects_now_and_then(tmp_path: Path) -> None:
     for n in range(git_index.GC_EVERY_PUSHES):
         tip = index.commit_file(tip, f"3/a/a{n:02d}", b"{}\n", f"Create crate `a{n:02d}`")
         index.push(tip)
-    # About five loose objects per update were written; gc --auto packed them.
-    assert len(loose_objects(index.path)) < 20
+    # One pack per commit_file was written; the periodic repack merged them.
+    assert loose_objects(index.path) == set()
+    assert len(packs(index.path)) < 10
     assert index.read_file("3/a/a07") == b"{}\n"

@@ -215,3 +215,19 @@ def test_batch_claim_runs_up_to_batch_size_jobs_in_one_call(url: str) -> None:
     sizes = [int(k.split(":")[1]) for k in keys]
     assert sizes == [10] * 10 + [10] * 10 + [5] * 5
     assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+
+
+def test_twins_in_one_call_fold_like_twins_of_separate_calls(url: str) -> None:
+    twin = app.registry["dedup"]
+    with psycopg.connect(url) as conn:
+        one = app.enqueue_many(conn, [twin.job({"k": 1}, delay=60), twin.job({"k": 1}, priority=5)])
+    with psycopg.connect(url) as conn:
+        app.enqueue(conn, twin.job({"k": 2}, delay=60))
+        app.enqueue(conn, twin.job({"k": 2}, priority=5))
+    rows = (
+        psycopg.connect(url)
+        .execute("SELECT payload->>'k', priority, run_at <= now() FROM jobs.jobs ORDER BY 1")
+        .fetchall()
+    )
+    assert one[0].id == one[1].id
+    assert rows == [("1", 5, True), ("2", 5, True)]
