@@ -51,6 +51,18 @@ DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority),
               run_at = LEAST(j.run_at, EXCLUDED.run_at)
 RETURNING id, (xmax = 0) AS inserted"""
 
+# The same for one job, with plain parameters: a single enqueue is the common case, and building
+# seven one-element arrays cost it more client time than the insert.
+ENQUEUE_ONE = """
+INSERT INTO {schema}.jobs AS j
+    (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
+VALUES (%(queue)s, %(job_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
+        now() + make_interval(secs => %(delay)s), %(dedup_key)s)
+ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND attempts = 0
+DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority),
+              run_at = LEAST(j.run_at, EXCLUDED.run_at)
+RETURNING id, (xmax = 0) AS inserted"""
+
 # --- claim and run ----------------------------------------------------------------------------
 
 # The claim is a short transaction of its own, committed before the job runs: it counts the
@@ -77,8 +89,8 @@ WITH picked AS (
            p.max_attempts IS NOT NULL AND p.attempts >= p.max_attempts AS exhausted
     FROM picked AS p
     LEFT JOIN unnest(
-        %(types)s::text[], %(base)s::float8[], %(factor)s::float8[], %(cap)s::float8[],
-        %(jitter)s::float8[]
+        %(types)b::text[], %(base)b::float8[], %(factor)b::float8[], %(cap)b::float8[],
+        %(jitter)b::float8[]
     ) AS b(job_type, base, factor, cap, jitter) ON b.job_type = p.job_type
 )
 UPDATE {schema}.jobs AS j SET
@@ -103,7 +115,7 @@ CLAIM_OF_TYPE = _CLAIM_TEMPLATE.replace("__TYPE_FILTER__", "AND job_type = %(job
 # row again in between (only possible once the lease ran out), this runner drops it.
 LOCK_CLAIMED = """
 SELECT j.id FROM {schema}.jobs AS j
-JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS c(id, attempts)
+JOIN unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS c(id, attempts)
   ON j.id = c.id AND j.attempts = c.attempts
 FOR UPDATE OF j SKIP LOCKED"""
 

@@ -129,7 +129,11 @@ class JobStore:
             columns["dedup_key"].append(key)
         if not columns["queue"]:
             return []
-        rows = conn.execute(self._sql(queries.ENQUEUE), columns).fetchall()
+        if len(columns["queue"]) == 1:
+            single = {name: values[0] for name, values in columns.items()}
+            rows = conn.execute(self._sql(queries.ENQUEUE_ONE), single).fetchall()
+        else:
+            rows = conn.execute(self._sql(queries.ENQUEUE), columns).fetchall()
         results = [Enqueued(int(row[0]), bool(row[1])) for row in rows]
         return [results[p] for p in positions]
 
