@@ -82,6 +82,8 @@ class JobStore:
         self.registry = registry
         self.schema = schema
         self.channel = queries.channel_name(schema)
+        # Filled on first use: job types are registered at import time, before any claim.
+        self._backoff_cache: dict[str, dict[str, Any]] = {}
 
     def _sql(self, template: str) -> psycopg.sql.Composed:
         return queries.compose(template, self.schema)
@@ -143,27 +145,37 @@ class JobStore:
         self, conn: Conn, queue: str, limit: int = 1, job_type: str | None = None
     ) -> list[ClaimedJob]:
         """Claim and commit (``conn`` is in autocommit mode): the attempt counts from here."""
-        types = list(self.registry.types_of_queue(queue))
-        default = Backoff()
-        params: dict[str, Any] = {
+        params = {
+            **self._backoff_params(queue),
             "queue": queue,
             "limit": limit,
             "job_type": job_type,
-            "types": [t.name for t in types],
-            "base": [t.backoff.base for t in types],
-            "factor": [t.backoff.factor for t in types],
-            "cap": [t.backoff.cap for t in types],
-            "jitter": [t.backoff.jitter for t in types],
-            "default_base": default.base,
-            "default_factor": default.factor,
-            "default_cap": default.cap,
-            "default_jitter": default.jitter,
         }
         template = queries.CLAIM_ANY if job_type is None else queries.CLAIM_OF_TYPE
         rows = conn.execute(self._sql(template), params).fetchall()
         claimed = [ClaimedJob(*row) for row in rows]
         claimed.sort(key=lambda job: job.id)
         return claimed
+
+    def _backoff_params(self, queue: str) -> dict[str, Any]:
+        """The claim's backoff parameters for a queue's job types, built once per queue."""
+        cached = self._backoff_cache.get(queue)
+        if cached is None:
+            types = list(self.registry.types_of_queue(queue))
+            default = Backoff()
+            cached = {
+                "types": [t.name for t in types],
+                "base": [t.backoff.base for t in types],
+                "factor": [t.backoff.factor for t in types],
+                "cap": [t.backoff.cap for t in types],
+                "jitter": [t.backoff.jitter for t in types],
+                "default_base": default.base,
+                "default_factor": default.factor,
+                "default_cap": default.cap,
+                "default_jitter": default.jitter,
+            }
+            self._backoff_cache[queue] = cached
+        return cached
 
     def lock(self, conn: Conn, claimed: Sequence[ClaimedJob]) -> set[int]:
         """Take the row locks of the run; call inside the run's transaction."""
