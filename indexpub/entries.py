@@ -406,6 +406,16 @@ def _frozen_features(features: Mapping[str, Iterable[str]]) -> Features:
 # =========================================================================== Dependency
 
 
+def _dependency_object(data: object, position: int) -> tuple[Mapping[str, object], str]:
+    """A ``deps`` element as a mapping, with its validated ``name``: what both readers check
+    first, so their messages for a malformed element are the same."""
+    if not isinstance(data, Mapping):
+        _fail(f"invalid deps[{position}] {_shorten(data)}: expected an object")
+    if "name" not in data:
+        _fail(f"missing field 'name' in deps[{position}]")
+    return data, validate_dependency_name(data["name"])
+
+
 @dataclass(frozen=True)
 class Dependency:
     """One dependency of an index entry, as cargo reads it.
@@ -469,11 +479,7 @@ class Dependency:
     @classmethod
     def from_json(cls, data: object, position: int = 0) -> Dependency:
         """Parse one element of an index line's ``deps``; defaults follow cargo's reader."""
-        if not isinstance(data, Mapping):
-            _fail(f"invalid deps[{position}] {_shorten(data)}: expected an object")
-        if "name" not in data:
-            _fail(f"missing field 'name' in deps[{position}]")
-        name = validate_dependency_name(data["name"])
+        data, name = _dependency_object(data, position)
         try:
             _check_unknown_fields(data, _DEP_FIELDS, "the dependency")
             if "req" not in data:
@@ -825,11 +831,7 @@ def _publish_dependency(data: object, position: int) -> Dependency:
     The API names the real crate ``name`` and the alias ``explicit_name_in_toml``; the index
     wants the alias as ``name`` and the real crate as ``package``.
     """
-    if not isinstance(data, Mapping):
-        _fail(f"invalid deps[{position}] {_shorten(data)}: expected an object")
-    if "name" not in data:
-        _fail(f"missing field 'name' in deps[{position}]")
-    real_name = validate_dependency_name(data["name"])
+    data, real_name = _dependency_object(data, position)
     try:
         _check_unknown_fields(data, _PUBLISH_DEP_FIELDS, "the dependency")
         artifact = data.get("artifact"), data.get("bindep_target"), data.get("lib", False)
