@@ -71,10 +71,12 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
         if not changes:
             return result
         head = tip
-        for number, (path, content, message) in enumerate(changes):
-            if number == 1:
-                crash_point("sync-mid-batch")
-            head = index.commit_file(head, path, content, message)
+        # The batch's commits are built in memory and written as one pack when it ends.
+        with index.batch():
+            for number, (path, content, message) in enumerate(changes):
+                if number == 1:
+                    crash_point("sync-mid-batch")
+                head = index.commit_file(head, path, content, message)
         crash_point("sync-committed")
         try:
             index.push(head)

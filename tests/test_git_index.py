@@ -700,6 +700,34 @@ def test_batch_writes_one_valid_pack(remote: Path, index: GitIndex) -> None:
     git(f"--git-dir={remote}", "fsck", "--strict", "--no-dangling")
 
 
+def test_batch_commits_on_an_older_parent_and_flushes_early(
+    index: GitIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexpub.git_index as git_index
+
+    base = index.fetch()
+    with index.batch():
+        first = index.commit_file(base, "ab/cd/abcd", b"1\n", "one")
+        second = index.commit_file(first, "ab/cd/abcde", b"2\n", "two")
+        # A sibling of `second`, on the older parent whose trees the batch built and dropped.
+        sibling = index.commit_file(first, "ab/cd/abcdf", b"3\n", "three")
+        packs_before = packs(index.path)
+        monkeypatch.setattr(git_index, "FLUSH_BYTES", 1)
+        third = index.commit_file(second, "ab/ef/abef", b"4\n", "four")
+        assert len(packs(index.path) - packs_before) == 1  # written early, inside the batch
+        monkeypatch.setattr(git_index, "FLUSH_BYTES", 16 << 20)
+        fourth = index.commit_file(sibling, "1/a", b"5\n", "five")
+    for tip in (third, fourth):
+        git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
+    assert ls_tree(index.path, third).keys() == {
+        "config.json",
+        "ab/cd/abcd",
+        "ab/cd/abcde",
+        "ab/ef/abef",
+    }
+    assert ls_tree(index.path, fourth).keys() == {"config.json", "ab/cd/abcd", "ab/cd/abcdf", "1/a"}
+
+
 def test_batch_ended_by_an_error_keeps_what_it_built(index: GitIndex) -> None:
     base = index.fetch()
     with pytest.raises(ValueError), index.batch():
