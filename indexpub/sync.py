@@ -53,7 +53,8 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
     files, so it is usually current); a rejected push fetches, re-reads the database and rebuilds.
     """
     result = SyncResult()
-    unique = sorted(dict.fromkeys(names), key=str.lower)
+    # One entry per file: names that differ only in case share one (foo-bar and foo_bar don't).
+    unique = sorted({name.lower(): name for name in names}.values(), key=str.lower)
     crash_point("sync-started")
     tip = index.tip() or index.fetch()
     for _ in range(MAX_PUSHES):
