@@ -5,18 +5,20 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
 def write_atomically(
     target: Path,
-    data: bytes,
+    data: bytes | Iterable[bytes],
     *,
     mode: int = 0o644,
     durable: bool = False,
     temp_prefix: str = ".tmp-",
 ) -> None:
-    """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``.
+    """Write ``data`` (bytes, or chunks of them) to a temporary file beside ``target`` and
+    rename it over ``target``.
 
     ``durable`` also fsyncs the file and its folder, for files that must survive a power loss
     as surely as the database commit that refers to them. A crash leaves at most a temporary
@@ -27,7 +29,10 @@ def write_atomically(
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            if isinstance(data, bytes):
+                out.write(data)
+            else:
+                out.writelines(data)
             if durable:
                 out.flush()
                 os.fsync(out.fileno())

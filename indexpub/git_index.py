@@ -418,15 +418,6 @@ def _pack_index(entries: list[tuple[bytes, int, int]], checksum: bytes) -> bytes
     return idx + hashlib.sha1(idx).digest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_pack(objects_dir: Path, records: dict[str, bytes]) -> None:
     """Write a version-2 pack of ``records`` (sha -> _pack_record) and its .idx, durably: the
     .pack first, then the .idx that makes git see it. The pack is named by its trailing
@@ -455,18 +446,13 @@ def _write_pack(objects_dir: Path, records: dict[str, bytes]) -> None:
         "idx": [_pack_index(entries, checksum)],
     }
     for suffix, chunks in parts.items():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"tmp_{suffix}_")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.writelines(chunks)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, folder / f"pack-{name}.{suffix}")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(folder)
+        write_atomically(
+            folder / f"pack-{name}.{suffix}",
+            chunks,
+            mode=0o444,
+            durable=True,
+            temp_prefix=f"tmp_{suffix}_",
+        )
 
 
 def _commit_body(tree: str, parents: list[str], author: bytes, committer: bytes, msg: str) -> bytes:
