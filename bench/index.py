@@ -47,14 +47,12 @@ import json
 import os
 import platform
 import random
-import shutil
 import signal
 import statistics
 import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -153,29 +151,12 @@ def random_names(rng: random.Random, count: int) -> list[str]:
 @contextlib.contextmanager
 def embedded_server() -> Iterator[tuple[str, int]]:
     """A throwaway embedded server with PostgreSQL's default, durable settings: (URL, pid)."""
-    root = Path(tempfile.mkdtemp(prefix="indexpub-bench-pg-"))
-    pgdata = root / "pgdata"
-    try:
-        url = embedded.server_url(pgdata)
-        yield url, int((pgdata / "postmaster.pid").read_text().split()[0])
-    finally:
-        with contextlib.suppress(Exception):
-            embedded.stop(pgdata)
-        shutil.rmtree(root, ignore_errors=True)
+    with embedded.throwaway_server("indexpub-bench-pg-") as (url, pgdata):
+        yield url, embedded.postmaster_pid(pgdata)
 
 
-@contextlib.contextmanager
-def fresh_database(admin_url: str, label: str) -> Iterator[str]:
-    name = f"indexpub_bench_{label}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+def fresh_database(admin_url: str, label: str) -> contextlib.AbstractContextManager[str]:
+    return embedded.throwaway_database(admin_url, f"indexpub_bench_{label}_")
 
 
 def server_settings(url: str) -> dict[str, str]:

@@ -26,14 +26,11 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import signal
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -410,35 +407,14 @@ def embedded_server(fsync: bool = True) -> Iterator[Server]:
     """
     from indexpub import embedded
 
-    root = Path(tempfile.mkdtemp(prefix="indexpub-bench-pg-"))
-    pgdata = root / "pgdata"
-    try:
-        url = embedded.server_url(pgdata)
-        if not fsync:
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("ALTER SYSTEM SET fsync = off")
-                conn.execute("ALTER SYSTEM SET full_page_writes = off")
-            embedded.restart(pgdata)
-        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
-        yield Server(url, pid)
-    finally:
-        with contextlib.suppress(Exception):
-            embedded.stop(pgdata)
-        shutil.rmtree(root, ignore_errors=True)
+    with embedded.throwaway_server("indexpub-bench-pg-", durable=fsync) as (url, pgdata):
+        yield Server(url, embedded.postmaster_pid(pgdata))
 
 
-@contextlib.contextmanager
-def database(server: Server, system: str) -> Iterator[str]:
-    name = f"bench_{system}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(server.admin_url, dbname=name)
-    finally:
-        with psycopg.connect(server.admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+def database(server: Server, system: str) -> contextlib.AbstractContextManager[str]:
+    from indexpub import embedded
+
+    return embedded.throwaway_database(server.admin_url, f"bench_{system}_")
 
 
 def postgres_cpu(server: Server) -> float | None:

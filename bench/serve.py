@@ -56,7 +56,6 @@ import tarfile
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -159,25 +158,12 @@ def publish_body(name: str, version: str) -> bytes:
 def database(explicit: str | None) -> Iterator[str]:
     """A fresh database: on ``explicit``'s server, else on a throwaway embedded server with
     PostgreSQL's default, durable settings (fsync and synchronous_commit on)."""
-    root = Path(tempfile.mkdtemp(prefix="indexpub-bench-serve-pg-"))
-    pgdata = root / "pgdata"
-    try:
-        admin = explicit or embedded.server_url(pgdata)
-        name = f"indexpub_bench_serve_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield psycopg.conninfo.make_conninfo(admin, dbname=name)
-        finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
-    finally:
-        if explicit is None:
-            with contextlib.suppress(Exception):
-                embedded.stop(pgdata)
-        shutil.rmtree(root, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        admin = (
+            explicit
+            or stack.enter_context(embedded.throwaway_server("indexpub-bench-serve-pg-"))[0]
+        )
+        yield stack.enter_context(embedded.throwaway_database(admin, "indexpub_bench_serve_"))
 
 
 def server_settings(url: str) -> dict[str, str]:

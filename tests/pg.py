@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-
-import psycopg
-from psycopg import sql
 
 from indexpub import embedded
 
@@ -33,23 +27,11 @@ def _docker_answers() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def embedded_server(prefix: str = "indexpub-pg-") -> Iterator[tuple[str, Path]]:
-    """A throwaway embedded server: (admin URL, pgdata). Tuned for tests: no fsync."""
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    pgdata = root / "pgdata"
-    try:
-        url = embedded.server_url(pgdata)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM SET fsync = off")
-            conn.execute("ALTER SYSTEM SET full_page_writes = off")
-            conn.execute("ALTER SYSTEM SET max_connections = 300")
-        embedded.restart(pgdata)
-        yield url, pgdata
-    finally:
-        with contextlib.suppress(Exception):
-            embedded.stop(pgdata)
-        shutil.rmtree(root, ignore_errors=True)
+def embedded_server(
+    prefix: str = "indexpub-pg-",
+) -> contextlib.AbstractContextManager[tuple[str, Path]]:
+    """A throwaway embedded server, tuned for tests (no fsync): (admin URL, pgdata)."""
+    return embedded.throwaway_server(prefix, durable=False)
 
 
 @contextlib.contextmanager
@@ -69,20 +51,6 @@ def admin_server() -> Iterator[tuple[str, Path | None]]:
         yield url, pgdata
 
 
-def with_database(url: str, database: str) -> str:
-    return psycopg.conninfo.make_conninfo(url, dbname=database)
-
-
-@contextlib.contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
+def fresh_database(admin_url: str) -> contextlib.AbstractContextManager[str]:
     """A new empty database for one test, dropped (with its sessions) afterwards."""
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    return embedded.throwaway_database(admin_url, "test_")
