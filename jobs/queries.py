@@ -70,28 +70,19 @@ RETURNING id, (xmax = 0) AS inserted"""
 # picks the row in the moment before the runner takes the row lock, and so that a job whose
 # worker dies is retried only after its backoff. A row whose previous runner died past the last
 # allowed attempt is marked dead here instead of being run again.
-#
-# %(types)s and the parallel arrays carry each job type's backoff; a type this worker does not
-# know gets the defaults and is then failed by the worker with a clear error.
 _CLAIM_TEMPLATE = """
-WITH picked AS (
+WITH __DONE__ picked AS (
     SELECT id, job_type, attempts, max_attempts FROM {schema}.jobs
-    WHERE queue = %(queue)s AND NOT dead AND run_at <= now() __TYPE_FILTER__
+    WHERE queue = %(queue)s AND NOT dead AND run_at <= now() __FILTER__
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), plan AS (
     SELECT p.id,
-           LEAST(COALESCE(b.cap, %(default_cap)s),
-                 COALESCE(b.base, %(default_base)s)
-                 * power(COALESCE(b.factor, %(default_factor)s), p.attempts))
-           * (1.0 - COALESCE(b.jitter, %(default_jitter)s) * random()) AS delay,
+           LEAST(__CAP__, __BASE__ * power(__FACTOR__, p.attempts))
+           * (1.0 - __JITTER__ * random()) AS delay,
            p.max_attempts IS NOT NULL AND p.attempts >= p.max_attempts AS exhausted
-    FROM picked AS p
-    LEFT JOIN unnest(
-        %(types)b::text[], %(base)b::float8[], %(factor)b::float8[], %(cap)b::float8[],
-        %(jitter)b::float8[]
-    ) AS b(job_type, base, factor, cap, jitter) ON b.job_type = p.job_type
+    FROM picked AS p __BACKOFF_JOIN__
 )
 UPDATE {schema}.jobs AS j SET
     attempts = CASE WHEN plan.exhausted THEN j.attempts ELSE j.attempts + 1 END,
@@ -107,8 +98,62 @@ FROM plan
 WHERE j.id = plan.id
 RETURNING j.id, j.job_type, j.payload, j.attempts, j.max_attempts, j.dead, j.last_error"""
 
-CLAIM_ANY = _CLAIM_TEMPLATE.replace("__TYPE_FILTER__", "")
-CLAIM_OF_TYPE = _CLAIM_TEMPLATE.replace("__TYPE_FILTER__", "AND job_type = %(job_type)s")
+# Where the backoff comes from. When every job type of the queue has the same backoff (one type
+# per queue is the common case) it is four plain parameters. Otherwise %(backoff)s maps each
+# type to its [base, factor, cap, jitter] as one JSON text built once per queue, which costs the
+# client less than arrays; a type this worker does not know gets %(default_backoff)s (and is
+# then failed with a clear error).
+_SHARED_BACKOFF = {
+    "__BASE__": "%(base)s::float8",
+    "__FACTOR__": "%(factor)s::float8",
+    "__CAP__": "%(cap)s::float8",
+    "__JITTER__": "%(jitter)s::float8",
+    "__BACKOFF_JOIN__": "",
+}
+_BACKOFF_BY_TYPE = {
+    "__BASE__": "(b.params ->> 0)::float8",
+    "__FACTOR__": "(b.params ->> 1)::float8",
+    "__CAP__": "(b.params ->> 2)::float8",
+    "__JITTER__": "(b.params ->> 3)::float8",
+    "__BACKOFF_JOIN__": """
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(%(backoff)s::jsonb -> p.job_type, %(default_backoff)s::jsonb) AS params
+    ) AS b""",
+}
+
+# The end of a successful run and the claim of the next job in one statement, inside the run's
+# transaction: its commit both deletes the finished jobs and counts the next job's attempt, which
+# saves a statement and a commit per job. PostgreSQL always runs a data-modifying CTE, read or
+# not. Every part of a statement shares one snapshot, so the claim's scan still sees the rows the
+# DELETE removes; it leaves them out by id (PostgreSQL leaves undefined what a row locked and
+# deleted twice in one statement does, even where it happens to skip it today).
+_AFTER_DONE = {
+    "__DONE__ ": "done AS (DELETE FROM {schema}.jobs WHERE id = ANY(%(done)s)), ",
+    "__FILTER__": "AND id <> ALL(%(done)s)",
+}
+_ANY_TYPE = {"__DONE__ ": "", "__FILTER__": ""}
+_OF_TYPE = {"__DONE__ ": "", "__FILTER__": "AND job_type = %(job_type)s"}
+
+
+@cache
+def claim(*, of_type: bool = False, after_done: bool = False, shared_backoff: bool) -> str:
+    """The claim statement: of any job of the queue, of one type (a batch's followers), or of
+    any job in the same statement that deletes the finished ones (see _AFTER_DONE)."""
+    statement = _CLAIM_TEMPLATE
+    kind = _AFTER_DONE if after_done else _OF_TYPE if of_type else _ANY_TYPE
+    for marker, text in [
+        *kind.items(),
+        *(_SHARED_BACKOFF if shared_backoff else _BACKOFF_BY_TYPE).items(),
+    ]:
+        statement = statement.replace(marker, text)
+    return statement
+
+
+# The run's transaction is opened by hand (the control connection is in autocommit mode) so that
+# BEGIN travels with the lock, and COMMIT with the run's last statement, in one round trip each.
+BEGIN = "BEGIN"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
 
 # Taken in the run's transaction and held until it ends: the row lock is what "running" means.
 # The attempts check makes it a compare-and-swap against the claim: if another worker claimed the
@@ -118,6 +163,18 @@ SELECT j.id FROM {schema}.jobs AS j
 JOIN unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS c(id, attempts)
   ON j.id = c.id AND j.attempts = c.attempts
 FOR UPDATE OF j SKIP LOCKED"""
+
+# The same for one job, the common case, with plain parameters.
+LOCK_ONE = """
+SELECT id FROM {schema}.jobs WHERE id = %(id)s AND attempts = %(attempts)s
+FOR UPDATE SKIP LOCKED"""
+
+# Undoes a claim whose job will not run after all (the worker is stopping): the attempt did not
+# happen. The compare on pid and attempts leaves alone a row that is no longer this claim's.
+RELEASE_CLAIMED = """
+UPDATE {schema}.jobs AS j SET attempts = j.attempts - 1, worker_pid = NULL, run_at = now()
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS c(id, attempts)
+WHERE j.id = c.id AND j.attempts = c.attempts AND j.worker_pid = pg_backend_pid()"""
 
 DELETE_JOBS = "DELETE FROM {schema}.jobs WHERE id = ANY(%(ids)s)"
 
@@ -241,6 +298,12 @@ def compose(template: str, schema: str, channel: str | None = None) -> sql.Compo
     if channel is not None:
         fields["channel"] = sql.Identifier(channel)
     return sql.SQL(template).format(**fields)
+
+
+@cache
+def compiled(template: str, schema: str) -> bytes:
+    """The statement as the bytes psycopg sends: built once, not on every execute."""
+    return compose(template, schema).as_bytes(None)
 
 
 def channel_name(schema: str) -> str:

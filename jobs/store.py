@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from psycopg.types.json import Jsonb
 
 from jobs import queries
@@ -83,10 +84,10 @@ class JobStore:
         self.schema = schema
         self.channel = queries.channel_name(schema)
         # Filled on first use: job types are registered at import time, before any claim.
-        self._backoff_cache: dict[str, dict[str, Any]] = {}
+        self._backoff_cache: dict[str, tuple[bool, dict[str, Any]]] = {}
 
-    def _sql(self, template: str) -> psycopg.sql.Composed:
-        return queries.compose(template, self.schema)
+    def _sql(self, template: str) -> bytes:
+        return queries.compiled(template, self.schema)
 
     # --- enqueue ------------------------------------------------------------------------------
 
@@ -140,58 +141,103 @@ class JobStore:
         return [results[p] for p in positions]
 
     # --- claim and run ------------------------------------------------------------------------
+    #
+    # A run is: claim (its own committed transaction), then the run's transaction on the same
+    # connection: open_run (BEGIN and the row locks), the job, then complete_run or fail_run
+    # (which commit). complete_run can claim the next job in the same statement.
 
     def claim(
         self, conn: Conn, queue: str, limit: int = 1, job_type: str | None = None
     ) -> list[ClaimedJob]:
         """Claim and commit (``conn`` is in autocommit mode): the attempt counts from here."""
-        params = {
-            **self._backoff_params(queue),
-            "queue": queue,
-            "limit": limit,
-            "job_type": job_type,
-        }
-        template = queries.CLAIM_ANY if job_type is None else queries.CLAIM_OF_TYPE
-        rows = conn.execute(self._sql(template), params).fetchall()
-        claimed = [ClaimedJob(*row) for row in rows]
-        claimed.sort(key=lambda job: job.id)
-        return claimed
+        shared, backoff = self._backoff_params(queue)
+        params = {**backoff, "queue": queue, "limit": limit, "job_type": job_type}
+        statement = queries.claim(of_type=job_type is not None, shared_backoff=shared)
+        return _claimed(conn.execute(self._sql(statement), params).fetchall())
 
-    def _backoff_params(self, queue: str) -> dict[str, Any]:
-        """The claim's backoff parameters for a queue's job types, built once per queue."""
+    def _backoff_params(self, queue: str) -> tuple[bool, dict[str, Any]]:
+        """Whether the queue's job types share one backoff, and the claim's backoff parameters
+        (see queries.claim), built once per queue."""
         cached = self._backoff_cache.get(queue)
         if cached is None:
             types = list(self.registry.types_of_queue(queue))
-            default = Backoff()
-            cached = {
-                "types": [t.name for t in types],
-                "base": [t.backoff.base for t in types],
-                "factor": [t.backoff.factor for t in types],
-                "cap": [t.backoff.cap for t in types],
-                "jitter": [t.backoff.jitter for t in types],
-                "default_base": default.base,
-                "default_factor": default.factor,
-                "default_cap": default.cap,
-                "default_jitter": default.jitter,
-            }
-            self._backoff_cache[queue] = cached
+            shared = {t.backoff for t in types} or {Backoff()}
+            if len(shared) == 1:
+                (one,) = shared
+                params: dict[str, Any] = {
+                    "base": one.base,
+                    "factor": one.factor,
+                    "cap": one.cap,
+                    "jitter": one.jitter,
+                }
+            else:
+                default = Backoff()
+                by_type = {
+                    t.name: [t.backoff.base, t.backoff.factor, t.backoff.cap, t.backoff.jitter]
+                    for t in types
+                }
+                params = {
+                    "backoff": json.dumps(by_type),
+                    "default_backoff": json.dumps(
+                        [default.base, default.factor, default.cap, default.jitter]
+                    ),
+                }
+            cached = self._backoff_cache[queue] = (len(shared) == 1, params)
         return cached
 
-    def lock(self, conn: Conn, claimed: Sequence[ClaimedJob]) -> set[int]:
-        """Take the row locks of the run; call inside the run's transaction."""
-        rows = conn.execute(
-            self._sql(queries.LOCK_CLAIMED),
-            {"ids": [j.id for j in claimed], "attempts": [j.attempt for j in claimed]},
-        ).fetchall()
-        return {int(row[0]) for row in rows}
+    def open_run(self, conn: Conn, claimed: Sequence[ClaimedJob]) -> set[int]:
+        """Begin the run's transaction and take the claimed rows' locks: one round trip.
 
-    def complete(self, conn: Conn, ids: Sequence[int]) -> None:
-        conn.execute(self._sql(queries.DELETE_JOBS), {"ids": list(ids)})
+        Returns the ids locked; a claimed job missing from it was claimed again by someone else
+        after its lease ran out, and is theirs now.
+        """
+        if len(claimed) == 1:
+            query = self._sql(queries.LOCK_ONE)
+            params: dict[str, Any] = {"id": claimed[0].id, "attempts": claimed[0].attempt}
+        else:
+            query = self._sql(queries.LOCK_CLAIMED)
+            params = {"ids": [j.id for j in claimed], "attempts": [j.attempt for j in claimed]}
+        with conn.pipeline():
+            conn.execute(queries.BEGIN)
+            cursor = conn.execute(query, params)
+        return {int(row[0]) for row in cursor.fetchall()}
 
-    def fail(self, conn: Conn, ids: Sequence[int], error: str, delay: float) -> None:
+    def complete_run(
+        self, conn: Conn, ids: Sequence[int], *, claim_next: str | None = None
+    ) -> list[ClaimedJob]:
+        """Delete the finished jobs and commit the run; with ``claim_next``, also claim the
+        queue's next job in the same statement and return it (the attempt counts from here)."""
+        with conn.pipeline():
+            if claim_next is None:
+                cursor = None
+                conn.execute(self._sql(queries.DELETE_JOBS), {"ids": list(ids)})
+            else:
+                shared, backoff = self._backoff_params(claim_next)
+                statement = queries.claim(after_done=True, shared_backoff=shared)
+                params = {**backoff, "queue": claim_next, "limit": 1, "done": list(ids)}
+                cursor = conn.execute(self._sql(statement), params)
+            conn.execute(queries.COMMIT)
+        return [] if cursor is None else _claimed(cursor.fetchall())
+
+    def fail_run(self, conn: Conn, ids: Sequence[int], error: str, delay: float) -> None:
+        """Write the failure and commit the run: the row is unlocked only with it written."""
+        with conn.pipeline():
+            conn.execute(
+                self._sql(queries.FAIL_JOBS), {"ids": list(ids), "error": error, "delay": delay}
+            )
+            conn.execute(queries.COMMIT)
+
+    def release(self, conn: Conn, claimed: Sequence[ClaimedJob]) -> None:
+        """Undo claims whose jobs will not run (``conn`` in autocommit: commits)."""
         conn.execute(
-            self._sql(queries.FAIL_JOBS), {"ids": list(ids), "error": error, "delay": delay}
+            self._sql(queries.RELEASE_CLAIMED),
+            {"ids": [j.id for j in claimed], "attempts": [j.attempt for j in claimed]},
         )
+
+    def abort_run(self, conn: Conn) -> None:
+        """Roll the run's transaction back, if the connection still has one."""
+        if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            conn.execute(queries.ROLLBACK)
 
     def seconds_until_next(self, conn: Conn, queue: str) -> float | None:
         """How long until the earliest live job of the queue is due; None when there is none."""
@@ -256,6 +302,10 @@ class JobStore:
         return conn.execute(
             self._sql(queries.PURGE_DEAD), {"queue": queue, "older_than": older_than}
         ).rowcount
+
+
+def _claimed(rows: Sequence[tuple[Any, ...]]) -> list[ClaimedJob]:
+    return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
 
 
 def job_type_or_error(registry: Registry, name: str) -> JobType:

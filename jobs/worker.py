@@ -82,6 +82,8 @@ class Worker:
         # the main thread never both write it.
         self._finish_lock = threading.Lock()
         self._current: tuple[ClaimedJob, ...] | None = None
+        # Claimed by the last run's commit, to run next.
+        self._next: list[ClaimedJob] = []
         self.jobs_run = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -139,7 +141,18 @@ class Worker:
                     self._sleep(delay)
                     delay = min(delay * 2, self.reconnect_max_delay)
         finally:
+            self._release_next()
             self._disconnect()
+
+    def _release_next(self) -> None:
+        """Give back a job that the last run claimed for this worker to run next."""
+        claimed, self._next = self._next, []
+        if claimed and self._control is not None and not self._control.closed:
+            try:
+                self.store.release(self._control, claimed)
+            except psycopg.Error as exc:
+                # It waits out its lease instead, with the attempt counted.
+                log.warning("%s: could not release claimed jobs: %s", self.name, exc)
 
     # --- connections --------------------------------------------------------------------------
 
@@ -169,6 +182,7 @@ class Worker:
         self._control = None
         self._job_conn = None
         self._is_consumer = False
+        self._next = []
 
     def _job_connection(self) -> psycopg.Connection[Any]:
         if self._job_conn is None or self._job_conn.closed:
@@ -202,7 +216,8 @@ class Worker:
     def run_once(self) -> bool:
         """Claim and run one job (or one batch); False when nothing was ready."""
         assert self._control is not None
-        claimed = self.store.claim(self._control, self.queue)
+        # The previous run's commit may have claimed this one already (see complete_run).
+        claimed, self._next = self._next or self.store.claim(self._control, self.queue), []
         if not claimed:
             return False
         head = claimed[0]
@@ -229,21 +244,25 @@ class Worker:
     def _run(self, claimed: Sequence[ClaimedJob], job_type: JobType | None, type_name: str) -> None:
         control = self._control
         assert control is not None
-        with control.transaction():
-            locked = self.store.lock(control, claimed)
+        try:
+            locked = self.store.open_run(control, claimed)
             batch = tuple(job for job in claimed if job.id in locked)
             if not batch:
+                self.store.abort_run(control)
                 return
             error = self._call(batch, job_type, type_name)
             with self._finish_lock:
                 self._current = None
                 ids = [job.id for job in batch]
                 if error is None:
-                    self.store.complete(control, ids)
+                    # Claim the next job in the same commit, unless about to stop: a job
+                    # claimed and then left would wait out its lease and count an attempt.
+                    claim_next = None if self._stopping else self.queue
+                    self._next = self.store.complete_run(control, ids, claim_next=claim_next)
                 else:
                     backoff = job_type.backoff if job_type is not None else Backoff()
                     delay = backoff.delay(max(job.attempt for job in batch))
-                    self.store.fail(control, ids, error, delay)
+                    self.store.fail_run(control, ids, error, delay)
                     log.warning(
                         "%s: job %s (%s) failed: %s",
                         self.name,
@@ -251,6 +270,10 @@ class Worker:
                         type_name,
                         error.strip().splitlines()[-1],
                     )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.store.abort_run(control)
+            raise
         self.jobs_run += len(batch)
 
     def _call(
@@ -331,14 +354,13 @@ class Worker:
                 if control is not None:
                     ids = [job.id for job in batch]
                     delay = job_type.backoff.delay(max(job.attempt for job in batch))
-                    self.store.fail(
+                    self.store.fail_run(
                         control,
                         ids,
                         f"timed out: the job ran longer than its timeout of {job_type.timeout}s "
                         "and its worker process was ended",
                         delay,
                     )
-                    control.execute("COMMIT")
             except Exception:
                 log.exception("%s: could not record the timeout of jobs %s", self.name, batch)
             finally:

@@ -231,3 +231,90 @@ def test_twins_in_one_call_fold_like_twins_of_separate_calls(url: str) -> None:
     )
     assert one[0].id == one[1].id
     assert rows == [("1", 5, True), ("2", 5, True)]
+
+
+def _observing(url: str, seen: list[tuple[Any, Any]], then: Any = None) -> Any:
+    """A job function that notes its payload, its attempt and every job row's attempts."""
+
+    def observe(ctx: Any, payload: Any) -> None:
+        rows = scalar(url, "SELECT array_agg(attempts ORDER BY id) FROM jobs.jobs")
+        seen.append((payload["i"], ctx.attempts[0], rows))
+        if then is not None:
+            then()
+
+    return observe
+
+
+def test_each_run_claims_the_next_job_and_runs_every_job_once(url: str) -> None:
+    """The commit that deletes a finished job also claims the next one: nothing runs twice,
+    the job it just deleted is never claimed again, and each job runs on its first attempt."""
+    for i in range(3):
+        enqueue(url, "noop", {"i": i})
+    seen: list[tuple[Any, Any]] = []
+    local = app.registry["noop"]
+    original = local.func
+    object.__setattr__(local, "func", _observing(url, seen))
+    try:
+        worker = run_until_idle(url)
+    finally:
+        object.__setattr__(local, "func", original)
+    assert worker.jobs_run == 3
+    assert seen == [(0, 1, [1, 0, 0]), (1, 1, [1, 0]), (2, 1, [1])]
+    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+
+
+def test_a_stopping_worker_does_not_claim_the_next_job(url: str) -> None:
+    first = enqueue(url, "noop", {"i": 0})
+    second = enqueue(url, "noop", {"i": 1})
+    seen: list[tuple[Any, Any]] = []
+    worker = app.worker(url, "default")
+    local = app.registry["noop"]
+    original = local.func
+    object.__setattr__(local, "func", _observing(url, seen, then=worker.stop))
+    try:
+        worker.run()
+    finally:
+        object.__setattr__(local, "func", original)
+    assert [s[0] for s in seen] == [0]
+    assert job_row(url, first) is None
+    row = job_row(url, second)
+    assert row is not None
+    assert (row["attempts"], row["worker_pid"], row["last_error"]) == (0, None, None)
+
+
+def test_release_gives_a_claim_back(url: str) -> None:
+    job_id = enqueue(url, "noop", {})
+    with psycopg.connect(url, autocommit=True) as control:
+        claimed = app.store.claim(control, "default")
+        assert [j.id for j in claimed] == [job_id]
+        assert app.store.claim(control, "default") == []
+        app.store.release(control, claimed)
+        row = job_row(url, job_id)
+        assert row is not None and row["attempts"] == 0 and row["worker_pid"] is None
+        again = app.store.claim(control, "default")
+        assert [(j.id, j.attempt) for j in again] == [(job_id, 1)]
+
+
+@pytest.mark.parametrize(
+    ("job_type", "queue", "lease"),
+    [
+        # The default queue mixes backoffs: the claim looks each type's up.
+        ("fail_later", "default", 60.0),
+        ("fail", "default", 0.2),
+        # The solo queue has one type: the claim gets its backoff as plain parameters.
+        ("solo_record", "solo", 0.2),
+    ],
+)
+def test_the_claim_leases_a_job_for_its_types_backoff(
+    url: str, job_type: str, queue: str, lease: float
+) -> None:
+    """A job whose worker dies comes back after its own type's first backoff delay."""
+    enqueue(url, job_type, {"key": "k"})
+    with psycopg.connect(url, autocommit=True) as control:
+        (claimed,) = app.store.claim(control, queue)
+        assert claimed.job_type == job_type
+        row = control.execute(
+            "SELECT EXTRACT(EPOCH FROM run_at - last_attempt_at)::float8 FROM jobs.jobs"
+        ).fetchone()
+    assert row is not None
+    assert row[0] == pytest.approx(lease, abs=0.01)

@@ -116,27 +116,27 @@ def test_claim_uses_the_index_not_a_scan_of_the_backlog(database_url: str) -> No
             "queue": "default",
             "limit": 1,
             "job_type": "noop",
-            "types": ["noop"],
-            "base": [1.0],
-            "factor": [2.0],
-            "cap": [10.0],
-            "jitter": [0.5],
-            "default_base": 1.0,
-            "default_factor": 2.0,
-            "default_cap": 10.0,
-            "default_jitter": 0.5,
+            "backoff": json.dumps({"noop": [1.0, 2.0, 10.0, 0.5]}),
+            "default_backoff": json.dumps([1.0, 2.0, 600.0, 0.5]),
+            "base": 1.0,
+            "factor": 2.0,
+            "cap": 10.0,
+            "jitter": 0.5,
+            "done": [0],
         }
-        for template, index in (
-            (queries.CLAIM_ANY, "jobs_claim_idx"),
-            (queries.CLAIM_OF_TYPE, "jobs_claim_type_idx"),
-        ):
-            plan = _plan(conn, template, params)
-            assert index in plan, plan
-            assert '"Seq Scan"' not in plan, plan
+        for shared in (True, False):
+            for template, index in (
+                (queries.claim(shared_backoff=shared), "jobs_claim_idx"),
+                (queries.claim(of_type=True, shared_backoff=shared), "jobs_claim_type_idx"),
+                (queries.claim(after_done=True, shared_backoff=shared), "jobs_claim_idx"),
+            ):
+                plan = _plan(conn, template, params)
+                assert index in plan, plan
+                assert '"Seq Scan"' not in plan, plan
         # And it really reads only what it claims: a handful of buffers, not the backlog.
         row = conn.execute(
             psycopg.sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ")
-            + queries.compose(queries.CLAIM_ANY, "jobs"),
+            + queries.compose(queries.claim(shared_backoff=True), "jobs"),
             params,
         ).fetchone()
         conn.rollback()  # EXPLAIN ANALYZE ran the claim: undo it
