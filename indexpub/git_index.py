@@ -7,6 +7,11 @@ from the parsed trees a batch keeps in memory), builds the new blob, those trees
 Python, and so costs the same whether the index holds a thousand crate files or a quarter of a
 million. A batch of commits is written as one pack (.pack and .idx built here), not loose files.
 
+A remote that is a bare repository on the local filesystem is published to without git push when
+that is equivalent (see GitIndex.push): the batch's packs are linked into it and `git update-ref`
+with the old value is the compare-and-swap. That skips receive-pack's connectivity check, which
+walks every tree of the remote, and is most of a push's cost once the index is large.
+
 Every git process runs with a timeout in its own process group, because a hung push would hold the
 single-consumer lock forever. Credentials reach git only through the environment (an askpass helper
 or `GIT_SSH_COMMAND`), never through argv, and every message we raise is scrubbed of them.
@@ -1258,8 +1263,9 @@ class GitIndex:
         """Ship ``packs`` into the remote and move its branch from ``old`` to ``commit``;
         None when done, or why git push has to do it after all.
 
-        A publish that loses the compare-and-swap leaves its packs in the remote: objects that
-        nothing refers to, which the remote's gc prunes as it prunes a failed push's.
+        A publish that loses the compare-and-swap leaves its packs in the remote (receive-pack
+        would have dropped its quarantine): objects that nothing refers to, which the remote's
+        gc prunes once they are older than gc.pruneExpire.
         """
         self.last_push_mode = "direct"
         ref = f"refs/heads/{self.branch}"

@@ -309,6 +309,21 @@ def test_bad_setting_is_a_clear_error(
     assert not (tmp_path / "clone").exists()
 
 
+def test_worker_refuses_a_bad_setting_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from indexpub.cli import main
+
+    monkeypatch.setenv(LOCAL_PUSH_ENV, "direct")
+    result = CliRunner().invoke(
+        main, ["--database-url", "postgresql://nowhere.invalid/x", "worker", "--drain"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{LOCAL_PUSH_ENV} must be one of auto, git, not 'direct'" in result.output
+
+
 @pytest.mark.parametrize(
     ("settings", "mode"),
     [
