@@ -757,7 +757,8 @@ class GitIndex:
         # open, asked again when the remote's config file changes or could not be read.
         self._local_push = local_push_mode(local_push)
         self._probe = _Probe(None, "the remote was not looked at yet", final=False)
-        # "direct" or "git": how the last push (successful or not) went about it.
+        # "direct" or "git": how the last push (successful or not) went about it; None before
+        # the first push and when a push failed before it chose.
         self.last_push_mode: str | None = None
         self._direct_pushes_since_gc = 0
         # The commits built since the last push attempt, each with its parent and the pack that
@@ -1139,17 +1140,30 @@ class GitIndex:
         """
         _check_sha(commit)
         self.flush()  # the objects must be in the clone before git push or the direct publish
+        previous, self.last_push_mode = self.last_push_mode, None
+        why: str | None = None
         try:
             plan = self._direct_plan(commit)
             why = plan if isinstance(plan, str) else self._publish_directly(commit, *plan)
             if why is not None:
                 self.last_push_mode = "git"
-                log.debug("git push of %s to %s: %s", commit, self.remote_url, why)
                 self._git_push(commit)
         finally:
             # Built on a tip that is now the remote's or stale: either way, done with them.
             self._unpushed.clear()
             self._commit_packs.clear()
+            mode = self.last_push_mode
+            if mode is not None:
+                how = "direct publish" if why is None else f"git push, {why}"
+                # A change of mode changes a push's cost several times over: worth a line.
+                changed = previous is not None and mode != previous
+                log.log(
+                    logging.INFO if changed else logging.DEBUG,
+                    "push of %s to %s: %s",
+                    commit,
+                    self.remote_url,
+                    how,
+                )
         self._known_tip = None
         self._git("update-ref", self.tracking_ref, commit, what="git update-ref")
         self._known_tip = (self._ref_signature(), commit)

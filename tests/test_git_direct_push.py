@@ -3,6 +3,7 @@ must leave the work to git push. Real bare repositories in tmp_path, no mocks.""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -242,7 +243,7 @@ def test_a_pack_gone_from_the_clone_leaves_the_push_to_git(remote: Path, index: 
 
 
 def test_receive_hooks_force_git_push_and_run(
-    remote: Path, index: GitIndex, tmp_path: Path
+    remote: Path, index: GitIndex, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # git init's sample hooks are executable; they do not count.
     sample = remote / "hooks" / "pre-receive.sample"
@@ -255,10 +256,14 @@ def test_receive_hooks_force_git_push_and_run(
     marker = tmp_path / "ran"
     install_hook(remote / "hooks", "pre-receive", marker)  # added after open
     tip = commit_one(index, "1/b")
-    index.push(tip)
+    with caplog.at_level(logging.INFO, logger="indexpub.git_index"):
+        index.push(tip)
     assert index.last_push_mode == "git"
     assert marker.read_text() == "pre-receive\n"
     assert remote_tip(remote) == tip
+    # The switch is logged at INFO: a push now costs several times more.
+    (record,) = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert "git push, the remote has receive hooks (pre-receive)" in record.getMessage()
 
 
 @pytest.mark.parametrize("where", ["absolute", "relative"])
