@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -436,6 +437,28 @@ def test_place_packs_links_or_copies_durably(index: GitIndex, tmp_path: Path) ->
         git_index._place_packs([pack], tmp_path / "no-such-repo" / "objects" / "pack")
     with pytest.raises(FileNotFoundError):
         git_index._place_packs([tmp_path / "pack-0.pack"], folder, copy=True)
+
+
+def test_a_remote_on_another_filesystem_gets_copies(tmp_path: Path) -> None:
+    """os.link fails with EXDEV across filesystems: the packs are copied instead."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) to put the remote on")
+    with tempfile.TemporaryDirectory(dir=shm, prefix="indexpub-test-") as other:
+        remote = Path(other) / "remote.git"
+        init_index(remote, DL, None)
+        index = GitIndex.open(str(remote), tmp_path / "clone", timeout=20)
+        with index.batch():
+            head = index.commit_file(commit_one(index, "1/a"), "1/b", b"b\n", "b")
+        index.push(head)
+        assert index.last_push_mode == "direct"
+        ours = packs(index.path / "objects" / "pack")
+        theirs = packs(remote / "objects" / "pack")
+        assert theirs.keys() == ours.keys() and len(theirs) == 1  # one batch, one pack
+        assert all(theirs[name] != ours[name] for name in theirs)  # copies, not links
+        assert not [p for p in (remote / "objects" / "pack").iterdir() if p.name.startswith("tmp")]
+        git(f"--git-dir={remote}", "fsck", "--strict", "--no-dangling")
+        assert remote_tip(remote) == head
 
 
 @pytest.mark.parametrize("autogc", [True, False])
