@@ -10,12 +10,17 @@ make its clone (timed, excluded) and, in rounds interleaved over the sizes, meas
 1. publish -> landed: ``store.publish`` of one new version in a transaction; the clock starts
    when COMMIT returns and stops when the remote's ``reference-transaction`` hook sees the branch
    ref committed (the hook stamps ``$EPOCHREALTIME``; no fork). Samples are spaced so that the
-   worker is idle each time.
+   worker is idle each time. The remote is a local bare repository without receive hooks, so the
+   worker publishes directly (packs linked in, ``git update-ref`` on the remote; see
+   GitIndex.push), and the report says whether it did. That hook is no receive hook: ``git
+   update-ref`` runs it as receive-pack does, so it times either way without forcing git push.
 2. burst: 1,000 publishes over distinct crates committed in one transaction, then the time until
    the index queue is empty; the end is the last ref update on the remote. Every file is checked.
 3. the worker's peak RSS: supervisor + child (psutil, sampled every 50 ms; /proc VmHWM too).
-4. git push alone: GitIndex.commit_file + GitIndex.push from a clone of our own, timed from the
-   push to the ref update: what the remote costs whatever the worker does.
+4. git push alone: GitIndex.commit_file + GitIndex.push from a clone of our own opened with
+   ``local_push="git"``, timed from the push to the ref update: what ``git push`` to the remote
+   costs whatever the worker does. The same from a second clone in direct mode is "direct
+   publish alone": the floor under the worker's own publish.
 5. the old way, against the same remote: a working-tree clone; per update ``git fetch``,
    ``git reset --hard origin/<branch>``, append the line, ``git add``, ``git commit``,
    ``git push``, one update at a time.
@@ -488,6 +493,11 @@ class SizeResult:
     floor_push: list[float] = field(default_factory=list)
     floor_push_total: list[float] = field(default_factory=list)
     floor_build: list[float] = field(default_factory=list)
+    # The same for a direct publish (GitIndex.push into the local bare remote, no git push).
+    direct_push: list[float] = field(default_factory=list)
+    direct_push_total: list[float] = field(default_factory=list)
+    # Whether the worker published directly: the remote holds packs that are its clone's files.
+    worker_direct: bool = False
     old_clone_s: float = 0.0
     old: list[float] = field(default_factory=list)
     old_steps: dict[str, list[float]] = field(default_factory=dict)
@@ -607,6 +617,7 @@ class SizeRun:
         self.pub = self._stack.enter_context(psycopg.connect(self.url))
         self.watch = self._stack.enter_context(psycopg.connect(self.url, autocommit=True))
         self.floor_index: GitIndex | None = None
+        self.direct_index: GitIndex | None = None
         self.old_clone = self.work / "old-way"
 
     def close(self) -> None:
@@ -623,15 +634,28 @@ class SizeRun:
             f"{self.result.first_job_s:.2f} s"
         )
         self._latency(self.plan.warmup)
+        self.result.worker_direct = self._worker_published_directly()
         started = time.perf_counter()
-        self.floor_index = GitIndex.open(str(self.reg.remote), self.work / "floor-clone")
+        self.floor_index = GitIndex.open(
+            str(self.reg.remote), self.work / "floor-clone", local_push="git"
+        )
         self.result.floor_clone_s = time.perf_counter() - started
+        self.direct_index = GitIndex.open(
+            str(self.reg.remote), self.work / "direct-clone", local_push="auto"
+        )
         started = time.perf_counter()
         git("clone", "--quiet", str(self.reg.remote), str(self.old_clone))
         self.result.old_clone_s = time.perf_counter() - started
         git("config", "user.name", "old way", cwd=self.old_clone)
         git("config", "user.email", "old@localhost", cwd=self.old_clone)
         self.result.old_steps = {k: [] for k in ("fetch", "reset", "edit+add", "commit", "push")}
+
+    def _worker_published_directly(self) -> bool:
+        """A direct publish links the worker's packs into the remote: same files, same inodes."""
+        clone = config.clone_path(self.work / "data", str(self.reg.remote)) / "objects" / "pack"
+        theirs = {p.name: p.stat().st_ino for p in clone.glob("pack-*.pack")}
+        remote = self.reg.remote / "objects" / "pack"
+        return any(theirs.get(p.name) == p.stat().st_ino for p in remote.glob("pack-*.pack"))
 
     # --- the measurements ----------------------------------------------------------------------
 
@@ -678,27 +702,35 @@ class SizeRun:
     def push_floor(self, count: int) -> None:
         """What the remote alone costs: GitIndex.push of one-file commits, no database, no queue.
 
-        Commits built with commit_file in a clone of our own; timed from the start of the push
-        to the remote's ref update (as publish->landed is), and to the push's return. The floor
-        under publish->landed that no change in the worker can remove.
+        Commits built with commit_file in clones of our own, one forced to ``git push`` and one
+        publishing directly; timed from the start of the push to the remote's ref update (as
+        publish->landed is), and to the push's return. ``git push`` alone is what the old
+        publish path could not go below; direct publish alone is the floor under the worker's.
         """
-        index = self.floor_index
-        assert index is not None
-        tip = index.fetch()
-        for name in self.reg.pick(count):
-            path = index_path(name)
-            t0 = time.perf_counter()
-            have = index.read_file(path, tip) or b""
-            line = self.reg.record(self.watch, name).to_line() + "\n"
-            head = index.commit_file(tip, path, have + line.encode(), f"Update crate `{name}`")
-            t1 = time.perf_counter()
-            before, pushed = self.refs.size(), time.time()
-            index.push(head)
-            self.result.floor_push_total.append(time.perf_counter() - t1)
-            landed, _ = self.refs.wait_past(before, 60)
-            self.result.floor_push.append(landed - pushed)
-            self.result.floor_build.append(t1 - t0)
-            tip = head
+        r = self.result
+        for index, mode, landed_s, total_s in (
+            (self.floor_index, "git", r.floor_push, r.floor_push_total),
+            (self.direct_index, "direct", r.direct_push, r.direct_push_total),
+        ):
+            assert index is not None
+            tip = index.fetch()
+            for name in self.reg.pick(count):
+                path = index_path(name)
+                t0 = time.perf_counter()
+                have = index.read_file(path, tip) or b""
+                line = self.reg.record(self.watch, name).to_line() + "\n"
+                head = index.commit_file(tip, path, have + line.encode(), f"Update crate `{name}`")
+                t1 = time.perf_counter()
+                before, pushed = self.refs.size(), time.time()
+                index.push(head)
+                total_s.append(time.perf_counter() - t1)
+                if index.last_push_mode != mode:
+                    raise RuntimeError(f"the {mode} floor clone pushed with {index.last_push_mode}")
+                landed, _ = self.refs.wait_past(before, 60)
+                landed_s.append(landed - pushed)
+                if mode == "git":
+                    r.floor_build.append(t1 - t0)
+                tip = head
 
     def old_way(self, count: int) -> None:
         """The old design, one update at a time: fetch, reset, edit, add, commit, push."""
@@ -807,6 +839,7 @@ def size_table(r: SizeResult) -> list[str]:
     bursts = ", ".join(f"{b.rate:.0f}" for b in r.bursts)
     per_update = 1 / r.burst_rate
     floor50 = pct(r.floor_push, 50)
+    direct50 = pct(r.direct_push, 50)
     old_push = ms(pct(r.old_steps.get("push", []), 50)) + " (its push step)"
     return [
         f"### {r.size:,} crates",
@@ -823,16 +856,28 @@ def size_table(r: SizeResult) -> list[str]:
         f"| git push alone, start -> landed, p50 / p95 (ms) | {ms(floor50)} / "
         f"{ms(pct(r.floor_push, 95))} | {old_push} | |",
         f"| git push alone, start -> returned, p50 (ms) | {ms(pct(r.floor_push_total, 50))} | | |",
+        f"| direct publish alone, start -> landed, p50 / p95 (ms) | {ms(direct50)} / "
+        f"{ms(pct(r.direct_push, 95))} | | |",
+        f"| direct publish alone, start -> returned, p50 (ms) "
+        f"| {ms(pct(r.direct_push_total, 50))} | | |",
+        f"| per update p50 minus direct-publish-alone p50 (ms) | {ms(ours50 - direct50)} | | |",
         f"| per update p50 minus git-push-alone p50 (ms) | {ms(ours50 - floor50)} "
         f"| {ms(old50 - floor50)} | |",
         f"| first publish after another writer pushed, p50 (ms) | {ms(pct(r.resync, 50))} | | |",
         "",
-        f"Samples: {len(r.latencies)} publish->landed (ours: COMMIT returned -> remote ref "
+        "The worker published "
+        + (
+            "directly (its packs are linked into the remote). "
+            if r.worker_direct
+            else "with git push (none of its packs is in the remote): not the direct mode. "
+        )
+        + f"Samples: {len(r.latencies)} publish->landed (ours: COMMIT returned -> remote ref "
         f"committed), {len(r.old)} old-way updates (fetch+reset+edit+add+commit+push). "
         f"Setup: build {r.build_s:.1f} s, worker's first job incl. its clone "
         f"{r.first_job_s:.2f} s (excluded), push-floor clone (GitIndex.open) "
         f"{r.floor_clone_s:.1f} s, old-way clone {r.old_clone_s:.1f} s. {len(r.floor_push)} "
-        f"git-push-alone samples, {len(r.resync)} after-another-writer samples. "
+        f"git-push-alone and {len(r.direct_push)} direct-publish-alone samples, "
+        f"{len(r.resync)} after-another-writer samples. "
         f"Old-way step p50 (ms): "
         + ", ".join(f"{k} {pct(v, 50) * 1000:.0f}" for k, v in r.old_steps.items())
         + f". Peak RSS with git children {r.rss_all_mb:.0f} MB, VmHWM sum {r.hwm_mb:.0f} MB.",
@@ -845,8 +890,8 @@ def summary(results: list[SizeResult]) -> list[str]:
         "### All sizes",
         "",
         "| crates | p50 ms | p95 ms | burst/s | peak RSS MB | old p50 ms | old p95 ms "
-        "| old/ours p50 | old/ours p95 | git push alone p50 ms |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| old/ours p50 | old/ours p95 | git push alone p50 ms | direct publish alone p50 ms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         ours50, ours95, old50, old95 = (
@@ -858,7 +903,8 @@ def summary(results: list[SizeResult]) -> list[str]:
         out.append(
             f"| {r.size:,} | {ms(ours50)} | {ms(ours95)} | {r.burst_rate:.0f} "
             f"| {r.rss_python_mb:.0f} | {ms(old50)} | {ms(old95)} | {old50 / ours50:.1f}x "
-            f"| {old95 / ours95:.1f}x | {ms(pct(r.floor_push, 50))} |"
+            f"| {old95 / ours95:.1f}x | {ms(pct(r.floor_push, 50))} "
+            f"| {ms(pct(r.direct_push, 50))} |"
         )
     out.append("")
     return out
@@ -902,9 +948,12 @@ def targets(results: list[SizeResult]) -> list[str]:
         p50 = pct(big.latencies, 50) * 1000
         line(p50 <= TARGET_P50_MS, f"p50 publish->landed at 100,000 crates: {p50:.1f} ms (<= 50)")
         floor = pct(big.floor_push, 50) * 1000
+        direct = pct(big.direct_push, 50) * 1000
+        mode = "directly" if big.worker_direct else "with git push"
         out.append(
-            f"  (of which `git push` to this remote alone costs {floor:.1f} ms p50; the worker's "
-            f"own part is about {p50 - floor:.1f} ms)"
+            f"  (the worker published {mode}; a direct publish to this remote alone costs "
+            f"{direct:.1f} ms p50, `git push` {floor:.1f} ms; the worker's own part is about "
+            f"{p50 - direct:.1f} ms)"
         )
     else:
         line(None, "p50 publish->landed at 100,000 crates <= 50 ms: 100,000 not run")
@@ -958,7 +1007,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="publish->landed samples per size (100)")
     parser.add_argument("--bursts", type=int, help="burst rounds per size (2)")
     parser.add_argument("--old-updates", type=int, help="old-way updates per size (30)")
-    parser.add_argument("--floor-pushes", type=int, help="git-push-alone samples per size (20)")
+    parser.add_argument(
+        "--floor-pushes", type=int, help="git-push-alone and direct-alone samples per size (20)"
+    )
     parser.add_argument("--rounds", type=int, help="interleaved rounds over the sizes (4)")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="the worker's (1.0)")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of the worker, per phase")

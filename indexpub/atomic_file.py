@@ -42,11 +42,12 @@ def write_atomically(
         Path(tmp).unlink(missing_ok=True)
         raise
     if durable:
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; some filesystems do not support fsync on a directory."""
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or link in ``folder`` durable; some filesystems do not support fsync on a
+    directory, and there it is skipped."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:

@@ -13,6 +13,7 @@ import click
 import psycopg
 
 from indexpub import config, embedded, store
+from indexpub.git_index import local_push_mode
 from indexpub.tasks import app, configure_index
 from jobs.store import STATES
 
@@ -101,6 +102,12 @@ def worker(
     grace_period: float,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
+    try:
+        # The git job reads it when it opens the index; a typo should stop the worker here,
+        # not fail every job later.
+        local_push_mode()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     url = settings.url()
     with psycopg.connect(url) as conn:
         store.migrate(conn)

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from index_helpers import Registry, fixture_entry, git, make_registry
 
-from indexpub import store
+from indexpub import store, tasks
 from indexpub.sync import sync_crates
 
 
@@ -96,6 +96,10 @@ def test_another_writer_on_the_remote_is_kept_and_ours_lands_on_top(
 
     reg.publish(fixture_entry("xy", "0.1.0"))  # our clone's tip is now stale
     reg.drain()
+    # The worker published into the local bare remote directly, and lost and won the
+    # compare-and-swap there as git push would have (tests/test_git_direct_push.py).
+    assert tasks._IndexTarget.index is not None
+    assert tasks._IndexTarget.index.last_push_mode == "direct"
     assert reg.messages() == [
         "Create crate `q`",
         "Edit config.json",
