@@ -70,33 +70,33 @@ RETURNING id, (xmax = 0) AS inserted"""
 # picks the row in the moment before the runner takes the row lock, and so that a job whose
 # worker dies is retried only after its backoff. A row whose previous runner died past the last
 # allowed attempt is marked dead here instead of being run again.
+#
+# The rows are picked by a sub-select and updated through the primary key as one array: the
+# queue runs its statements as generic plans (see CONTROL_SESSION_SETUP), and a generic plan
+# cannot know the LIMIT, so a join between the picked rows and the table was planned for a tenth
+# of the table and became a hash join over a scan of all of it, at every claim.
 _CLAIM_TEMPLATE = """
-WITH __DONE__ picked AS (
-    SELECT id, job_type, attempts, max_attempts FROM {schema}.jobs
-    WHERE queue = %(queue)s AND NOT dead AND run_at <= now() __FILTER__
-    ORDER BY priority DESC, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), plan AS (
-    SELECT p.id,
-           LEAST(__CAP__, __BASE__ * power(__FACTOR__, p.attempts))
-           * (1.0 - __JITTER__ * random()) AS delay,
-           p.max_attempts IS NOT NULL AND p.attempts >= p.max_attempts AS exhausted
-    FROM picked AS p __BACKOFF_JOIN__
-)
-UPDATE {schema}.jobs AS j SET
-    attempts = CASE WHEN plan.exhausted THEN j.attempts ELSE j.attempts + 1 END,
-    last_attempt_at = CASE WHEN plan.exhausted THEN j.last_attempt_at ELSE now() END,
-    worker_pid = CASE WHEN plan.exhausted THEN NULL ELSE pg_backend_pid() END,
-    dead = plan.exhausted,
+__DONE__UPDATE {schema}.jobs AS j SET
+    attempts = CASE WHEN __EXHAUSTED__ THEN j.attempts ELSE j.attempts + 1 END,
+    last_attempt_at = CASE WHEN __EXHAUSTED__ THEN j.last_attempt_at ELSE now() END,
+    worker_pid = CASE WHEN __EXHAUSTED__ THEN NULL ELSE pg_backend_pid() END,
+    dead = __EXHAUSTED__,
     last_error = CASE WHEN j.worker_pid IS NULL THEN j.last_error
                       ELSE 'the worker running attempt ' || j.attempts
                            || ' died before it finished (killed, out of memory or timed out)'
                  END,
-    run_at = now() + make_interval(secs => plan.delay)
-FROM plan
-WHERE j.id = plan.id
+    run_at = now() + make_interval(secs =>
+        LEAST(__CAP__, __BASE__ * power(__FACTOR__, j.attempts)) * (1.0 - __JITTER__ * random()))
+__BACKOFF_FROM__WHERE j.id = ANY(ARRAY(
+    SELECT id FROM {schema}.jobs
+    WHERE queue = %(queue)s AND NOT dead AND run_at <= now() __FILTER__
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+))
 RETURNING j.id, j.job_type, j.payload, j.attempts, j.max_attempts, j.dead, j.last_error"""
+
+_EXHAUSTED = "(j.max_attempts IS NOT NULL AND j.attempts >= j.max_attempts)"
 
 # Where the backoff comes from. When every job type of the queue has the same backoff (one type
 # per queue is the common case) it is four plain parameters. Otherwise %(backoff)s maps each
@@ -108,17 +108,16 @@ _SHARED_BACKOFF = {
     "__FACTOR__": "%(factor)s::float8",
     "__CAP__": "%(cap)s::float8",
     "__JITTER__": "%(jitter)s::float8",
-    "__BACKOFF_JOIN__": "",
+    "__BACKOFF_FROM__": "",
 }
 _BACKOFF_BY_TYPE = {
-    "__BASE__": "(b.params ->> 0)::float8",
-    "__FACTOR__": "(b.params ->> 1)::float8",
-    "__CAP__": "(b.params ->> 2)::float8",
-    "__JITTER__": "(b.params ->> 3)::float8",
-    "__BACKOFF_JOIN__": """
-    CROSS JOIN LATERAL (
-        SELECT COALESCE(%(backoff)s::jsonb -> p.job_type, %(default_backoff)s::jsonb) AS params
-    ) AS b""",
+    "__BASE__": "(COALESCE(b.by_type -> j.job_type, b.fallback) ->> 0)::float8",
+    "__FACTOR__": "(COALESCE(b.by_type -> j.job_type, b.fallback) ->> 1)::float8",
+    "__CAP__": "(COALESCE(b.by_type -> j.job_type, b.fallback) ->> 2)::float8",
+    "__JITTER__": "(COALESCE(b.by_type -> j.job_type, b.fallback) ->> 3)::float8",
+    "__BACKOFF_FROM__": (
+        "FROM (SELECT %(backoff)s::jsonb AS by_type, %(default_backoff)s::jsonb AS fallback) AS b\n"
+    ),
 }
 
 # The end of a successful run and the claim of the next job in one statement, inside the run's
@@ -128,18 +127,18 @@ _BACKOFF_BY_TYPE = {
 # DELETE removes; it leaves them out by id (PostgreSQL leaves undefined what a row locked and
 # deleted twice in one statement does, even where it happens to skip it today).
 _AFTER_DONE = {
-    "__DONE__ ": "done AS (DELETE FROM {schema}.jobs WHERE id = ANY(%(done)s)), ",
+    "__DONE__": "WITH done AS (DELETE FROM {schema}.jobs WHERE id = ANY(%(done)s))\n",
     "__FILTER__": "AND id <> ALL(%(done)s)",
 }
-_ANY_TYPE = {"__DONE__ ": "", "__FILTER__": ""}
-_OF_TYPE = {"__DONE__ ": "", "__FILTER__": "AND job_type = %(job_type)s"}
+_ANY_TYPE = {"__DONE__": "", "__FILTER__": ""}
+_OF_TYPE = {"__DONE__": "", "__FILTER__": "AND job_type = %(job_type)s"}
 
 
 @cache
 def claim(*, of_type: bool = False, after_done: bool = False, shared_backoff: bool) -> str:
     """The claim statement: of any job of the queue, of one type (a batch's followers), or of
     any job in the same statement that deletes the finished ones (see _AFTER_DONE)."""
-    statement = _CLAIM_TEMPLATE
+    statement = _CLAIM_TEMPLATE.replace("__EXHAUSTED__", _EXHAUSTED)
     kind = _AFTER_DONE if after_done else _OF_TYPE if of_type else _ANY_TYPE
     for marker, text in [
         *kind.items(),

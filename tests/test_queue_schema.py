@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any
 
@@ -87,31 +88,70 @@ def test_unknown_recorded_migration_is_refused(database_url: str) -> None:
             app.migrate(conn)
 
 
-def _plan(conn: psycopg.Connection[Any], template: str, params: dict[str, Any]) -> str:
-    statement = queries.compose(template, "jobs")
-    rows = conn.execute(psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + statement, params).fetchone()
-    assert rows is not None
-    return json.dumps(rows[0])
+def _numbered(conn: psycopg.Connection[Any], template: str) -> tuple[str, list[str]]:
+    """The statement with $1, $2... in place of its named parameters, and their names in order:
+    the form PREPARE takes, so that the plan is the generic one a worker runs."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    text = queries.compose(template, "jobs").as_string(conn)
+    return re.sub(r"%\((\w+)\)[sb]", number, text), names
 
 
-def test_claim_uses_the_index_not_a_scan_of_the_backlog(database_url: str) -> None:
+def _generic_plan(
+    conn: psycopg.Connection[Any], template: str, params: dict[str, Any], *, analyze: bool = False
+) -> Any:
+    """The plan a worker's control connection runs (plan_cache_mode = force_generic_plan, see
+    queries.CONTROL_SESSION_SETUP): planned once, without the parameters' values."""
+    text, names = _numbered(conn, template)
+    conn.execute("DEALLOCATE ALL")
+    conn.execute(queries.CONTROL_SESSION_SETUP)
+    conn.execute(f"PREPARE planned AS {text}")  # type: ignore[arg-type]
+    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
+    values = ", ".join(["%s"] * len(names))
+    explain = f"EXPLAIN ({options}) EXECUTE planned({values})"
+    # EXECUTE takes no bound parameters: the client writes the values in.
+    cursor = psycopg.ClientCursor(conn)
+    row = cursor.execute(explain, [params[n] for n in names]).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return row[0][0]["Plan"]
+
+
+BACKLOGS = {
+    # 100,000 ready jobs of other queues and types, 50,000 dead ones of our own queue, and ours.
+    "mixed": [
+        "INSERT INTO jobs.jobs (queue, job_type, payload)"
+        " SELECT 'q' || (i % 7), 't' || (i % 13), '{}' FROM generate_series(1, 100000) i",
+        "INSERT INTO jobs.jobs (queue, job_type, payload, dead)"
+        " SELECT 'default', 'noop', '{}', true FROM generate_series(1, 50000)",
+        "INSERT INTO jobs.jobs (queue, job_type, payload)"
+        " SELECT 'default', 'noop', '{}' FROM generate_series(1, 20000)",
+    ],
+    # One queue's backlog and nothing else: there a generic plan's guess of the LIMIT (a tenth
+    # of the queue) made a hash join over a scan of the table look cheaper than the index.
+    "one queue": [
+        "INSERT INTO jobs.jobs (queue, job_type, payload)"
+        " SELECT 'default', 'noop', '{}' FROM generate_series(1, 8000)",
+    ],
+}
+
+
+@pytest.mark.parametrize("backlog", sorted(BACKLOGS))
+def test_the_worker_statements_use_indexes_not_a_scan_of_the_backlog(
+    database_url: str, backlog: str
+) -> None:
+    """Every statement a worker runs per job reads through an index, whatever the backlog, in
+    the generic plans the worker uses."""
     with psycopg.connect(database_url) as conn:
         app.migrate(conn)
-        # 100,000 ready jobs of other queues and types, 50,000 dead ones of our own queue.
-        conn.execute(
-            "INSERT INTO jobs.jobs (queue, job_type, payload)"
-            " SELECT 'q' || (i % 7), 't' || (i % 13), '{}' FROM generate_series(1, 100000) i"
-        )
-        conn.execute(
-            "INSERT INTO jobs.jobs (queue, job_type, payload, dead)"
-            " SELECT 'default', 'noop', '{}', true FROM generate_series(1, 50000)"
-        )
-        conn.execute(
-            "INSERT INTO jobs.jobs (queue, job_type, payload)"
-            " SELECT 'default', 'noop', '{}' FROM generate_series(1, 10)"
-        )
-        conn.commit()
+        for statement in BACKLOGS[backlog]:
+            conn.execute(statement)  # type: ignore[arg-type]
         conn.execute("ANALYZE jobs.jobs")
+        conn.commit()  # the statistics too: each plan below is rolled back
         params: dict[str, Any] = {
             "queue": "default",
             "limit": 1,
@@ -123,23 +163,36 @@ def test_claim_uses_the_index_not_a_scan_of_the_backlog(database_url: str) -> No
             "cap": 10.0,
             "jitter": 0.5,
             "done": [0],
+            "id": 1,
+            "ids": [1],
+            "attempts": 0,
+            "error": "e",
+            "delay": 1.0,
         }
+        statements = [
+            (queries.LOCK_ONE, "jobs_pkey"),
+            (queries.LOCK_CLAIMED, "jobs_pkey"),
+            (queries.RELEASE_CLAIMED, "jobs_pkey"),
+            (queries.DELETE_JOBS, "jobs_pkey"),
+            (queries.FAIL_JOBS, "jobs_pkey"),
+        ]
         for shared in (True, False):
-            for template, index in (
+            statements += [
                 (queries.claim(shared_backoff=shared), "jobs_claim_idx"),
                 (queries.claim(of_type=True, shared_backoff=shared), "jobs_claim_type_idx"),
                 (queries.claim(after_done=True, shared_backoff=shared), "jobs_claim_idx"),
-            ):
-                plan = _plan(conn, template, params)
-                assert index in plan, plan
-                assert '"Seq Scan"' not in plan, plan
-        # And it really reads only what it claims: a handful of buffers, not the backlog.
-        row = conn.execute(
-            psycopg.sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ")
-            + queries.compose(queries.claim(shared_backoff=True), "jobs"),
-            params,
-        ).fetchone()
-        conn.rollback()  # EXPLAIN ANALYZE ran the claim: undo it
-        assert row is not None
-        top = row[0][0]["Plan"]
-        assert top["Shared Hit Blocks"] + top.get("Shared Read Blocks", 0) < 200, top
+            ]
+        for template, index in statements:
+            params["attempts"] = [0] if "unnest" in template else 0
+            plan = json.dumps(_generic_plan(conn, template, params))
+            assert index in plan, (template, plan)
+            assert '"Seq Scan"' not in plan, (template, plan)
+            conn.rollback()
+        # And a claim really reads only what it claims: a handful of buffers, not the backlog.
+        for template in (
+            queries.claim(shared_backoff=True),
+            queries.claim(after_done=True, shared_backoff=True),
+        ):
+            top = _generic_plan(conn, template, params, analyze=True)
+            conn.rollback()  # EXPLAIN ANALYZE ran the claim: undo it
+            assert top["Shared Hit Blocks"] + top.get("Shared Read Blocks", 0) < 200, top
