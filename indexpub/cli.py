@@ -13,7 +13,7 @@ import click
 import psycopg
 
 from indexpub import config, embedded, store
-from indexpub.git_index import local_push_mode
+from indexpub.local_publish import local_push_mode
 from indexpub.tasks import app, configure_index
 from jobs.store import STATES
 

@@ -5,46 +5,67 @@ is the compare-and-swap that catches anybody else (`PushRejected`). A commit nev
 tree or an index file: it reads the trees along one path with a single `git cat-file --batch` (or
 from the parsed trees a batch keeps in memory), builds the new blob, those trees and the commit in
 Python, and so costs the same whether the index holds a thousand crate files or a quarter of a
-million. A batch of commits is written as one pack (.pack and .idx built here), not loose files.
+million. A batch of commits is written as one pack (git_objects builds the .pack and .idx), not
+loose files.
 
 A remote that is a bare repository on the local filesystem is published to without git push when
 that is equivalent (see GitIndex.push): the batch's packs are linked into it and `git update-ref`
-with the old value is the compare-and-swap. That skips receive-pack's connectivity check, which
-walks every tree of the remote, and is most of a push's cost once the index is large.
+with the old value is the compare-and-swap.
 
-Every git process runs with a timeout in its own process group, because a hung push would hold the
-single-consumer lock forever. Credentials reach git only through the environment (an askpass helper
-or `GIT_SSH_COMMAND`), never through argv, and every message we raise is scrubbed of them.
+This module holds GitIndex (clone, fetch, tip, read files, build commits, push) and the making of
+a clone or a new index. Beside it: git_process runs every git process (timeouts, credentials),
+git_objects holds the object formats that commits are built from (trees, commits, packs), and
+local_publish decides on and does the direct publish.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import errno
-import hashlib
-import itertools
 import json
 import logging
 import os
 import re
-import shlex
 import shutil
-import signal
-import struct
 import subprocess
 import tempfile
-import time
-import urllib.parse
-import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import git
 
-from indexpub.atomic_file import fsync_dir, write_atomically
+from indexpub.git_objects import (
+    _BLOB_MODE,
+    _EMPTY_TREE,
+    _TREE_MODE,
+    _commit_body,
+    _Entry,
+    _format_tree,
+    _Object,
+    _object_sha,
+    _pack_record,
+    _record_data,
+    _Tree,
+    _write_loose,
+    _write_pack,
+)
+from indexpub.git_process import (
+    GitError,
+    GitTimeout,
+    PushRejected,
+    _failure,
+    _Remote,
+    _run,
+    _scrub,
+    _write_askpass,
+)
+from indexpub.local_publish import (
+    LOCAL_PUSH_ENV,
+    _DirectTarget,
+    _Probe,
+    _probe_push_url,
+    _publish_directly,
+    local_push_mode,
+)
 
 __all__ = [
     "DEFAULT_IDENTITY",
@@ -70,40 +91,6 @@ _CRATE_PATH_RE = re.compile(
     rf"|(?P<a>{_C}{{2}})/(?P<b>{_C}{{2}})/(?P=a)(?P=b){_C}{{0,60}}"
 )
 _IDENTITY_RE = re.compile(r"([^<>\n]+) <([^<>\n]*)>")
-_URL_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-# Variables that would point git at another repository, object store or work tree.
-_ENV_DROP = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-    "GIT_QUARANTINE_PATH",
-)
-_ASKPASS_SCRIPT = """#!/bin/sh
-# Written by indexpub: hands git the credentials from the environment, so they never sit in argv.
-case "$1" in
-  Username*) printf '%s\\n' "${INDEXPUB_GIT_USERNAME:-x-access-token}" ;;
-  *) printf '%s\\n' "$INDEXPUB_GIT_TOKEN" ;;
-esac
-"""
-_TREE_MODE = b"40000"
-_BLOB_MODE = b"100644"
-
-
-class GitError(Exception):
-    """A git operation failed; the message is safe to log (no credentials)."""
-
-
-class GitTimeout(GitError):
-    """A git process outlived its timeout and was killed with its whole process group."""
-
-
-class PushRejected(GitError):
-    """The remote branch moved since our parent commit: fetch, rebuild on the new tip, retry."""
 
 
 def check_crate_path(path: str) -> None:
@@ -135,553 +122,6 @@ def _parse_identity(identity: str) -> bytes:
     return identity.encode()
 
 
-# --- process running ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Remote:
-    """The remote with any user:password taken out of its URL.
-
-    git hands the URL to its remote helpers in argv (`git-remote-https origin URL`), so a
-    password left in it would be readable by every local user; instead it reaches git through
-    the askpass helper, and the URL we store, pass and print is the clean one.
-    """
-
-    url: str
-    username: str | None = None
-    password: str | None = None
-    askpass: Path | None = None
-
-    @classmethod
-    def parse(cls, url: str, askpass: Path | None = None) -> _Remote:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
-            return cls(url, askpass=askpass)
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        user, colon, password = userinfo.partition(":")
-        clean = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
-        return cls(
-            clean,
-            urllib.parse.unquote(user) or None,
-            urllib.parse.unquote(password) if colon else None,
-            askpass,
-        )
-
-    def credentials(self) -> dict[str, str]:
-        """The askpass variables: the URL's own credentials win over the environment's."""
-        found = {}
-        for var, value in (
-            ("INDEXPUB_GIT_USERNAME", self.username),
-            ("INDEXPUB_GIT_TOKEN", self.password),
-        ):
-            value = value or os.environ.get(var)
-            if value:
-                found[var] = value
-        return found
-
-    def secrets(self) -> list[str]:
-        """The literal strings that must never appear in a message we raise."""
-        found = [os.environ.get("INDEXPUB_GIT_TOKEN", ""), self.password or ""]
-        if self.password is None:
-            found.append(self.username or "")  # https://TOKEN@host/ puts the token there
-        return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
-
-
-def _scrub(text: str, remote: _Remote | None = None) -> str:
-    text = _URL_USERINFO_RE.sub(r"\1***@", text)
-    secrets = remote.secrets() if remote else _Remote("").secrets()
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _git_env(remote: _Remote | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env["LC_ALL"] = "C"
-    if remote is not None and remote.askpass is not None:
-        credentials = remote.credentials()
-        if credentials:
-            env.update(credentials)
-            env["GIT_ASKPASS"] = str(remote.askpass)
-    key = os.environ.get("INDEXPUB_GIT_SSH_KEY")
-    if key:
-        env["GIT_SSH_COMMAND"] = (
-            f"ssh -i {shlex.quote(key)} -o IdentitiesOnly=yes"
-            " -o StrictHostKeyChecking=accept-new -o BatchMode=yes"
-        )
-    return env
-
-
-def _run(
-    args: Sequence[str],
-    *,
-    timeout: float,
-    what: str,
-    remote: _Remote | None = None,
-    input: bytes | None = None,
-    check: bool = True,
-) -> subprocess.CompletedProcess[bytes]:
-    """Run git in its own session so that a timeout kills ssh and helpers along with it."""
-    env = _git_env(remote)
-    argv = ["git"]
-    if "INDEXPUB_GIT_TOKEN" in env and "GIT_ASKPASS" in env:
-        # A configured credential helper would otherwise store our token on disk.
-        argv += ["-c", "credential.helper="]
-    argv += args
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-    except OSError as e:
-        raise GitError(f"cannot run git for {what}: {e}") from None
-    try:
-        out, err = proc.communicate(input, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        where = f" (remote {remote.url})" if remote else ""
-        raise GitTimeout(_scrub(f"{what} timed out after {timeout:g} s{where}", remote)) from None
-    result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
-    if check and result.returncode != 0:
-        raise GitError(_failure(what, result, remote))
-    return result
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        # Something left the group but holds our pipes; do not hang on it.
-        proc.kill()
-        proc.wait()
-
-
-def _failure(what: str, result: subprocess.CompletedProcess[bytes], remote: _Remote | None) -> str:
-    detail = (result.stderr or result.stdout).decode(errors="replace").strip()
-    lines = [line for line in detail.splitlines() if line.strip() and not line.startswith("hint:")]
-    lines = lines[-5:]
-    where = f" (remote {remote.url})" if remote else ""
-    message = f"{what} failed with exit code {result.returncode}{where}"
-    if lines:
-        message += ": " + " | ".join(lines)
-    return _scrub(message, remote)
-
-
-# --- objects ------------------------------------------------------------------------------------
-
-
-class _Entry(NamedTuple):
-    mode: bytes
-    name: bytes
-    sha: bytes  # 20 raw bytes
-
-    @property
-    def is_tree(self) -> bool:
-        return self.mode == _TREE_MODE
-
-
-@dataclass(frozen=True)
-class _Object:
-    sha: str
-    kind: str
-    data: bytes
-
-
-def _format_tree(entries: list[_Entry]) -> bytes:
-    # git orders a directory as if its name ended in "/".
-    ordered = sorted(entries, key=lambda e: e.name + b"/" if e.is_tree else e.name)
-    return b"".join(e.mode + b" " + e.name + b"\0" + e.sha for e in ordered)
-
-
-class _Tree:
-    """A parsed directory kept in git's order, so that an edit costs a bisect and not a sort.
-
-    ``keys`` are the entries' sort keys in order (a directory's name ends in "/", as git sorts
-    it); ``chunks`` maps each key to the entry's serialized bytes, so serializing is one join.
-    Instances are never changed once built: ``replaced`` returns a new one.
-    """
-
-    __slots__ = ("chunks", "keys")
-
-    def __init__(self, keys: list[bytes], chunks: dict[bytes, bytes]) -> None:
-        self.keys = keys
-        self.chunks = chunks
-
-    @classmethod
-    def parse(cls, data: bytes) -> _Tree:
-        keys: list[bytes] = []
-        chunks: dict[bytes, bytes] = {}
-        pos = 0
-        while pos < len(data):
-            space = data.index(b" ", pos)
-            nul = data.index(b"\0", space)
-            end = nul + 21
-            if end > len(data):
-                raise GitError("truncated tree object")
-            name = data[space + 1 : nul]
-            key = name + b"/" if data[pos:space] == _TREE_MODE else name
-            keys.append(key)
-            chunks[key] = data[pos:end]
-            pos = end
-        if any(a >= b for a, b in itertools.pairwise(keys)):
-            keys = sorted(set(keys))  # not git's order: keep ours canonical
-        return cls(keys, chunks)
-
-    def subtree(self, name: bytes) -> bytes | None:
-        """The raw sha of the directory ``name``, or None."""
-        chunk = self.chunks.get(name + b"/")
-        return None if chunk is None else chunk[-20:]
-
-    def has_file(self, name: bytes) -> bool:
-        return name in self.chunks
-
-    def replaced(self, name: bytes, mode: bytes, sha: bytes | None) -> _Tree:
-        """A copy with ``name`` removed and, unless ``sha`` is None, added as (mode, sha)."""
-        keys = self.keys.copy()
-        chunks = self.chunks.copy()
-        for old in (name, name + b"/"):
-            if chunks.pop(old, None) is not None:
-                del keys[bisect.bisect_left(keys, old)]
-        if sha is not None:
-            key = name + b"/" if mode == _TREE_MODE else name
-            bisect.insort(keys, key)
-            chunks[key] = mode + b" " + name + b"\0" + sha
-        return _Tree(keys, chunks)
-
-    def serialize(self) -> bytes:
-        return b"".join([self.chunks[k] for k in self.keys])
-
-
-def _object_sha(kind: str, data: bytes) -> str:
-    digest = hashlib.sha1(f"{kind} {len(data)}\0".encode())
-    digest.update(data)
-    return digest.hexdigest()
-
-
-def _hash_object(kind: str, data: bytes) -> tuple[str, bytes]:
-    raw = f"{kind} {len(data)}\0".encode() + data
-    return hashlib.sha1(raw).hexdigest(), raw
-
-
-def _write_loose(objects_dir: Path, kind: str, data: bytes) -> str:
-    """Write one loose object the way git does: temp file, then an atomic rename into place."""
-    sha, raw = _hash_object(kind, data)
-    target = objects_dir / sha[:2] / sha[2:]
-    if target.exists():
-        return sha
-    # git's own temporary prefix: git gc removes leftovers of a crash.
-    write_atomically(target, zlib.compress(raw), mode=0o444, temp_prefix="tmp_obj_")
-    return sha
-
-
-_PACK_TYPES = {"commit": 1, "tree": 2, "blob": 3}
-
-
-def _pack_record(kind: str, data: bytes) -> bytes:
-    """One undeltified object as a pack stores it: type-and-size header, zlib data."""
-    size = len(data)
-    header = bytearray()
-    byte = (_PACK_TYPES[kind] << 4) | (size & 0x0F)
-    size >>= 4
-    while size:
-        header.append(byte | 0x80)
-        byte = size & 0x7F
-        size >>= 7
-    header.append(byte)
-    # A tree is mostly raw SHA-1s, which do not compress: storing it costs a tenth of
-    # compressing it (the ~30 kB root tree of a big index: 0.1 ms instead of 1 ms).
-    level = 0 if kind == "tree" else -1
-    return bytes(header) + zlib.compress(data, level)
-
-
-def _record_data(record: bytes) -> bytes:
-    """The object data of a record made by _pack_record."""
-    start = 0
-    while record[start] & 0x80:
-        start += 1
-    return zlib.decompress(record[start + 1 :])
-
-
-def _pack_index(entries: list[tuple[bytes, int, int]], checksum: bytes) -> bytes:
-    """A version-2 .idx for (raw sha, crc32 of the record, offset) entries of a pack < 2 GiB."""
-    entries = sorted(entries)
-    counts = [0] * 256
-    for raw, _, _ in entries:
-        counts[raw[0]] += 1
-    idx = b"".join(
-        [
-            b"\377tOc",
-            struct.pack(">I", 2),
-            struct.pack(">256I", *itertools.accumulate(counts)),
-            *(raw for raw, _, _ in entries),
-            *(struct.pack(">I", crc) for _, crc, _ in entries),
-            *(struct.pack(">I", off) for _, _, off in entries),
-            checksum,
-        ]
-    )
-    return idx + hashlib.sha1(idx).digest()
-
-
-def _write_pack(objects_dir: Path, records: dict[str, bytes]) -> Path:
-    """Write a version-2 pack of ``records`` (sha -> _pack_record) and its .idx, durably: the
-    .pack first, then the .idx that makes git see it; return the .pack's path. The pack is
-    named by its trailing checksum, as git names packs.
-
-    Temporary files carry git's own prefixes (tmp_pack_, tmp_idx_), which git gc removes after a
-    crash. Each file is fsynced before its rename and the folder after it, so the .idx never
-    survives a power loss without its .pack.
-    """
-    header = b"PACK" + struct.pack(">II", 2, len(records))
-    digest = hashlib.sha1(header)
-    entries: list[tuple[bytes, int, int]] = []
-    offset = len(header)
-    for sha, record in records.items():
-        digest.update(record)
-        entries.append((bytes.fromhex(sha), zlib.crc32(record), offset))
-        offset += len(record)
-    if offset >= 1 << 31:
-        raise GitError("a pack would need 64-bit offsets; commit fewer files at once")
-    checksum = digest.digest()
-    name = checksum.hex()
-    folder = objects_dir / "pack"
-    folder.mkdir(parents=True, exist_ok=True)
-    parts: dict[str, list[bytes]] = {
-        "pack": [header, *records.values(), checksum],
-        "idx": [_pack_index(entries, checksum)],
-    }
-    for suffix, chunks in parts.items():
-        write_atomically(
-            folder / f"pack-{name}.{suffix}",
-            chunks,
-            mode=0o444,
-            durable=True,
-            temp_prefix=f"tmp_{suffix}_",
-        )
-    return folder / f"pack-{name}.pack"
-
-
-def _commit_body(tree: str, parents: list[str], author: bytes, committer: bytes, msg: str) -> bytes:
-    if "\0" in msg:
-        raise ValueError("commit message contains a NUL byte")
-    if not msg.endswith("\n"):
-        msg += "\n"
-    stamp = f" {int(time.time())} +0000".encode()
-    lines = [b"tree " + tree.encode()]
-    lines += [b"parent " + p.encode() for p in parents]
-    lines += [b"author " + author + stamp, b"committer " + committer + stamp, b"", msg.encode()]
-    return b"\n".join(lines)
-
-
-_EMPTY_TREE = _Tree([], {})
-
-
-# --- direct publish to a local bare remote ------------------------------------------------------
-
-# INDEXPUB_GIT_LOCAL_PUSH: "auto" publishes to a local bare remote directly when that is
-# equivalent to git push (see GitIndex.push); "git" always runs git push.
-LOCAL_PUSH_ENV = "INDEXPUB_GIT_LOCAL_PUSH"
-LOCAL_PUSH_MODES = ("auto", "git")
-# The hooks receive-pack runs. Any of them, executable in the remote's hooks directory, means a
-# publish has to go through git push so that it runs. reference-transaction is not one of
-# them: update-ref runs it as receive-pack does.
-RECEIVE_HOOKS = (
-    "pre-receive",
-    "update",
-    "post-receive",
-    "post-update",
-    "push-to-checkout",
-    "proc-receive",
-)
-# Repository extensions that do not change what a direct publish writes; any other one (a
-# partial clone, precious objects, a format git 2.39 does not know) leaves the work to git push.
-_HARMLESS_EXTENSIONS = {
-    "extensions.objectformat": "sha1",
-    "extensions.refstorage": "files",
-    "extensions.worktreeconfig": None,
-}
-_HELPER_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
-
-
-def local_push_mode(value: str | None = None) -> str:
-    """The INDEXPUB_GIT_LOCAL_PUSH setting (or ``value``), checked: "auto" when unset.
-
-    A misspelt value is an error rather than a silent choice of either mode.
-    """
-    raw = os.environ.get(LOCAL_PUSH_ENV, "") if value is None else value
-    mode = raw.strip().lower() or "auto"
-    if mode not in LOCAL_PUSH_MODES:
-        raise ValueError(
-            f"{LOCAL_PUSH_ENV} must be one of {', '.join(LOCAL_PUSH_MODES)}, not {raw!r}"
-        )
-    return mode
-
-
-def _local_path(url: str) -> Path | None:
-    """The directory that git push would reach through ``url`` as a local path, else None.
-
-    git takes a URL without a scheme as a local path unless a colon comes before its first
-    slash (then it is ssh's host:path), and file:// URLs as local paths. A file URL with a
-    host or a percent sign is left to git push rather than guessing how git reads it.
-    """
-    if _HELPER_URL_RE.match(url):
-        return None  # <transport>::<address> goes to a remote helper
-    if "://" in url:
-        rest = url.removeprefix("file://")
-        if rest == url or not rest.startswith("/") or "%" in rest:
-            return None
-        return Path(rest)
-    colon, slash = url.find(":"), url.find("/")
-    if colon >= 0 and not 0 <= slash < colon:
-        return None
-    return Path(url).absolute()
-
-
-def _config_bool(value: str | None) -> bool | None:
-    """git's reading of a boolean setting (a bare ``key`` is true); None when it is no bool."""
-    if value is None:
-        return True
-    word = value.strip().lower()
-    if word in ("true", "yes", "on"):
-        return True
-    if word in ("false", "no", "off", ""):
-        return False
-    try:
-        return int(word, 0) != 0
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class _DirectTarget:
-    """A local bare remote whose settings allow a direct publish; hooks are checked per push."""
-
-    git_dir: Path
-    hooks_dir: Path
-    autogc: bool
-
-    def receive_hooks(self) -> list[str]:
-        """The receive-side hooks git would run now (``access(X_OK)``, as git checks them)."""
-        return [name for name in RECEIVE_HOOKS if os.access(self.hooks_dir / name, os.X_OK)]
-
-
-class _Probe(NamedTuple):
-    """What GitIndex.open learned about a direct publish: a target, or why not.
-
-    ``watch`` is the remote's config file and its stat signature when it was read: a changed
-    file is read again at the next push. ``final`` is False when the remote could not be read
-    at all (absent, unreadable), which is asked again at every push until it answers.
-    """
-
-    target: _DirectTarget | None
-    reason: str
-    final: bool
-    watch: tuple[Path, tuple[object, ...] | None] | None = None
-
-
-def _stat_signature(path: Path) -> tuple[object, ...] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def _direct_target(git_dir: Path, config: list[tuple[str, str | None]]) -> _DirectTarget | str:
-    """The target when the remote's effective config makes a direct publish what receive-pack
-    would do, else the reason it does not."""
-    settings: dict[str, str | None] = {}
-    hide_refs = False
-    for key, value in config:
-        settings[key] = value  # the last value wins, as for git's single-valued settings
-        hide_refs = hide_refs or key in ("receive.hiderefs", "transfer.hiderefs")
-    if _config_bool(settings.get("core.bare", "false")) is not True:
-        return "it is not a bare repository (core.bare)"
-    for key, value in settings.items():
-        if not key.startswith("extensions."):
-            continue
-        if key not in _HARMLESS_EXTENSIONS:
-            return f"it sets {key}"
-        allowed = _HARMLESS_EXTENSIONS[key]
-        if allowed is not None and (value or "").strip().lower() != allowed:
-            return f"it sets {key} = {value}"
-    shared = settings.get("core.sharedrepository", "umask")
-    if shared is None or shared.strip().lower() not in ("umask", "false", "no", "off", "", "0"):
-        return "it is a shared repository (core.sharedRepository)"
-    fsck = settings.get("receive.fsckobjects", settings.get("transfer.fsckobjects", "false"))
-    if _config_bool(fsck) is not False:
-        return "it checks received objects (receive.fsckObjects or transfer.fsckObjects)"
-    if hide_refs:
-        return "it hides refs from pushes (receive.hideRefs or transfer.hideRefs)"
-    if (settings.get("receive.maxinputsize") or "0").strip() != "0":
-        return "it limits the size of a push (receive.maxInputSize)"
-    hooks = settings.get("core.hookspath")
-    hooks_dir = git_dir / "hooks"
-    if hooks is not None:
-        # git expands ~ and takes a relative path from where the hooks run: a bare repository.
-        hooks_dir = git_dir / os.path.expanduser(hooks)
-    autogc = _config_bool(settings.get("receive.autogc", "true"))
-    return _DirectTarget(git_dir, hooks_dir, autogc is not False)
-
-
-def _place_packs(packs: Sequence[Path], folder: Path, *, copy: bool = False) -> int:
-    """Make ``packs`` (.pack paths, each with its .idx beside it) part of the object store at
-    ``folder`` (an objects/pack directory), durably; return how many files were copied.
-
-    Every .pack goes in before any .idx, because the .idx is what makes git see a pack, and
-    the directory is fsynced after each of the two steps, so an .idx never survives a power
-    loss without its .pack. Each file is hard-linked: a link appears atomically with the file
-    already complete (the clone wrote and fsynced it), so unlike a copy it needs no temporary
-    name, and no crash can leave a partial file. Where linking fails (another filesystem, a
-    filesystem without links, a protected link) the file is copied under git's temporary
-    prefix, fsynced and renamed into place. A pack already present under its name is the same
-    pack: packs are named by the checksum of their contents.
-
-    A missing source or folder raises FileNotFoundError: the caller leaves that to git push.
-    """
-    if not folder.is_dir():
-        raise FileNotFoundError(errno.ENOENT, "no object directory", str(folder))
-    copied = 0
-    for suffix in ("pack", "idx"):
-        for pack in packs:
-            source = pack.with_suffix(f".{suffix}")
-            target = folder / source.name
-            if not copy:
-                try:
-                    os.link(source, target)
-                    continue
-                except FileExistsError:
-                    continue
-                except FileNotFoundError:
-                    raise
-                except OSError:
-                    pass  # EXDEV, EPERM, EMLINK, ...: copy instead
-            if target.exists():
-                continue
-            write_atomically(
-                target,
-                _file_chunks(source),
-                mode=0o444,
-                durable=True,
-                temp_prefix=f"tmp_{suffix}_",
-            )
-            copied += 1
-        fsync_dir(folder)
-    return copied
-
-
-def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := f.read(size):
-            yield chunk
-
-
 def _maintain(git_dir: Path, timeout: float, remote: _Remote | None) -> None:
     """Merge the small packs that publishes leave in ``git_dir``, then let ``gc --auto`` decide.
 
@@ -701,9 +141,6 @@ def _maintain(git_dir: Path, timeout: float, remote: _Remote | None) -> None:
         what="git gc",
         remote=remote,
     )
-
-
-# --- the index ----------------------------------------------------------------------------------
 
 
 # How many pushes between two ``git gc --auto`` checks.
@@ -1144,7 +581,13 @@ class GitIndex:
         why: str | None = None
         try:
             plan = self._direct_plan(commit)
-            why = plan if isinstance(plan, str) else self._publish_directly(commit, *plan)
+            if isinstance(plan, str):
+                why = plan
+            else:
+                self.last_push_mode = "direct"
+                why = _publish_directly(
+                    commit, *plan, branch=self.branch, timeout=self.timeout, remote=self._remote
+                )
             if why is not None:
                 self.last_push_mode = "git"
                 self._git_push(commit)
@@ -1198,7 +641,8 @@ class GitIndex:
     def _read_direct_target(self) -> _Probe:
         """Whether pushes may publish directly: the remote that git push would use is a local
         bare repository whose effective config (system, global and its own) leaves receive-pack
-        nothing to do but store the objects and move the branch. Hooks are looked at per push.
+        nothing to do but store the objects and move the branch (see _probe_push_url). Hooks are
+        looked at per push.
         """
         if self._local_push == "git":
             return _Probe(None, f"{LOCAL_PUSH_ENV}=git", final=True)
@@ -1211,34 +655,7 @@ class GitIndex:
         urls = result.stdout.decode(errors="replace").splitlines()
         if len(urls) != 1:
             return _Probe(None, "the remote has more than one push URL", final=True)
-        path = _local_path(urls[0])
-        if path is None:
-            return _Probe(None, "the remote is not a local path", final=True)
-        if (path / ".git").exists():
-            # git would push into path/.git, a repository with a work tree.
-            return _Probe(None, f"{path} is not a bare repository", final=True)
-        config_file = path / "config"
-        watch = (config_file, _stat_signature(config_file))
-        if not (path / "objects" / "pack").is_dir():
-            return _Probe(None, f"{path} is not a git repository (now)", final=False)
-        result = _run(
-            [f"--git-dir={path}", "config", "--list", "-z"],
-            timeout=self.timeout,
-            what="git config",
-            remote=self._remote,
-            check=False,
-        )
-        if result.returncode != 0:
-            return _Probe(None, _failure("git config", result, self._remote), final=False)
-        config: list[tuple[str, str | None]] = []
-        for item in result.stdout.decode(errors="replace").split("\0"):
-            if item:
-                key, newline, value = item.partition("\n")
-                config.append((key.lower(), value if newline else None))
-        target = _direct_target(path, config)
-        if isinstance(target, str):
-            return _Probe(None, _scrub(f"{path}: {target}", self._remote), True, watch)
-        return _Probe(target, f"{path} is a local bare repository", True, watch)
+        return _probe_push_url(urls[0], self._remote, self.timeout)
 
     def _direct_plan(self, commit: str) -> tuple[_DirectTarget, str, list[Path]] | str:
         """The remote, the tip to compare-and-swap and the packs to ship for publishing
@@ -1249,8 +666,7 @@ class GitIndex:
         moves forward and names the packs that hold every object the tip does not reach.
         """
         probe = self._probe
-        changed = probe.watch is not None and _stat_signature(probe.watch[0]) != probe.watch[1]
-        if not probe.final or changed:
+        if probe.outdated():
             probe = self._probe = self._read_direct_target()
         target = probe.target
         if target is None:
@@ -1270,66 +686,6 @@ class GitIndex:
             packs[pack] = None
             sha = parent
         return target, old, list(packs)
-
-    def _publish_directly(
-        self, commit: str, target: _DirectTarget, old: str, packs: list[Path]
-    ) -> str | None:
-        """Ship ``packs`` into the remote and move its branch from ``old`` to ``commit``;
-        None when done, or why git push has to do it after all.
-
-        A publish that loses the compare-and-swap leaves its packs in the remote (receive-pack
-        would have dropped its quarantine): objects that nothing refers to, which the remote's
-        gc prunes once they are older than gc.pruneExpire.
-        """
-        self.last_push_mode = "direct"
-        ref = f"refs/heads/{self.branch}"
-        if commit == old:
-            # Nothing to publish; git push would only check that the branch is still there.
-            result = _run(
-                [f"--git-dir={target.git_dir}", "rev-parse", "--verify", "--quiet", ref],
-                timeout=self.timeout,
-                what="git rev-parse",
-                remote=self._remote,
-                check=False,
-            )
-            if result.returncode != 0:
-                return f"the remote has no branch {self.branch}"
-            if result.stdout.decode().strip() != old:
-                raise PushRejected(f"the remote branch {self.branch} moved from {old}")
-            return None
-        try:
-            _place_packs(packs, target.git_dir / "objects" / "pack")
-        except FileNotFoundError as e:
-            return f"a pack or the remote's object directory is gone ({e.filename})"
-        except OSError as e:
-            raise GitError(
-                _scrub(f"cannot put our packs into the remote {self.remote_url}: {e}", self._remote)
-            ) from None
-        result = _run(
-            [f"--git-dir={target.git_dir}", "update-ref", "-m", "push", ref, commit, old],
-            timeout=self.timeout,
-            what="git update-ref",
-            remote=self._remote,
-            check=False,
-        )
-        if result.returncode == 0:
-            return None
-        # git's first line says what happened; the rest is advice (a stale lock file's).
-        lines = result.stderr.decode(errors="replace").strip().splitlines() or ["(no output)"]
-        detail = lines[0].removeprefix("fatal: ")
-        if " but expected " in detail:
-            raise PushRejected(
-                _scrub(f"the remote branch {self.branch} moved: {detail}", self._remote)
-            )
-        if "unable to resolve reference" in detail or "missing but expected" in detail:
-            return f"the remote has no branch {self.branch}"  # git push would create it
-        raise GitError(
-            _scrub(
-                f"moving {self.branch} in the remote {self.remote_url} failed with exit code "
-                f"{result.returncode}: {detail}",
-                self._remote,
-            )
-        )
 
     def _maintain_remote(self, target: _DirectTarget) -> None:
         """Do for the remote what receive-pack's ``gc --auto`` (receive.autogc) would have done:
@@ -1388,15 +744,6 @@ def _check_clone(path: Path, remote_url: str) -> None:
         )
     if str(fmt).lower() != "sha1":
         raise GitError(f"{path} uses object format {fmt}; only sha1 is supported")
-
-
-def _write_askpass(script: Path) -> None:
-    if script.exists() and script.read_text() == _ASKPASS_SCRIPT:
-        return
-    tmp = script.with_suffix(".tmp")
-    tmp.write_text(_ASKPASS_SCRIPT)
-    os.chmod(tmp, 0o700)
-    os.replace(tmp, script)
 
 
 def _remote_head_branch(path: Path, remote: _Remote, timeout: float) -> str:

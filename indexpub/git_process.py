@@ -1,0 +1,199 @@
+"""Running git safely: the one place that starts git processes, and the errors they raise.
+
+Every git process runs with a timeout in its own process group, because a hung push would hold the
+single-consumer lock forever. Credentials reach git only through the environment (an askpass helper
+or `GIT_SSH_COMMAND`), never through argv, and every message we raise is scrubbed of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["GitError", "GitTimeout", "PushRejected"]
+
+_URL_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# Variables that would point git at another repository, object store or work tree.
+_ENV_DROP = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+    "GIT_QUARANTINE_PATH",
+)
+_ASKPASS_SCRIPT = """#!/bin/sh
+# Written by indexpub: hands git the credentials from the environment, so they never sit in argv.
+case "$1" in
+  Username*) printf '%s\\n' "${INDEXPUB_GIT_USERNAME:-x-access-token}" ;;
+  *) printf '%s\\n' "$INDEXPUB_GIT_TOKEN" ;;
+esac
+"""
+
+
+class GitError(Exception):
+    """A git operation failed; the message is safe to log (no credentials)."""
+
+
+class GitTimeout(GitError):
+    """A git process outlived its timeout and was killed with its whole process group."""
+
+
+class PushRejected(GitError):
+    """The remote branch moved since our parent commit: fetch, rebuild on the new tip, retry."""
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """The remote with any user:password taken out of its URL.
+
+    git hands the URL to its remote helpers in argv (`git-remote-https origin URL`), so a
+    password left in it would be readable by every local user; instead it reaches git through
+    the askpass helper, and the URL we store, pass and print is the clean one.
+    """
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+    askpass: Path | None = None
+
+    @classmethod
+    def parse(cls, url: str, askpass: Path | None = None) -> _Remote:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+            return cls(url, askpass=askpass)
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        clean = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+        return cls(
+            clean,
+            urllib.parse.unquote(user) or None,
+            urllib.parse.unquote(password) if colon else None,
+            askpass,
+        )
+
+    def credentials(self) -> dict[str, str]:
+        """The askpass variables: the URL's own credentials win over the environment's."""
+        found = {}
+        for var, value in (
+            ("INDEXPUB_GIT_USERNAME", self.username),
+            ("INDEXPUB_GIT_TOKEN", self.password),
+        ):
+            value = value or os.environ.get(var)
+            if value:
+                found[var] = value
+        return found
+
+    def secrets(self) -> list[str]:
+        """The literal strings that must never appear in a message we raise."""
+        found = [os.environ.get("INDEXPUB_GIT_TOKEN", ""), self.password or ""]
+        if self.password is None:
+            found.append(self.username or "")  # https://TOKEN@host/ puts the token there
+        return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+def _scrub(text: str, remote: _Remote | None = None) -> str:
+    text = _URL_USERINFO_RE.sub(r"\1***@", text)
+    secrets = remote.secrets() if remote else _Remote("").secrets()
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _git_env(remote: _Remote | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["LC_ALL"] = "C"
+    if remote is not None and remote.askpass is not None:
+        credentials = remote.credentials()
+        if credentials:
+            env.update(credentials)
+            env["GIT_ASKPASS"] = str(remote.askpass)
+    key = os.environ.get("INDEXPUB_GIT_SSH_KEY")
+    if key:
+        env["GIT_SSH_COMMAND"] = (
+            f"ssh -i {shlex.quote(key)} -o IdentitiesOnly=yes"
+            " -o StrictHostKeyChecking=accept-new -o BatchMode=yes"
+        )
+    return env
+
+
+def _run(
+    args: Sequence[str],
+    *,
+    timeout: float,
+    what: str,
+    remote: _Remote | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run git in its own session so that a timeout kills ssh and helpers along with it."""
+    env = _git_env(remote)
+    argv = ["git"]
+    if "INDEXPUB_GIT_TOKEN" in env and "GIT_ASKPASS" in env:
+        # A configured credential helper would otherwise store our token on disk.
+        argv += ["-c", "credential.helper="]
+    argv += args
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise GitError(f"cannot run git for {what}: {e}") from None
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        where = f" (remote {remote.url})" if remote else ""
+        raise GitTimeout(_scrub(f"{what} timed out after {timeout:g} s{where}", remote)) from None
+    result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    if check and result.returncode != 0:
+        raise GitError(_failure(what, result, remote))
+    return result
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        # Something left the group but holds our pipes; do not hang on it.
+        proc.kill()
+        proc.wait()
+
+
+def _failure(what: str, result: subprocess.CompletedProcess[bytes], remote: _Remote | None) -> str:
+    detail = (result.stderr or result.stdout).decode(errors="replace").strip()
+    lines = [line for line in detail.splitlines() if line.strip() and not line.startswith("hint:")]
+    lines = lines[-5:]
+    where = f" (remote {remote.url})" if remote else ""
+    message = f"{what} failed with exit code {result.returncode}{where}"
+    if lines:
+        message += ": " + " | ".join(lines)
+    return _scrub(message, remote)
+
+
+def _write_askpass(script: Path) -> None:
+    if script.exists() and script.read_text() == _ASKPASS_SCRIPT:
+        return
+    tmp = script.with_suffix(".tmp")
+    tmp.write_text(_ASKPASS_SCRIPT)
+    os.chmod(tmp, 0o700)
+    os.replace(tmp, script)

@@ -1,0 +1,328 @@
+"""Publishing into a local bare remote directly, without git push.
+
+A remote that is a bare repository on the local filesystem is published to without git push when
+that is equivalent (see GitIndex.push): the batch's packs are linked into it and `git update-ref`
+with the old value is the compare-and-swap. That skips receive-pack's connectivity check, which
+walks every tree of the remote, and is most of a push's cost once the index is large.
+
+This module decides whether a remote qualifies (its URL, its effective config, its hooks) and
+does the publish; GitIndex keeps the commits and packs it ships and chooses between the two ways.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from indexpub.atomic_file import fsync_dir, write_atomically
+from indexpub.git_process import GitError, PushRejected, _failure, _Remote, _run, _scrub
+
+__all__ = ["LOCAL_PUSH_ENV", "local_push_mode"]
+
+# INDEXPUB_GIT_LOCAL_PUSH: "auto" publishes to a local bare remote directly when that is
+# equivalent to git push (see GitIndex.push); "git" always runs git push.
+LOCAL_PUSH_ENV = "INDEXPUB_GIT_LOCAL_PUSH"
+LOCAL_PUSH_MODES = ("auto", "git")
+# The hooks receive-pack runs. Any of them, executable in the remote's hooks directory, means a
+# publish has to go through git push so that it runs. reference-transaction is not one of
+# them: update-ref runs it as receive-pack does.
+RECEIVE_HOOKS = (
+    "pre-receive",
+    "update",
+    "post-receive",
+    "post-update",
+    "push-to-checkout",
+    "proc-receive",
+)
+# Repository extensions that do not change what a direct publish writes; any other one (a
+# partial clone, precious objects, a format git 2.39 does not know) leaves the work to git push.
+_HARMLESS_EXTENSIONS = {
+    "extensions.objectformat": "sha1",
+    "extensions.refstorage": "files",
+    "extensions.worktreeconfig": None,
+}
+_HELPER_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
+
+
+def local_push_mode(value: str | None = None) -> str:
+    """The INDEXPUB_GIT_LOCAL_PUSH setting (or ``value``), checked: "auto" when unset.
+
+    A misspelt value is an error rather than a silent choice of either mode.
+    """
+    raw = os.environ.get(LOCAL_PUSH_ENV, "") if value is None else value
+    mode = raw.strip().lower() or "auto"
+    if mode not in LOCAL_PUSH_MODES:
+        raise ValueError(
+            f"{LOCAL_PUSH_ENV} must be one of {', '.join(LOCAL_PUSH_MODES)}, not {raw!r}"
+        )
+    return mode
+
+
+def _local_path(url: str) -> Path | None:
+    """The directory that git push would reach through ``url`` as a local path, else None.
+
+    git takes a URL without a scheme as a local path unless a colon comes before its first
+    slash (then it is ssh's host:path), and file:// URLs as local paths. A file URL with a
+    host or a percent sign is left to git push rather than guessing how git reads it.
+    """
+    if _HELPER_URL_RE.match(url):
+        return None  # <transport>::<address> goes to a remote helper
+    if "://" in url:
+        rest = url.removeprefix("file://")
+        if rest == url or not rest.startswith("/") or "%" in rest:
+            return None
+        return Path(rest)
+    colon, slash = url.find(":"), url.find("/")
+    if colon >= 0 and not 0 <= slash < colon:
+        return None
+    return Path(url).absolute()
+
+
+def _config_bool(value: str | None) -> bool | None:
+    """git's reading of a boolean setting (a bare ``key`` is true); None when it is no bool."""
+    if value is None:
+        return True
+    word = value.strip().lower()
+    if word in ("true", "yes", "on"):
+        return True
+    if word in ("false", "no", "off", ""):
+        return False
+    try:
+        return int(word, 0) != 0
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class _DirectTarget:
+    """A local bare remote whose settings allow a direct publish; hooks are checked per push."""
+
+    git_dir: Path
+    hooks_dir: Path
+    autogc: bool
+
+    def receive_hooks(self) -> list[str]:
+        """The receive-side hooks git would run now (``access(X_OK)``, as git checks them)."""
+        return [name for name in RECEIVE_HOOKS if os.access(self.hooks_dir / name, os.X_OK)]
+
+
+class _Probe(NamedTuple):
+    """What GitIndex.open learned about a direct publish: a target, or why not.
+
+    ``watch`` is the remote's config file and its stat signature when it was read: a changed
+    file is read again at the next push. ``final`` is False when the remote could not be read
+    at all (absent, unreadable), which is asked again at every push until it answers.
+    """
+
+    target: _DirectTarget | None
+    reason: str
+    final: bool
+    watch: tuple[Path, tuple[object, ...] | None] | None = None
+
+    def outdated(self) -> bool:
+        """Whether to look at the remote again: it could not be read, or its config changed."""
+        changed = self.watch is not None and _stat_signature(self.watch[0]) != self.watch[1]
+        return not self.final or changed
+
+
+def _stat_signature(path: Path) -> tuple[object, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _probe_push_url(url: str, remote: _Remote, timeout: float) -> _Probe:
+    """Whether a push to ``url``, the one URL git push would use, may publish directly: it must
+    name a local bare repository whose effective config (system, global and its own) leaves
+    receive-pack nothing to do but store the objects and move the branch. Hooks are looked at
+    per push (_DirectTarget.receive_hooks).
+    """
+    path = _local_path(url)
+    if path is None:
+        return _Probe(None, "the remote is not a local path", final=True)
+    if (path / ".git").exists():
+        # git would push into path/.git, a repository with a work tree.
+        return _Probe(None, f"{path} is not a bare repository", final=True)
+    config_file = path / "config"
+    watch = (config_file, _stat_signature(config_file))
+    if not (path / "objects" / "pack").is_dir():
+        return _Probe(None, f"{path} is not a git repository (now)", final=False)
+    result = _run(
+        [f"--git-dir={path}", "config", "--list", "-z"],
+        timeout=timeout,
+        what="git config",
+        remote=remote,
+        check=False,
+    )
+    if result.returncode != 0:
+        return _Probe(None, _failure("git config", result, remote), final=False)
+    config: list[tuple[str, str | None]] = []
+    for item in result.stdout.decode(errors="replace").split("\0"):
+        if item:
+            key, newline, value = item.partition("\n")
+            config.append((key.lower(), value if newline else None))
+    target = _direct_target(path, config)
+    if isinstance(target, str):
+        return _Probe(None, _scrub(f"{path}: {target}", remote), True, watch)
+    return _Probe(target, f"{path} is a local bare repository", True, watch)
+
+
+def _direct_target(git_dir: Path, config: list[tuple[str, str | None]]) -> _DirectTarget | str:
+    """The target when the remote's effective config makes a direct publish what receive-pack
+    would do, else the reason it does not."""
+    settings: dict[str, str | None] = {}
+    hide_refs = False
+    for key, value in config:
+        settings[key] = value  # the last value wins, as for git's single-valued settings
+        hide_refs = hide_refs or key in ("receive.hiderefs", "transfer.hiderefs")
+    if _config_bool(settings.get("core.bare", "false")) is not True:
+        return "it is not a bare repository (core.bare)"
+    for key, value in settings.items():
+        if not key.startswith("extensions."):
+            continue
+        if key not in _HARMLESS_EXTENSIONS:
+            return f"it sets {key}"
+        allowed = _HARMLESS_EXTENSIONS[key]
+        if allowed is not None and (value or "").strip().lower() != allowed:
+            return f"it sets {key} = {value}"
+    shared = settings.get("core.sharedrepository", "umask")
+    if shared is None or shared.strip().lower() not in ("umask", "false", "no", "off", "", "0"):
+        return "it is a shared repository (core.sharedRepository)"
+    fsck = settings.get("receive.fsckobjects", settings.get("transfer.fsckobjects", "false"))
+    if _config_bool(fsck) is not False:
+        return "it checks received objects (receive.fsckObjects or transfer.fsckObjects)"
+    if hide_refs:
+        return "it hides refs from pushes (receive.hideRefs or transfer.hideRefs)"
+    if (settings.get("receive.maxinputsize") or "0").strip() != "0":
+        return "it limits the size of a push (receive.maxInputSize)"
+    hooks = settings.get("core.hookspath")
+    hooks_dir = git_dir / "hooks"
+    if hooks is not None:
+        # git expands ~ and takes a relative path from where the hooks run: a bare repository.
+        hooks_dir = git_dir / os.path.expanduser(hooks)
+    autogc = _config_bool(settings.get("receive.autogc", "true"))
+    return _DirectTarget(git_dir, hooks_dir, autogc is not False)
+
+
+def _publish_directly(
+    commit: str,
+    target: _DirectTarget,
+    old: str,
+    packs: list[Path],
+    *,
+    branch: str,
+    timeout: float,
+    remote: _Remote,
+) -> str | None:
+    """Ship ``packs`` into the remote and move its ``branch`` from ``old`` to ``commit``;
+    None when done, or why git push has to do it after all.
+
+    A publish that loses the compare-and-swap leaves its packs in the remote (receive-pack
+    would have dropped its quarantine): objects that nothing refers to, which the remote's
+    gc prunes once they are older than gc.pruneExpire.
+    """
+    ref = f"refs/heads/{branch}"
+    if commit == old:
+        # Nothing to publish; git push would only check that the branch is still there.
+        result = _run(
+            [f"--git-dir={target.git_dir}", "rev-parse", "--verify", "--quiet", ref],
+            timeout=timeout,
+            what="git rev-parse",
+            remote=remote,
+            check=False,
+        )
+        if result.returncode != 0:
+            return f"the remote has no branch {branch}"
+        if result.stdout.decode().strip() != old:
+            raise PushRejected(f"the remote branch {branch} moved from {old}")
+        return None
+    try:
+        _place_packs(packs, target.git_dir / "objects" / "pack")
+    except FileNotFoundError as e:
+        return f"a pack or the remote's object directory is gone ({e.filename})"
+    except OSError as e:
+        raise GitError(
+            _scrub(f"cannot put our packs into the remote {remote.url}: {e}", remote)
+        ) from None
+    result = _run(
+        [f"--git-dir={target.git_dir}", "update-ref", "-m", "push", ref, commit, old],
+        timeout=timeout,
+        what="git update-ref",
+        remote=remote,
+        check=False,
+    )
+    if result.returncode == 0:
+        return None
+    # git's first line says what happened; the rest is advice (a stale lock file's).
+    lines = result.stderr.decode(errors="replace").strip().splitlines() or ["(no output)"]
+    detail = lines[0].removeprefix("fatal: ")
+    if " but expected " in detail:
+        raise PushRejected(_scrub(f"the remote branch {branch} moved: {detail}", remote))
+    if "unable to resolve reference" in detail or "missing but expected" in detail:
+        return f"the remote has no branch {branch}"  # git push would create it
+    raise GitError(
+        _scrub(
+            f"moving {branch} in the remote {remote.url} failed with exit code "
+            f"{result.returncode}: {detail}",
+            remote,
+        )
+    )
+
+
+def _place_packs(packs: Sequence[Path], folder: Path, *, copy: bool = False) -> int:
+    """Make ``packs`` (.pack paths, each with its .idx beside it) part of the object store at
+    ``folder`` (an objects/pack directory), durably; return how many files were copied.
+
+    Every .pack goes in before any .idx, because the .idx is what makes git see a pack, and
+    the directory is fsynced after each of the two steps, so an .idx never survives a power
+    loss without its .pack. Each file is hard-linked: a link appears atomically with the file
+    already complete (the clone wrote and fsynced it), so unlike a copy it needs no temporary
+    name, and no crash can leave a partial file. Where linking fails (another filesystem, a
+    filesystem without links, a protected link) the file is copied under git's temporary
+    prefix, fsynced and renamed into place. A pack already present under its name is the same
+    pack: packs are named by the checksum of their contents.
+
+    A missing source or folder raises FileNotFoundError: the caller leaves that to git push.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no object directory", str(folder))
+    copied = 0
+    for suffix in ("pack", "idx"):
+        for pack in packs:
+            source = pack.with_suffix(f".{suffix}")
+            target = folder / source.name
+            if not copy:
+                try:
+                    os.link(source, target)
+                    continue
+                except FileExistsError:
+                    continue
+                except FileNotFoundError:
+                    raise
+                except OSError:
+                    pass  # EXDEV, EPERM, EMLINK, ...: copy instead
+            if target.exists():
+                continue
+            write_atomically(
+                target,
+                _file_chunks(source),
+                mode=0o444,
+                durable=True,
+                temp_prefix=f"tmp_{suffix}_",
+            )
+            copied += 1
+        fsync_dir(folder)
+    return copied
+
+
+def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
