@@ -34,37 +34,37 @@ from pathlib import Path
 import git
 
 from indexpub.git_objects import (
-    _BLOB_MODE,
-    _EMPTY_TREE,
-    _TREE_MODE,
-    _commit_body,
-    _Entry,
-    _format_tree,
-    _Object,
-    _object_sha,
-    _pack_record,
-    _record_data,
-    _Tree,
-    _write_loose,
-    _write_pack,
+    BLOB_MODE,
+    EMPTY_TREE,
+    TREE_MODE,
+    GitObject,
+    Tree,
+    TreeEntry,
+    format_commit,
+    format_tree,
+    object_sha,
+    pack_record,
+    record_data,
+    write_loose_object,
+    write_pack,
 )
 from indexpub.git_process import (
     GitError,
+    GitRemote,
     GitTimeout,
     PushRejected,
-    _failure,
-    _Remote,
-    _run,
-    _scrub,
-    _write_askpass,
+    failure_message,
+    run_git,
+    scrub_secrets,
+    write_askpass,
 )
 from indexpub.local_publish import (
     LOCAL_PUSH_ENV,
-    _DirectTarget,
-    _Probe,
-    _probe_push_url,
-    _publish_directly,
+    DirectProbe,
+    DirectTarget,
     local_push_mode,
+    probe_push_url,
+    publish_directly,
 )
 
 __all__ = [
@@ -122,20 +122,20 @@ def _parse_identity(identity: str) -> bytes:
     return identity.encode()
 
 
-def _maintain(git_dir: Path, timeout: float, remote: _Remote | None) -> None:
+def _maintain(git_dir: Path, timeout: float, remote: GitRemote | None) -> None:
     """Merge the small packs that publishes leave in ``git_dir``, then let ``gc --auto`` decide.
 
     A geometric repack merges the small packs (and any loose objects) without rewriting the
     big one each time and is safe with concurrent readers; ``gc --auto`` stays the backstop
     (many packs or loose objects, prune). It waits for gc rather than leaving it detached.
     """
-    _run(
+    run_git(
         [f"--git-dir={git_dir}", "repack", "-d", "-q", "--geometric=2"],
         timeout=timeout,
         what="git repack",
         remote=remote,
     )
-    _run(
+    run_git(
         [f"--git-dir={git_dir}", "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
         timeout=timeout,
         what="git gc",
@@ -156,7 +156,7 @@ class GitIndex:
     def __init__(
         self,
         path: Path,
-        remote: _Remote,
+        remote: GitRemote,
         branch: str,
         *,
         timeout: float,
@@ -181,7 +181,7 @@ class GitIndex:
         # those that read_files fetched and those that commit_file wrote, so that a batch of
         # commits reads git once and parses each directory at most once.
         self._commit_trees: dict[str, str] = {}
-        self._trees: dict[str, _Tree] = {}
+        self._trees: dict[str, Tree] = {}
         # Objects built but not yet written, as pack records by sha: a batch writes them as one
         # pack (see batch()), or more than one when they outgrow FLUSH_BYTES.
         self._pending: dict[str, bytes] = {}
@@ -193,7 +193,7 @@ class GitIndex:
         # Whether a push may publish directly into a local bare remote (see push): decided by
         # open, asked again when the remote's config file changes or could not be read.
         self._local_push = local_push_mode(local_push)
-        self._probe = _Probe(None, "the remote was not looked at yet", final=False)
+        self._probe = DirectProbe(None, "the remote was not looked at yet", final=False)
         # "direct" or "git": how the last push (successful or not) went about it; None before
         # the first push and when a push failed before it chose.
         self.last_push_mode: str | None = None
@@ -225,7 +225,7 @@ class GitIndex:
         """
         mode = local_push_mode(local_push)  # a bad setting fails before anything is made
         path = Path(path).absolute()
-        remote = _Remote.parse(remote_url, askpass=path / "indexpub-askpass")
+        remote = GitRemote.parse(remote_url, askpass=path / "indexpub-askpass")
         if not remote.url.strip() or any(c in remote.url for c in "\n\r\0"):
             raise ValueError("remote URL is empty or spans lines")
         created = not path.exists() or (path.is_dir() and not any(path.iterdir()))
@@ -233,7 +233,7 @@ class GitIndex:
             _create_clone(path, remote.url, timeout)
         else:
             _check_clone(path, remote.url)
-        _write_askpass(path / "indexpub-askpass")
+        write_askpass(path / "indexpub-askpass")
         if branch is None:
             branch = _remote_head_branch(path, remote, timeout)
         _check_branch(branch, timeout)
@@ -260,7 +260,7 @@ class GitIndex:
     def _git(
         self, *args: str, what: str, input: bytes | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[bytes]:
-        return _run(
+        return run_git(
             [f"--git-dir={self.path}", *args],
             timeout=self.timeout,
             what=what,
@@ -360,25 +360,25 @@ class GitIndex:
             files.append(None if obj is None else obj.data)
         return files
 
-    def _remember(self, objects: Sequence[_Object | None]) -> None:
+    def _remember(self, objects: Sequence[GitObject | None]) -> None:
         for obj in objects:
             if obj is None:
                 continue
             if obj.kind == "commit" and obj.data.startswith(b"tree "):
                 self._commit_trees[obj.sha] = obj.data[5:45].decode()
             elif obj.kind == "tree" and obj.sha not in self._trees:
-                self._trees[obj.sha] = _Tree.parse(obj.data)
+                self._trees[obj.sha] = Tree.parse(obj.data)
 
-    def _tree(self, sha: str) -> _Tree | None:
+    def _tree(self, sha: str) -> Tree | None:
         """A parsed tree from memory: parsed already, or built by this batch and not written."""
         tree = self._trees.get(sha)
         if tree is None:
             record = self._pending.get(sha)
             if record is not None:
-                tree = self._trees[sha] = _Tree.parse(_record_data(record))
+                tree = self._trees[sha] = Tree.parse(record_data(record))
         return tree
 
-    def _cached_path(self, parent: str, dirs: list[str]) -> list[tuple[str, _Tree] | None] | None:
+    def _cached_path(self, parent: str, dirs: list[str]) -> list[tuple[str, Tree] | None] | None:
         """The root tree of ``parent`` and the trees along ``dirs`` (None where the path creates
         a directory), each with its sha, from memory; None when anything is not cached (then
         git is asked)."""
@@ -386,7 +386,7 @@ class GitIndex:
         tree = None if root is None else self._tree(root)
         if root is None or tree is None:
             return None
-        found: list[tuple[str, _Tree] | None] = [(root, tree)]
+        found: list[tuple[str, Tree] | None] = [(root, tree)]
         for name in dirs:
             if tree is not None:
                 sub = tree.subtree(name.encode())
@@ -403,11 +403,11 @@ class GitIndex:
             found.append(None)
         return found
 
-    def _cat_file(self, specs: list[str]) -> list[_Object | None]:
+    def _cat_file(self, specs: list[str]) -> list[GitObject | None]:
         """Read several objects with one process: the fixed cost of an update is one fork."""
         request = "".join(s + "\n" for s in specs).encode()
         out = self._git("cat-file", "--batch", what="git cat-file", input=request).stdout
-        results: list[_Object | None] = []
+        results: list[GitObject | None] = []
         pos = 0
         for spec in specs:
             eol = out.find(b"\n", pos)
@@ -420,7 +420,7 @@ class GitIndex:
                     continue
                 raise GitError(f"unexpected git cat-file output for {spec}: {header!r}")
             size = int(fields[2])
-            results.append(_Object(fields[0], fields[1], out[pos : pos + size]))
+            results.append(GitObject(fields[0], fields[1], out[pos : pos + size]))
             pos += size + 1
             self.objects_read += 1
         return results
@@ -462,26 +462,26 @@ class GitIndex:
 
         # Hash bottom-up (the file's directory first, the root last) and write only when the
         # root changed, so a no-op update leaves nothing behind.
-        pending: list[tuple[str, str, bytes, _Tree | None]] = []  # sha, kind, data, parsed
+        pending: list[tuple[str, str, bytes, Tree | None]] = []  # sha, kind, data, parsed
         new_sha: bytes | None = None
         if content is not None:
-            sha = _object_sha("blob", content)
+            sha = object_sha("blob", content)
             pending.append((sha, "blob", content, None))
             new_sha = bytes.fromhex(sha)
-        child_name, child_mode = name, _BLOB_MODE
+        child_name, child_mode = name, BLOB_MODE
         for level in range(len(levels) - 1, -1, -1):
             at_level = levels[level]
-            tree = _EMPTY_TREE if at_level is None else at_level[1]
+            tree = EMPTY_TREE if at_level is None else at_level[1]
             new_tree = tree.replaced(child_name, child_mode, new_sha)
             if not new_tree.keys and level > 0:
                 new_sha = None  # an empty directory disappears from its parent
             else:
                 data = new_tree.serialize()
-                sha = _object_sha("tree", data)
+                sha = object_sha("tree", data)
                 pending.append((sha, "tree", data, new_tree))
                 new_sha = bytes.fromhex(sha)
             if level > 0:
-                child_name, child_mode = dirs[level - 1].encode(), _TREE_MODE
+                child_name, child_mode = dirs[level - 1].encode(), TREE_MODE
         assert new_sha is not None
         if new_sha.hex() == root_tree:
             return parent
@@ -495,8 +495,8 @@ class GitIndex:
             if parsed is not None:
                 self._trees[sha] = parsed
         root = new_sha.hex()
-        body = _commit_body(root, [parent], self._author, self._committer, message)
-        commit_sha = _object_sha("commit", body)
+        body = format_commit(root, [parent], self._author, self._committer, message)
+        commit_sha = object_sha("commit", body)
         self._store(commit_sha, "commit", body)
         self._commit_trees[commit_sha] = root
         self._unpushed[commit_sha] = parent
@@ -541,7 +541,7 @@ class GitIndex:
         commits, self._pending_commits = self._pending_commits, []
         self._pending_bytes = 0
         try:
-            pack = _write_pack(self._objects, pending)
+            pack = write_pack(self._objects, pending)
         except BaseException:
             # The caches must not name objects that are not in the repository.
             for sha in pending:
@@ -557,7 +557,7 @@ class GitIndex:
 
     def _store(self, sha: str, kind: str, data: bytes) -> None:
         if sha not in self._pending:
-            record = self._pending[sha] = _pack_record(kind, data)
+            record = self._pending[sha] = pack_record(kind, data)
             self._pending_bytes += len(record)
 
     def push(self, commit: str) -> None:
@@ -585,7 +585,7 @@ class GitIndex:
                 why = plan
             else:
                 self.last_push_mode = "direct"
-                why = _publish_directly(
+                why = publish_directly(
                     commit, *plan, branch=self.branch, timeout=self.timeout, remote=self._remote
                 )
             if why is not None:
@@ -630,34 +630,38 @@ class GitIndex:
         ]
         if any(summary.startswith("[rejected]") for summary in refused):
             raise PushRejected(
-                _scrub(f"git push rejected, the remote branch {self.branch} moved: {refused[0]}")
+                scrub_secrets(
+                    f"git push rejected, the remote branch {self.branch} moved: {refused[0]}"
+                )
             )
         if result.returncode != 0:
-            message = _failure("git push", result, self._remote)
+            message = failure_message("git push", result, self._remote)
             if refused:
-                message += _scrub(" | " + " | ".join(refused), self._remote)
+                message += scrub_secrets(" | " + " | ".join(refused), self._remote)
             raise GitError(message)
 
-    def _read_direct_target(self) -> _Probe:
+    def _read_direct_target(self) -> DirectProbe:
         """Whether pushes may publish directly: the remote that git push would use is a local
         bare repository whose effective config (system, global and its own) leaves receive-pack
-        nothing to do but store the objects and move the branch (see _probe_push_url). Hooks are
+        nothing to do but store the objects and move the branch (see probe_push_url). Hooks are
         looked at per push.
         """
         if self._local_push == "git":
-            return _Probe(None, f"{LOCAL_PUSH_ENV}=git", final=True)
+            return DirectProbe(None, f"{LOCAL_PUSH_ENV}=git", final=True)
         # The URL git push would use: pushurl and pushInsteadOf apply.
         result = self._git(
             "remote", "get-url", "--push", "--all", REMOTE, what="git remote get-url", check=False
         )
         if result.returncode != 0:
-            return _Probe(None, _failure("git remote get-url", result, self._remote), final=False)
+            return DirectProbe(
+                None, failure_message("git remote get-url", result, self._remote), final=False
+            )
         urls = result.stdout.decode(errors="replace").splitlines()
         if len(urls) != 1:
-            return _Probe(None, "the remote has more than one push URL", final=True)
-        return _probe_push_url(urls[0], self._remote, self.timeout)
+            return DirectProbe(None, "the remote has more than one push URL", final=True)
+        return probe_push_url(urls[0], self._remote, self.timeout)
 
-    def _direct_plan(self, commit: str) -> tuple[_DirectTarget, str, list[Path]] | str:
+    def _direct_plan(self, commit: str) -> tuple[DirectTarget, str, list[Path]] | str:
         """The remote, the tip to compare-and-swap and the packs to ship for publishing
         ``commit`` directly; or why git push has to do it.
 
@@ -687,7 +691,7 @@ class GitIndex:
             sha = parent
         return target, old, list(packs)
 
-    def _maintain_remote(self, target: _DirectTarget) -> None:
+    def _maintain_remote(self, target: DirectTarget) -> None:
         """Do for the remote what receive-pack's ``gc --auto`` (receive.autogc) would have done:
         without it, every direct publish leaves one more small pack. The publish has landed by
         now, so a failure here is logged, not raised, as receive-pack ignores its gc's."""
@@ -714,7 +718,7 @@ def _create_clone(path: Path, remote_url: str, timeout: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        _run(["init", "--bare", "--quiet", str(tmp)], timeout=timeout, what="git init")
+        run_git(["init", "--bare", "--quiet", str(tmp)], timeout=timeout, what="git init")
         repo = git.Repo(tmp)
         with repo.config_writer() as config:
             config.set_value(f'remote "{REMOTE}"', "url", remote_url)
@@ -740,14 +744,16 @@ def _check_clone(path: Path, remote_url: str) -> None:
         repo.close()
     if str(url) != remote_url:
         raise GitError(
-            _scrub(f"{path} is a clone of {url!s}, not of {remote_url} (remove it to clone again)")
+            scrub_secrets(
+                f"{path} is a clone of {url!s}, not of {remote_url} (remove it to clone again)"
+            )
         )
     if str(fmt).lower() != "sha1":
         raise GitError(f"{path} uses object format {fmt}; only sha1 is supported")
 
 
-def _remote_head_branch(path: Path, remote: _Remote, timeout: float) -> str:
-    result = _run(
+def _remote_head_branch(path: Path, remote: GitRemote, timeout: float) -> str:
+    result = run_git(
         [f"--git-dir={path}", "ls-remote", "--symref", REMOTE, "HEAD"],
         timeout=timeout,
         what="git ls-remote",
@@ -757,11 +763,13 @@ def _remote_head_branch(path: Path, remote: _Remote, timeout: float) -> str:
         target, _, name = line.partition("\t")
         if name == "HEAD" and target.startswith("ref: refs/heads/"):
             return target.removeprefix("ref: refs/heads/")
-    raise GitError(_scrub(f"the remote {remote.url} has no HEAD naming a branch; pass branch="))
+    raise GitError(
+        scrub_secrets(f"the remote {remote.url} has no HEAD naming a branch; pass branch=")
+    )
 
 
 def _check_branch(branch: str, timeout: float) -> None:
-    result = _run(
+    result = run_git(
         ["check-ref-format", f"refs/heads/{branch}"],
         timeout=timeout,
         what="git check-ref-format",
@@ -792,21 +800,21 @@ def init_index(
     config: dict[str, str] = {"dl": dl}
     if api is not None:
         config["api"] = api
-    _run(
+    run_git(
         ["init", "--bare", "--quiet", f"--initial-branch={branch}", str(remote_path)],
         timeout=timeout,
         what="git init",
     )
     objects = remote_path / "objects"
-    blob = _write_loose(objects, "blob", (json.dumps(config, indent=2) + "\n").encode())
-    tree = _write_loose(
-        objects, "tree", _format_tree([_Entry(_BLOB_MODE, b"config.json", bytes.fromhex(blob))])
+    blob = write_loose_object(objects, "blob", (json.dumps(config, indent=2) + "\n").encode())
+    tree = write_loose_object(
+        objects, "tree", format_tree([TreeEntry(BLOB_MODE, b"config.json", bytes.fromhex(blob))])
     )
     identity = _parse_identity(author)
-    commit = _write_loose(
-        objects, "commit", _commit_body(tree, [], identity, identity, "Initialize index")
+    commit = write_loose_object(
+        objects, "commit", format_commit(tree, [], identity, identity, "Initialize index")
     )
-    _run(
+    run_git(
         [f"--git-dir={remote_path}", "update-ref", f"refs/heads/{branch}", commit, "0" * 40],
         timeout=timeout,
         what="git update-ref",

@@ -21,34 +21,34 @@ from typing import NamedTuple
 from indexpub.atomic_file import write_atomically
 from indexpub.git_process import GitError
 
-_TREE_MODE = b"40000"
-_BLOB_MODE = b"100644"
+TREE_MODE = b"40000"
+BLOB_MODE = b"100644"
 
 
-class _Entry(NamedTuple):
+class TreeEntry(NamedTuple):
     mode: bytes
     name: bytes
     sha: bytes  # 20 raw bytes
 
     @property
     def is_tree(self) -> bool:
-        return self.mode == _TREE_MODE
+        return self.mode == TREE_MODE
 
 
 @dataclass(frozen=True)
-class _Object:
+class GitObject:
     sha: str
     kind: str
     data: bytes
 
 
-def _format_tree(entries: list[_Entry]) -> bytes:
+def format_tree(entries: list[TreeEntry]) -> bytes:
     # git orders a directory as if its name ended in "/".
     ordered = sorted(entries, key=lambda e: e.name + b"/" if e.is_tree else e.name)
     return b"".join(e.mode + b" " + e.name + b"\0" + e.sha for e in ordered)
 
 
-class _Tree:
+class Tree:
     """A parsed directory kept in git's order, so that an edit costs a bisect and not a sort.
 
     ``keys`` are the entries' sort keys in order (a directory's name ends in "/", as git sorts
@@ -63,7 +63,7 @@ class _Tree:
         self.chunks = chunks
 
     @classmethod
-    def parse(cls, data: bytes) -> _Tree:
+    def parse(cls, data: bytes) -> Tree:
         keys: list[bytes] = []
         chunks: dict[bytes, bytes] = {}
         pos = 0
@@ -74,7 +74,7 @@ class _Tree:
             if end > len(data):
                 raise GitError("truncated tree object")
             name = data[space + 1 : nul]
-            key = name + b"/" if data[pos:space] == _TREE_MODE else name
+            key = name + b"/" if data[pos:space] == TREE_MODE else name
             keys.append(key)
             chunks[key] = data[pos:end]
             pos = end
@@ -90,7 +90,7 @@ class _Tree:
     def has_file(self, name: bytes) -> bool:
         return name in self.chunks
 
-    def replaced(self, name: bytes, mode: bytes, sha: bytes | None) -> _Tree:
+    def replaced(self, name: bytes, mode: bytes, sha: bytes | None) -> Tree:
         """A copy with ``name`` removed and, unless ``sha`` is None, added as (mode, sha)."""
         keys = self.keys.copy()
         chunks = self.chunks.copy()
@@ -98,16 +98,16 @@ class _Tree:
             if chunks.pop(old, None) is not None:
                 del keys[bisect.bisect_left(keys, old)]
         if sha is not None:
-            key = name + b"/" if mode == _TREE_MODE else name
+            key = name + b"/" if mode == TREE_MODE else name
             bisect.insort(keys, key)
             chunks[key] = mode + b" " + name + b"\0" + sha
-        return _Tree(keys, chunks)
+        return Tree(keys, chunks)
 
     def serialize(self) -> bytes:
         return b"".join([self.chunks[k] for k in self.keys])
 
 
-def _object_sha(kind: str, data: bytes) -> str:
+def object_sha(kind: str, data: bytes) -> str:
     digest = hashlib.sha1(f"{kind} {len(data)}\0".encode())
     digest.update(data)
     return digest.hexdigest()
@@ -118,7 +118,7 @@ def _hash_object(kind: str, data: bytes) -> tuple[str, bytes]:
     return hashlib.sha1(raw).hexdigest(), raw
 
 
-def _write_loose(objects_dir: Path, kind: str, data: bytes) -> str:
+def write_loose_object(objects_dir: Path, kind: str, data: bytes) -> str:
     """Write one loose object the way git does: temp file, then an atomic rename into place."""
     sha, raw = _hash_object(kind, data)
     target = objects_dir / sha[:2] / sha[2:]
@@ -132,7 +132,7 @@ def _write_loose(objects_dir: Path, kind: str, data: bytes) -> str:
 _PACK_TYPES = {"commit": 1, "tree": 2, "blob": 3}
 
 
-def _pack_record(kind: str, data: bytes) -> bytes:
+def pack_record(kind: str, data: bytes) -> bytes:
     """One undeltified object as a pack stores it: type-and-size header, zlib data."""
     size = len(data)
     header = bytearray()
@@ -149,8 +149,8 @@ def _pack_record(kind: str, data: bytes) -> bytes:
     return bytes(header) + zlib.compress(data, level)
 
 
-def _record_data(record: bytes) -> bytes:
-    """The object data of a record made by _pack_record."""
+def record_data(record: bytes) -> bytes:
+    """The object data of a record made by pack_record."""
     start = 0
     while record[start] & 0x80:
         start += 1
@@ -177,8 +177,8 @@ def _pack_index(entries: list[tuple[bytes, int, int]], checksum: bytes) -> bytes
     return idx + hashlib.sha1(idx).digest()
 
 
-def _write_pack(objects_dir: Path, records: dict[str, bytes]) -> Path:
-    """Write a version-2 pack of ``records`` (sha -> _pack_record) and its .idx, durably: the
+def write_pack(objects_dir: Path, records: dict[str, bytes]) -> Path:
+    """Write a version-2 pack of ``records`` (sha -> pack_record) and its .idx, durably: the
     .pack first, then the .idx that makes git see it; return the .pack's path. The pack is
     named by its trailing checksum, as git names packs.
 
@@ -215,7 +215,9 @@ def _write_pack(objects_dir: Path, records: dict[str, bytes]) -> Path:
     return folder / f"pack-{name}.pack"
 
 
-def _commit_body(tree: str, parents: list[str], author: bytes, committer: bytes, msg: str) -> bytes:
+def format_commit(
+    tree: str, parents: list[str], author: bytes, committer: bytes, msg: str
+) -> bytes:
     if "\0" in msg:
         raise ValueError("commit message contains a NUL byte")
     if not msg.endswith("\n"):
@@ -227,4 +229,4 @@ def _commit_body(tree: str, parents: list[str], author: bytes, committer: bytes,
     return b"\n".join(lines)
 
 
-_EMPTY_TREE = _Tree([], {})
+EMPTY_TREE = Tree([], {})

@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GitError", "GitTimeout", "PushRejected"]
+__all__ = [
+    "GitError",
+    "GitRemote",
+    "GitTimeout",
+    "PushRejected",
+    "failure_message",
+    "run_git",
+    "scrub_secrets",
+    "write_askpass",
+]
 
 _URL_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 # Variables that would point git at another repository, object store or work tree.
@@ -55,7 +64,7 @@ class PushRejected(GitError):
 
 
 @dataclass(frozen=True)
-class _Remote:
+class GitRemote:
     """The remote with any user:password taken out of its URL.
 
     git hands the URL to its remote helpers in argv (`git-remote-https origin URL`), so a
@@ -69,7 +78,7 @@ class _Remote:
     askpass: Path | None = None
 
     @classmethod
-    def parse(cls, url: str, askpass: Path | None = None) -> _Remote:
+    def parse(cls, url: str, askpass: Path | None = None) -> GitRemote:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
             return cls(url, askpass=askpass)
@@ -103,15 +112,15 @@ class _Remote:
         return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
 
-def _scrub(text: str, remote: _Remote | None = None) -> str:
+def scrub_secrets(text: str, remote: GitRemote | None = None) -> str:
     text = _URL_USERINFO_RE.sub(r"\1***@", text)
-    secrets = remote.secrets() if remote else _Remote("").secrets()
+    secrets = remote.secrets() if remote else GitRemote("").secrets()
     for secret in secrets:
         text = text.replace(secret, "***")
     return text
 
 
-def _git_env(remote: _Remote | None) -> dict[str, str]:
+def _git_env(remote: GitRemote | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["LC_ALL"] = "C"
@@ -129,12 +138,12 @@ def _git_env(remote: _Remote | None) -> dict[str, str]:
     return env
 
 
-def _run(
+def run_git(
     args: Sequence[str],
     *,
     timeout: float,
     what: str,
-    remote: _Remote | None = None,
+    remote: GitRemote | None = None,
     input: bytes | None = None,
     check: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
@@ -161,10 +170,12 @@ def _run(
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         where = f" (remote {remote.url})" if remote else ""
-        raise GitTimeout(_scrub(f"{what} timed out after {timeout:g} s{where}", remote)) from None
+        raise GitTimeout(
+            scrub_secrets(f"{what} timed out after {timeout:g} s{where}", remote)
+        ) from None
     result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     if check and result.returncode != 0:
-        raise GitError(_failure(what, result, remote))
+        raise GitError(failure_message(what, result, remote))
     return result
 
 
@@ -179,7 +190,9 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _failure(what: str, result: subprocess.CompletedProcess[bytes], remote: _Remote | None) -> str:
+def failure_message(
+    what: str, result: subprocess.CompletedProcess[bytes], remote: GitRemote | None
+) -> str:
     detail = (result.stderr or result.stdout).decode(errors="replace").strip()
     lines = [line for line in detail.splitlines() if line.strip() and not line.startswith("hint:")]
     lines = lines[-5:]
@@ -187,10 +200,10 @@ def _failure(what: str, result: subprocess.CompletedProcess[bytes], remote: _Rem
     message = f"{what} failed with exit code {result.returncode}{where}"
     if lines:
         message += ": " + " | ".join(lines)
-    return _scrub(message, remote)
+    return scrub_secrets(message, remote)
 
 
-def _write_askpass(script: Path) -> None:
+def write_askpass(script: Path) -> None:
     if script.exists() and script.read_text() == _ASKPASS_SCRIPT:
         return
     tmp = script.with_suffix(".tmp")

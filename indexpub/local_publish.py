@@ -20,9 +20,24 @@ from pathlib import Path
 from typing import NamedTuple
 
 from indexpub.atomic_file import fsync_dir, write_atomically
-from indexpub.git_process import GitError, PushRejected, _failure, _Remote, _run, _scrub
+from indexpub.git_process import (
+    GitError,
+    GitRemote,
+    PushRejected,
+    failure_message,
+    run_git,
+    scrub_secrets,
+)
 
-__all__ = ["LOCAL_PUSH_ENV", "local_push_mode"]
+__all__ = [
+    "LOCAL_PUSH_ENV",
+    "DirectProbe",
+    "DirectTarget",
+    "local_push_mode",
+    "place_packs",
+    "probe_push_url",
+    "publish_directly",
+]
 
 # INDEXPUB_GIT_LOCAL_PUSH: "auto" publishes to a local bare remote directly when that is
 # equivalent to git push (see GitIndex.push); "git" always runs git push.
@@ -99,7 +114,7 @@ def _config_bool(value: str | None) -> bool | None:
 
 
 @dataclass(frozen=True)
-class _DirectTarget:
+class DirectTarget:
     """A local bare remote whose settings allow a direct publish; hooks are checked per push."""
 
     git_dir: Path
@@ -111,7 +126,7 @@ class _DirectTarget:
         return [name for name in RECEIVE_HOOKS if os.access(self.hooks_dir / name, os.X_OK)]
 
 
-class _Probe(NamedTuple):
+class DirectProbe(NamedTuple):
     """What GitIndex.open learned about a direct publish: a target, or why not.
 
     ``watch`` is the remote's config file and its stat signature when it was read: a changed
@@ -119,7 +134,7 @@ class _Probe(NamedTuple):
     at all (absent, unreadable), which is asked again at every push until it answers.
     """
 
-    target: _DirectTarget | None
+    target: DirectTarget | None
     reason: str
     final: bool
     watch: tuple[Path, tuple[object, ...] | None] | None = None
@@ -138,23 +153,23 @@ def _stat_signature(path: Path) -> tuple[object, ...] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _probe_push_url(url: str, remote: _Remote, timeout: float) -> _Probe:
+def probe_push_url(url: str, remote: GitRemote, timeout: float) -> DirectProbe:
     """Whether a push to ``url``, the one URL git push would use, may publish directly: it must
     name a local bare repository whose effective config (system, global and its own) leaves
     receive-pack nothing to do but store the objects and move the branch. Hooks are looked at
-    per push (_DirectTarget.receive_hooks).
+    per push (DirectTarget.receive_hooks).
     """
     path = _local_path(url)
     if path is None:
-        return _Probe(None, "the remote is not a local path", final=True)
+        return DirectProbe(None, "the remote is not a local path", final=True)
     if (path / ".git").exists():
         # git would push into path/.git, a repository with a work tree.
-        return _Probe(None, f"{path} is not a bare repository", final=True)
+        return DirectProbe(None, f"{path} is not a bare repository", final=True)
     config_file = path / "config"
     watch = (config_file, _stat_signature(config_file))
     if not (path / "objects" / "pack").is_dir():
-        return _Probe(None, f"{path} is not a git repository (now)", final=False)
-    result = _run(
+        return DirectProbe(None, f"{path} is not a git repository (now)", final=False)
+    result = run_git(
         [f"--git-dir={path}", "config", "--list", "-z"],
         timeout=timeout,
         what="git config",
@@ -162,7 +177,7 @@ def _probe_push_url(url: str, remote: _Remote, timeout: float) -> _Probe:
         check=False,
     )
     if result.returncode != 0:
-        return _Probe(None, _failure("git config", result, remote), final=False)
+        return DirectProbe(None, failure_message("git config", result, remote), final=False)
     config: list[tuple[str, str | None]] = []
     for item in result.stdout.decode(errors="replace").split("\0"):
         if item:
@@ -170,11 +185,11 @@ def _probe_push_url(url: str, remote: _Remote, timeout: float) -> _Probe:
             config.append((key.lower(), value if newline else None))
     target = _direct_target(path, config)
     if isinstance(target, str):
-        return _Probe(None, _scrub(f"{path}: {target}", remote), True, watch)
-    return _Probe(target, f"{path} is a local bare repository", True, watch)
+        return DirectProbe(None, scrub_secrets(f"{path}: {target}", remote), True, watch)
+    return DirectProbe(target, f"{path} is a local bare repository", True, watch)
 
 
-def _direct_target(git_dir: Path, config: list[tuple[str, str | None]]) -> _DirectTarget | str:
+def _direct_target(git_dir: Path, config: list[tuple[str, str | None]]) -> DirectTarget | str:
     """The target when the remote's effective config makes a direct publish what receive-pack
     would do, else the reason it does not."""
     settings: dict[str, str | None] = {}
@@ -208,18 +223,18 @@ def _direct_target(git_dir: Path, config: list[tuple[str, str | None]]) -> _Dire
         # git expands ~ and takes a relative path from where the hooks run: a bare repository.
         hooks_dir = git_dir / os.path.expanduser(hooks)
     autogc = _config_bool(settings.get("receive.autogc", "true"))
-    return _DirectTarget(git_dir, hooks_dir, autogc is not False)
+    return DirectTarget(git_dir, hooks_dir, autogc is not False)
 
 
-def _publish_directly(
+def publish_directly(
     commit: str,
-    target: _DirectTarget,
+    target: DirectTarget,
     old: str,
     packs: list[Path],
     *,
     branch: str,
     timeout: float,
-    remote: _Remote,
+    remote: GitRemote,
 ) -> str | None:
     """Ship ``packs`` into the remote and move its ``branch`` from ``old`` to ``commit``;
     None when done, or why git push has to do it after all.
@@ -231,7 +246,7 @@ def _publish_directly(
     ref = f"refs/heads/{branch}"
     if commit == old:
         # Nothing to publish; git push would only check that the branch is still there.
-        result = _run(
+        result = run_git(
             [f"--git-dir={target.git_dir}", "rev-parse", "--verify", "--quiet", ref],
             timeout=timeout,
             what="git rev-parse",
@@ -244,14 +259,14 @@ def _publish_directly(
             raise PushRejected(f"the remote branch {branch} moved from {old}")
         return None
     try:
-        _place_packs(packs, target.git_dir / "objects" / "pack")
+        place_packs(packs, target.git_dir / "objects" / "pack")
     except FileNotFoundError as e:
         return f"a pack or the remote's object directory is gone ({e.filename})"
     except OSError as e:
         raise GitError(
-            _scrub(f"cannot put our packs into the remote {remote.url}: {e}", remote)
+            scrub_secrets(f"cannot put our packs into the remote {remote.url}: {e}", remote)
         ) from None
-    result = _run(
+    result = run_git(
         [f"--git-dir={target.git_dir}", "update-ref", "-m", "push", ref, commit, old],
         timeout=timeout,
         what="git update-ref",
@@ -264,11 +279,11 @@ def _publish_directly(
     lines = result.stderr.decode(errors="replace").strip().splitlines() or ["(no output)"]
     detail = lines[0].removeprefix("fatal: ")
     if " but expected " in detail:
-        raise PushRejected(_scrub(f"the remote branch {branch} moved: {detail}", remote))
+        raise PushRejected(scrub_secrets(f"the remote branch {branch} moved: {detail}", remote))
     if "unable to resolve reference" in detail or "missing but expected" in detail:
         return f"the remote has no branch {branch}"  # git push would create it
     raise GitError(
-        _scrub(
+        scrub_secrets(
             f"moving {branch} in the remote {remote.url} failed with exit code "
             f"{result.returncode}: {detail}",
             remote,
@@ -276,7 +291,7 @@ def _publish_directly(
     )
 
 
-def _place_packs(packs: Sequence[Path], folder: Path, *, copy: bool = False) -> int:
+def place_packs(packs: Sequence[Path], folder: Path, *, copy: bool = False) -> int:
     """Make ``packs`` (.pack paths, each with its .idx beside it) part of the object store at
     ``folder`` (an objects/pack directory), durably; return how many files were copied.
 

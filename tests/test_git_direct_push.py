@@ -14,7 +14,7 @@ from index_helpers import Registry, fixture_entry, make_registry
 
 import indexpub.git_index as git_index
 from indexpub.git_index import GitError, GitIndex, PushRejected, init_index
-from indexpub.local_publish import LOCAL_PUSH_ENV, _place_packs
+from indexpub.local_publish import LOCAL_PUSH_ENV, place_packs
 from indexpub.sync import sync_crates
 
 DL = "https://dl.example/crates"
@@ -424,7 +424,7 @@ def test_place_packs_links_or_copies_durably(index: GitIndex, tmp_path: Path) ->
         repo = tmp_path / f"copy-{copy}.git"
         git("init", "--bare", "--quiet", str(repo))
         folder = repo / "objects" / "pack"
-        assert _place_packs([pack], folder, copy=copy) == (2 if copy else 0)
+        assert place_packs([pack], folder, copy=copy) == (2 if copy else 0)
         for suffix in (".pack", ".idx"):
             placed = folder / pack.with_suffix(suffix).name
             assert placed.read_bytes() == pack.with_suffix(suffix).read_bytes()
@@ -433,11 +433,11 @@ def test_place_packs_links_or_copies_durably(index: GitIndex, tmp_path: Path) ->
         assert not [p for p in folder.iterdir() if p.name.startswith("tmp_")]
         assert git(f"--git-dir={repo}", "cat-file", "-t", tip).strip() == "commit"
         # Already there: fine, nothing done.
-        assert _place_packs([pack], folder, copy=copy) == 0
+        assert place_packs([pack], folder, copy=copy) == 0
     with pytest.raises(FileNotFoundError):
-        _place_packs([pack], tmp_path / "no-such-repo" / "objects" / "pack")
+        place_packs([pack], tmp_path / "no-such-repo" / "objects" / "pack")
     with pytest.raises(FileNotFoundError):
-        _place_packs([tmp_path / "pack-0.pack"], folder, copy=True)
+        place_packs([tmp_path / "pack-0.pack"], folder, copy=True)
 
 
 def test_a_remote_on_another_filesystem_gets_copies(tmp_path: Path) -> None:
