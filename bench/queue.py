@@ -38,6 +38,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from jobs import App, JobContext
 
@@ -142,6 +143,31 @@ class System(ABC):
             )
             conn.execute("VACUUM ANALYZE")
             conn.execute("CHECKPOINT")
+
+
+# The floor under any enqueue of one job per transaction: a bare one-row INSERT with RETURNING
+# into a table with only a primary key, committed durably, on the same server and connection
+# settings. It is what the disk's flush of one commit costs plus the least a statement costs.
+FLOOR_TABLE = """
+CREATE TABLE IF NOT EXISTS public.bench_floor (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    payload jsonb NOT NULL
+)"""
+FLOOR_INSERT = "INSERT INTO public.bench_floor (payload) VALUES (%s) RETURNING id"
+
+
+def floor_each(url: str, n: int) -> float:
+    """Insert n rows into the floor table, one per transaction; the seconds it took."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(FLOOR_TABLE)
+        conn.execute("TRUNCATE public.bench_floor")
+        conn.execute("CHECKPOINT")
+
+        def run() -> None:
+            for i in range(n):
+                conn.execute(FLOOR_INSERT, (Jsonb({"i": i}),)).fetchone()
+
+        return _timed(run)
 
 
 def _timed(action: Callable[[], None]) -> float:
@@ -642,6 +668,8 @@ def run_pickup(
 class Results:
     enqueue: dict[str, list[float]] = field(default_factory=dict)
     enqueue_in_transaction: dict[str, list[float]] = field(default_factory=dict)
+    # The durable-commit floor (see FLOOR_INSERT), measured beside each run of ours.
+    enqueue_floor: list[float] = field(default_factory=list)
     enqueue_batch: dict[str, list[float]] = field(default_factory=dict)
     process: dict[str, list[ProcessRun]] = field(default_factory=dict)
     process_batch: dict[str, list[ProcessRun]] = field(default_factory=dict)
@@ -702,6 +730,7 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
             reset_all()
             seconds = system.enqueue_each_in_transaction(urls[name], n)
             results.enqueue_in_transaction.setdefault(name, []).append(n / seconds)
+            results.enqueue_floor.append(n / floor_each(urls[name], n))
 
     def enqueue_batch(name: str) -> None:
         system = SYSTEMS[name]
@@ -868,7 +897,9 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         med_process(results.process_batch, "jobs"),
         TARGETS["process_batch"],
     )
-    check("enqueue, one per transaction (jobs/s)", med(results.enqueue, "jobs"), TARGETS["enqueue"])
+    ours_enqueue = med(results.enqueue, "jobs")
+    check("enqueue, one per transaction (jobs/s)", ours_enqueue, TARGETS["enqueue"])
+    floor = statistics.median(results.enqueue_floor) if results.enqueue_floor else None
     check("enqueue, batched (jobs/s)", med(results.enqueue_batch, "jobs"), TARGETS["enqueue_batch"])
     check("pickup p95 (ms)", pick["jobs"][95], TARGETS["pickup_p95_ms"], at_most=True, fmt=_fmt_ms)
     out.append("| target for jobs | measured | result |")
@@ -878,6 +909,14 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         all_ok = all_ok and bool(ok)
         out.append(f"| {label} | {shown} | {'n/a' if ok is None else 'PASS' if ok else 'FAIL'} |")
     out.append("")
+    if floor is not None:
+        out.append(
+            f"Durable-commit floor on this server (a bare one-row INSERT ... RETURNING per "
+            f"transaction, same connection): {floor:,.0f}/s; jobs' one-per-transaction enqueue "
+            f"is {_ratio(ours_enqueue, floor)} of it. No enqueue that commits durably once per "
+            "job can pass the floor on one connection."
+        )
+        out.append("")
 
     out.append(
         "Per-job cost while processing (medians; worker CPU is the worker process, "
@@ -920,6 +959,7 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             "enqueue in an explicit transaction (BEGIN, INSERT, COMMIT)",
             results.enqueue_in_transaction,
         ),
+        ("durable-commit floor (bare INSERT)", {"jobs": results.enqueue_floor}),
         ("enqueue batched", results.enqueue_batch),
         ("process", {k: [r.rate for r in v] for k, v in results.process.items()}),
         ("process batch", {k: [r.rate for r in v] for k, v in results.process_batch.items()}),
