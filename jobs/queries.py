@@ -130,16 +130,25 @@ _AFTER_DONE = {
     "__DONE__": "WITH done AS (DELETE FROM {schema}.jobs WHERE id = ANY(%(done)s))\n",
     "__FILTER__": "AND id <> ALL(%(done)s)",
 }
+# The same after a run of one job, the common case, with a plain parameter.
+_AFTER_ONE_DONE = {
+    "__DONE__": "WITH done AS (DELETE FROM {schema}.jobs WHERE id = %(done)s)\n",
+    "__FILTER__": "AND id <> %(done)s",
+}
 _ANY_TYPE = {"__DONE__": "", "__FILTER__": ""}
 _OF_TYPE = {"__DONE__": "", "__FILTER__": "AND job_type = %(job_type)s"}
 
 
 @cache
-def claim(*, of_type: bool = False, after_done: bool = False, shared_backoff: bool) -> str:
+def claim(*, of_type: bool = False, after_done: int = 0, shared_backoff: bool) -> str:
     """The claim statement: of any job of the queue, of one type (a batch's followers), or of
-    any job in the same statement that deletes the finished ones (see _AFTER_DONE)."""
+    any job in the same statement that deletes the ``after_done`` finished ones (see
+    _AFTER_DONE; %(done)s is one id when it is 1, else an array)."""
     statement = _CLAIM_TEMPLATE.replace("__EXHAUSTED__", _EXHAUSTED)
-    kind = _AFTER_DONE if after_done else _OF_TYPE if of_type else _ANY_TYPE
+    if after_done:
+        kind = _AFTER_ONE_DONE if after_done == 1 else _AFTER_DONE
+    else:
+        kind = _OF_TYPE if of_type else _ANY_TYPE
     for marker, text in [
         *kind.items(),
         *(_SHARED_BACKOFF if shared_backoff else _BACKOFF_BY_TYPE).items(),
