@@ -25,6 +25,7 @@ from indexpub.git_index import (
     check_crate_path,
     init_index,
 )
+from indexpub.git_objects import BLOB_MODE, Tree, TreeCache, TreeEntry, format_tree
 
 DL = "https://dl.example/crates"
 API = "https://api.example"
@@ -755,3 +756,107 @@ def test_pushes_keep_packs_and_loose_objects_few(tmp_path: Path) -> None:
     assert loose_objects(index.path) == set()
     assert len(packs(index.path)) < 10
     assert index.read_file("3/a/a07") == b"{}\n"
+
+
+# --- file_shas and the tree cache -----------------------------------------------------------------
+
+
+def test_file_shas_are_the_blob_shas_git_sees(remote: Path, tmp_path: Path) -> None:
+    big = fast_import_crates(remote, "master", 300)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    files = ls_tree(index.path, big)
+    present = sorted(p for p in files if p != "config.json")[::7]
+    # Absent: a file beside present ones, under a missing directory, at each depth.
+    absent = ["zz/zz/zzzzz", "1/q", "2/qq", "3/q/qqq", present[0] + "x"]
+    shas = index.file_shas([*present, *absent], big)
+    assert shas == [files[p] for p in present] + [None] * len(absent)
+    # A directory where the file should be is an error, not an absent file.
+    directory = present[0].rsplit("/", 1)[0]
+    with pytest.raises(GitError, match="is a tree"):
+        index.file_shas([directory], big)
+    with pytest.raises(GitError, match="not a commit"):
+        index.file_shas(present, "0" * 40)
+
+
+def test_file_shas_of_a_file_in_place_of_a_directory_is_absent(
+    remote: Path, index: GitIndex
+) -> None:
+    base = index.fetch()
+    # "ab" is a file at the root here, so "ab/cd/abcd" cannot exist (git reads it as absent).
+    work = index.path.parent / "work"
+    git("clone", "-q", str(index.path), str(work))
+    (work / "ab").write_text("in the way\n")
+    git("add", "ab", cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ab", cwd=work)
+    git("push", "-q", "origin", "HEAD:refs/heads/other", cwd=work)
+    other = git(f"--git-dir={index.path}", "rev-parse", "refs/heads/other").strip()
+    assert index.file_shas(["ab/cd/abcd", "1/a"], other) == [None, None]
+    assert index.file_shas(["ab/cd/abcd"], base) == [None]
+    # Committing there is refused, whether the trees come from memory or from git.
+    with pytest.raises(GitError, match="in the way"):
+        index.commit_file(other, "ab/cd/abcd", b"x\n", "m")
+    fresh = GitIndex.open(str(remote), index.path)  # the same clone, nothing in memory
+    with pytest.raises(GitError, match="expected a directory"):
+        fresh.commit_file(other, "ab/cd/abcd", b"x\n", "m")
+
+
+def test_file_shas_after_a_batch_start_no_git_process(remote: Path, tmp_path: Path) -> None:
+    big = fast_import_crates(remote, "master", 500)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    paths = sorted(p for p in ls_tree(index.path, big) if p != "config.json")[:40]
+    index.file_shas(paths, big)
+    read = index.objects_read
+    tip = index.commit_files(big, [(p, p.encode() + b"\n", "edit") for p in paths[::2]])
+    assert index.objects_read == read  # the batch found every tree in memory
+    # The batch's trees are the new tip's: asking about its files reads nothing from git.
+    shas = index.file_shas(paths, tip)
+    assert index.objects_read == read
+    assert shas == [ls_tree(index.path, tip)[p] for p in paths]
+    # Another batch on that tip, over other directories, reads only the trees it lacks.
+    others = sorted(p for p in ls_tree(index.path, big) if p != "config.json")[-5:]
+    index.file_shas(others, tip)
+    assert 0 < index.objects_read - read <= 3 * len(others)
+
+
+def test_tree_cache_is_bounded_and_drops_the_least_recently_used() -> None:
+    trees = {
+        f"{n:040x}": Tree.parse(
+            format_tree([TreeEntry(BLOB_MODE, b"f%d" % i, bytes(20)) for i in range(n)])
+        )
+        for n in range(1, 11)
+    }
+    cost = {sha: TreeCache.cost(tree) for sha, tree in trees.items()}
+    shas = list(trees)
+    cache = TreeCache(max_bytes=cost[shas[0]] + cost[shas[1]] + cost[shas[2]])
+    for sha in shas[:3]:
+        cache.put(sha, trees[sha])
+    assert len(cache) == 3 and cache.bytes == cache.max_bytes
+    assert cache.get(shas[0]) is trees[shas[0]]  # now the most recently used
+    cache.put(shas[3], trees[shas[3]])
+    assert shas[1] not in cache and shas[0] in cache and shas[3] in cache
+    for sha in shas:
+        cache.put(sha, trees[sha])
+        assert cache.bytes <= cache.max_bytes
+        assert cache.bytes == sum(cost[s] for s in shas if s in cache)
+    assert shas[-1] in cache
+    cache.pop(shas[-1])
+    cache.pop(shas[-1])  # absent: nothing happens
+    assert shas[-1] not in cache and cache.bytes == sum(cost[s] for s in shas if s in cache)
+
+
+def test_a_tiny_tree_cache_still_gives_right_answers(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexpub.git_index as git_index
+
+    big = fast_import_crates(remote, "master", 200)
+    monkeypatch.setattr(git_index, "TREE_CACHE_BYTES", 1)  # keeps one tree at a time
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    files = ls_tree(index.path, big)
+    paths = sorted(p for p in files if p != "config.json")[::5]
+    assert index.file_shas(paths, big) == [files[p] for p in paths]
+    tip = index.commit_files(big, [(p, b"new\n", "edit") for p in paths[:10]])
+    assert len(index._trees) == 1
+    new = ls_tree(index.path, tip)
+    assert index.file_shas(paths, tip) == [new[p] for p in paths]
+    git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
