@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import re
 import struct
 import time
 import zlib
@@ -49,39 +50,63 @@ def format_tree(entries: list[TreeEntry]) -> bytes:
     return b"".join(e.mode + b" " + e.name + b"\0" + e.sha for e in ordered)
 
 
+# One tree entry: "<mode> <name>\0<20-byte sha>"; a directory's name in group 1, else group 2.
+_ENTRY_RE = re.compile(rb"(?:40000 ([^\0]*)\0.{20})|(?:[0-7]+ ([^\0]*)\0.{20})", re.DOTALL)
+
+
+class TreeEdit(NamedTuple):
+    """How a tree's serialization differs from that of the tree it was made from (its base,
+    ``base_size`` bytes long): ``removed`` bytes at ``offset`` replaced by ``inserted``. A pack
+    can store the tree as a delta saying just that (the base is not referenced: keeping it
+    alive would chain every version of the root tree together)."""
+
+    base_size: int
+    offset: int
+    removed: int
+    inserted: bytes
+
+
 class Tree:
     """A parsed directory kept in git's order, so that an edit costs a bisect and not a sort.
 
     ``keys`` are the entries' sort keys in order (a directory's name ends in "/", as git sorts
-    it); ``chunks`` maps each key to the entry's serialized bytes, so serializing is one join.
-    Instances are never changed once built: ``replaced`` returns a new one.
+    it); ``chunks`` maps each key to the entry's serialized bytes. The serialization is kept
+    once known, and ``replaced`` splices it rather than joining every entry again (the root of
+    a big index has ~1,500). Instances are never changed once built: ``replaced`` returns a new
+    one, which remembers the splice as its ``edit``.
     """
 
-    __slots__ = ("chunks", "keys")
+    __slots__ = ("_data", "chunks", "edit", "keys")
 
-    def __init__(self, keys: list[bytes], chunks: dict[bytes, bytes]) -> None:
+    def __init__(
+        self,
+        keys: list[bytes],
+        chunks: dict[bytes, bytes],
+        data: bytes | None = None,
+        edit: TreeEdit | None = None,
+    ) -> None:
         self.keys = keys
         self.chunks = chunks
+        self._data = data
+        self.edit = edit
 
     @classmethod
     def parse(cls, data: bytes) -> Tree:
         keys: list[bytes] = []
-        chunks: dict[bytes, bytes] = {}
-        pos = 0
-        while pos < len(data):
-            space = data.index(b" ", pos)
-            nul = data.index(b"\0", space)
-            end = nul + 21
-            if end > len(data):
-                raise GitError("truncated tree object")
-            name = data[space + 1 : nul]
-            key = name + b"/" if data[pos:space] == TREE_MODE else name
-            keys.append(key)
-            chunks[key] = data[pos:end]
-            pos = end
+        parts: list[bytes] = []
+        # A regular expression walks the entries at C speed; the matches must cover the data
+        # exactly (each starts where the last ended), or it is not a well-formed tree.
+        for match in _ENTRY_RE.finditer(data):
+            directory = match[1]
+            keys.append(match[2] if directory is None else directory + b"/")
+            parts.append(match[0])
+        if sum(map(len, parts)) != len(data):
+            raise GitError("malformed tree object")
         if any(a >= b for a, b in itertools.pairwise(keys)):
-            keys = sorted(set(keys))  # not git's order: keep ours canonical
-        return cls(keys, chunks)
+            # Not git's order: keep ours canonical (and drop the data, which is not).
+            chunks = dict(zip(keys, parts, strict=True))
+            return cls(sorted(chunks), chunks)
+        return cls(keys, dict(zip(keys, parts, strict=True)), data)
 
     def subtree(self, name: bytes) -> bytes | None:
         """The raw sha of the directory ``name``, or None."""
@@ -104,17 +129,39 @@ class Tree:
         """A copy with ``name`` removed and, unless ``sha`` is None, added as (mode, sha)."""
         keys = self.keys.copy()
         chunks = self.chunks.copy()
+        removed: list[tuple[int, bytes]] = []  # (index in keys, chunk)
         for old in (name, name + b"/"):
-            if chunks.pop(old, None) is not None:
-                del keys[bisect.bisect_left(keys, old)]
+            chunk = chunks.pop(old, None)
+            if chunk is not None:
+                index = bisect.bisect_left(keys, old)
+                del keys[index]
+                removed.append((index, chunk))
+        inserted = b""
+        index = removed[0][0] if removed else len(keys)
         if sha is not None:
             key = name + b"/" if mode == TREE_MODE else name
-            bisect.insort(keys, key)
-            chunks[key] = mode + b" " + name + b"\0" + sha
-        return Tree(keys, chunks)
+            index = bisect.bisect_left(keys, key)
+            keys.insert(index, key)
+            inserted = chunks[key] = mode + b" " + name + b"\0" + sha
+        tree = Tree(keys, chunks)
+        # One entry replaced in place, added or removed: splice the old serialization.
+        data = self._data
+        if data is not None and len(removed) <= 1 and (not removed or removed[0][0] == index):
+            old_chunk = removed[0][1] if removed else b""
+            # Where the edit goes: the old entry's bytes, or those of the entry after it.
+            anchor = old_chunk or (self.chunks[self.keys[index]] if index < len(self.keys) else b"")
+            offset = data.find(anchor) if anchor else len(data)
+            # An entry's bytes end in its sha; found once, they can only be that entry.
+            if offset >= 0 and (not anchor or data.find(anchor, offset + 1) < 0):
+                end = offset + len(old_chunk)
+                tree._data = data[:offset] + inserted + data[end:]
+                tree.edit = TreeEdit(len(data), offset, len(old_chunk), inserted)
+        return tree
 
     def serialize(self) -> bytes:
-        return b"".join([self.chunks[k] for k in self.keys])
+        if self._data is None:
+            self._data = b"".join([self.chunks[k] for k in self.keys])
+        return self._data
 
 
 class TreeCache:

@@ -25,7 +25,7 @@ from indexpub.git_index import (
     check_crate_path,
     init_index,
 )
-from indexpub.git_objects import BLOB_MODE, Tree, TreeCache, TreeEntry, format_tree
+from indexpub.git_objects import BLOB_MODE, TREE_MODE, Tree, TreeCache, TreeEntry, format_tree
 
 DL = "https://dl.example/crates"
 API = "https://api.example"
@@ -860,3 +860,46 @@ def test_a_tiny_tree_cache_still_gives_right_answers(
     new = ls_tree(index.path, tip)
     assert index.file_shas(paths, tip) == [new[p] for p in paths]
     git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
+
+
+# --- Tree -----------------------------------------------------------------------------------------
+
+
+def test_tree_edits_splice_the_serialization_git_would_write() -> None:
+    """replaced() splices the kept serialization; it must equal git's (format_tree) after any
+    sequence of edits, and its edit must rebuild it from the base's bytes."""
+    rng = random.Random(7)
+    names = [b"a", b"a-b", b"a.c", b"ab", b"b", b"b0", b"c", b"zz", b"a0"]
+    entries: dict[bytes, TreeEntry] = {}
+    tree = Tree.parse(b"")
+    for _ in range(400):
+        name = rng.choice(names)
+        mode = rng.choice([BLOB_MODE, TREE_MODE])
+        sha = None if rng.random() < 0.3 else rng.randbytes(20)
+        before = tree.serialize()
+        tree = tree.replaced(name, mode, sha)
+        entries.pop(name, None)
+        if sha is not None:
+            entries[name] = TreeEntry(mode, name, sha)
+        expected = format_tree(list(entries.values()))
+        assert tree.serialize() == expected
+        assert Tree.parse(expected).keys == tree.keys
+        if tree.edit is not None:
+            edit = tree.edit
+            assert edit.base_size == len(before)
+            rebuilt = before[: edit.offset] + edit.inserted + before[edit.offset + edit.removed :]
+            assert rebuilt == expected
+
+
+def test_tree_parse_refuses_malformed_data() -> None:
+    good = format_tree(
+        [TreeEntry(BLOB_MODE, b"a", bytes(20)), TreeEntry(TREE_MODE, b"b", bytes(20))]
+    )
+    assert Tree.parse(good).keys == [b"a", b"b/"]
+    for bad in (good[:-1], good + b"x", b"x" + good, good[:20] + good, b"100644 a"):
+        with pytest.raises(GitError):
+            Tree.parse(bad)
+    # Out of git's order: parsed into git's order.
+    first = len(b"100644 a\0") + 20
+    swapped = good[first:] + good[:first]
+    assert Tree.parse(swapped).serialize() == good
