@@ -25,7 +25,17 @@ from indexpub.git_index import (
     check_crate_path,
     init_index,
 )
-from indexpub.git_objects import BLOB_MODE, TREE_MODE, Tree, TreeCache, TreeEntry, format_tree
+from indexpub.git_objects import (
+    BLOB_MODE,
+    TREE_MODE,
+    Tree,
+    TreeCache,
+    TreeEdit,
+    TreeEntry,
+    apply_delta,
+    edit_delta,
+    format_tree,
+)
 
 DL = "https://dl.example/crates"
 API = "https://api.example"
@@ -903,3 +913,69 @@ def test_tree_parse_refuses_malformed_data() -> None:
     first = len(b"100644 a\0") + 20
     swapped = good[first:] + good[:first]
     assert Tree.parse(swapped).serialize() == good
+
+
+# --- delta-packed trees ---------------------------------------------------------------------------
+
+
+def test_a_batch_stores_its_root_trees_as_deltas_git_reads(remote: Path, tmp_path: Path) -> None:
+    import indexpub.git_index as git_index
+
+    big = fast_import_crates(remote, "master", 400)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    paths = sorted(p for p in ls_tree(index.path, big) if p != "config.json")
+    count = git_index.MAX_DELTA_DEPTH + 30  # past one chain's end
+    changes = [(p, f"{p} v2\n".encode(), f"Update {p}") for p in paths[:count]]
+    changes.append(("zz/zz/zzzznew", b"new\n", "Create"))
+    changes.append((paths[1], None, "Delete"))
+    packs_before = packs(index.path)
+    with index.batch():
+        commits = []
+        tip = big
+        for path, content, message in changes:
+            tip = index.commit_file(tip, path, content, message)
+            commits.append(tip)
+        # A commit on an older parent reads that parent's root back from its delta.
+        sibling = index.commit_file(commits[-5], "1/q", b"q\n", "Create q")
+    (new,) = packs(index.path) - packs_before
+    pack = index.path / "objects" / "pack" / new
+    verify = git("verify-pack", "-v", str(pack.with_suffix(".idx")))
+    roots = {git(f"--git-dir={index.path}", "rev-parse", f"{c}^{{tree}}").strip() for c in commits}
+    depths = {}
+    for line in verify.splitlines():
+        fields = line.split()
+        if len(fields) == 7 and fields[0] in roots:  # sha type size size-in-pack offset depth base
+            depths[fields[0]] = int(fields[5])
+    assert len(depths) > len(roots) // 2  # most roots are deltas
+    assert max(depths.values()) == git_index.MAX_DELTA_DEPTH  # the chain was cut there
+    assert "chain length = 1:" in verify
+    for head in (tip, sibling):
+        git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", head)
+    # Every commit's tree reads back as git sees it, file by file.
+    expected = ls_tree(index.path, big)
+    for commit, (path, content, _) in zip(commits, changes, strict=True):
+        if content is None:
+            expected.pop(path)
+        else:
+            expected[path] = git(
+                f"--git-dir={index.path}", "hash-object", "--stdin", input=content
+            ).strip()
+        assert ls_tree(index.path, commit) == expected
+    assert ls_tree(index.path, sibling).keys() == ls_tree(index.path, commits[-5]).keys() | {"1/q"}
+    # Pushed (linked into the remote directly), the remote is whole too.
+    index.push(tip)
+    git(f"--git-dir={remote}", "fsck", "--strict", "--no-dangling")
+    assert git(f"--git-dir={remote}", "cat-file", "-p", f"{tip}:zz/zz/zzzznew") == "new\n"
+
+
+def test_edit_delta_round_trips_through_apply_delta() -> None:
+    rng = random.Random(3)
+    for size in (0, 1, 300, 70_000, 0x10000):
+        base = rng.randbytes(size)
+        for _ in range(20):
+            offset = rng.randint(0, size)
+            removed = rng.randint(0, size - offset)
+            inserted = rng.randbytes(rng.choice([0, 1, 127, 128, 300]))
+            edit = TreeEdit(size, offset, removed, inserted)
+            expected = base[:offset] + inserted + base[offset + removed :]
+            assert apply_delta(base, edit_delta(edit)) == expected
