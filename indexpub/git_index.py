@@ -2,11 +2,12 @@
 
 The sync worker is the only writer, so this module keeps no locks; the remote's fast-forward check
 is the compare-and-swap that catches anybody else (`PushRejected`). A commit never touches a work
-tree or an index file: it reads the trees along one path with a single `git cat-file --batch` (or
-from the parsed trees a batch keeps in memory), builds the new blob, those trees and the commit in
-Python, and so costs the same whether the index holds a thousand crate files or a quarter of a
-million. A batch of commits is written as one pack (git_objects builds the .pack and .idx), not
-loose files.
+tree or an index file: it takes the trees along one path from the parsed trees kept in memory
+(a bounded cache that outlives batches) or else from a single `git cat-file --batch`, builds the
+new blob, those trees and the commit in Python, and so costs the same whether the index holds a
+thousand crate files or a quarter of a million. A batch of commits is written as one pack
+(git_objects builds the .pack and .idx), not loose files, with each edited tree stored as a delta
+against the version it replaced.
 
 A remote that is a bare repository on the local filesystem is published to without git push when
 that is equivalent (see GitIndex.push): the batch's packs are linked into it and `git update-ref`
