@@ -1,7 +1,8 @@
 """The sync job: make crate files in the git index equal to what the database says.
 
 The job does not apply a change (append a line, flip a flag); it renders each crate's whole file
-from the database and compares it with the blob at the tip. That is what makes it idempotent and
+from the database and compares it with the blob at the tip (by sha: the rendered file's blob sha
+against the one in the tip's tree). That is what makes it idempotent and
 order-free: a job that runs twice, late, or after a crash at any step finds either nothing to do
 or the same thing to do.
 """
@@ -18,6 +19,7 @@ import psycopg
 from indexpub import store
 from indexpub.faults import crash_point
 from indexpub.git_index import GitIndex, PushRejected
+from indexpub.git_objects import object_sha
 from indexpub.names import index_path
 
 log = logging.getLogger("indexpub.sync")
@@ -38,10 +40,10 @@ class SyncResult:
     rejected: int = 0
 
 
-def commit_message(name: str, before: bytes | None, after: bytes | None) -> str:
-    if before is None:
+def commit_message(name: str, existed: bool, exists: bool) -> str:
+    if not existed:
         return f"Create crate `{name}`"
-    if after is None:
+    if not exists:
         return f"Delete crate `{name}`"
     return f"Update crate `{name}`"
 
@@ -60,13 +62,16 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
     for _ in range(MAX_PUSHES):
         changes: list[tuple[str, bytes | None, str]] = []
         paths = [index_path(name) for name in unique]
-        # One git process for every file of the batch (and the trees the commits will need).
-        haves = index.read_files(paths, tip)
+        # The tip's blob sha of every file of the batch, with at most one git process (which
+        # also reads the trees the commits will need); a file whose rendering hashes to the
+        # same sha is unchanged, so no file is read.
+        haves = index.file_shas(paths, tip)
         wants = store.render_crate_files(conn, [name.lower() for name in unique])
         for name, path, have in zip(unique, paths, haves, strict=True):
             want = wants[name.lower()]
-            if want != have:
-                changes.append((path, want, commit_message(name, have, want)))
+            if (None if want is None else object_sha("blob", want)) != have:
+                message = commit_message(name, have is not None, want is not None)
+                changes.append((path, want, message))
         # End the read transaction: the job holds no snapshot or lock while git runs.
         conn.rollback()
         if not changes:

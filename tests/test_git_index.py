@@ -25,6 +25,17 @@ from indexpub.git_index import (
     check_crate_path,
     init_index,
 )
+from indexpub.git_objects import (
+    BLOB_MODE,
+    TREE_MODE,
+    Tree,
+    TreeCache,
+    TreeEdit,
+    TreeEntry,
+    apply_delta,
+    edit_delta,
+    format_tree,
+)
 
 DL = "https://dl.example/crates"
 API = "https://api.example"
@@ -755,3 +766,216 @@ def test_pushes_keep_packs_and_loose_objects_few(tmp_path: Path) -> None:
     assert loose_objects(index.path) == set()
     assert len(packs(index.path)) < 10
     assert index.read_file("3/a/a07") == b"{}\n"
+
+
+# --- file_shas and the tree cache -----------------------------------------------------------------
+
+
+def test_file_shas_are_the_blob_shas_git_sees(remote: Path, tmp_path: Path) -> None:
+    big = fast_import_crates(remote, "master", 300)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    files = ls_tree(index.path, big)
+    present = sorted(p for p in files if p != "config.json")[::7]
+    # Absent: a file beside present ones, under a missing directory, at each depth.
+    absent = ["zz/zz/zzzzz", "1/q", "2/qq", "3/q/qqq", present[0] + "x"]
+    shas = index.file_shas([*present, *absent], big)
+    assert shas == [files[p] for p in present] + [None] * len(absent)
+    # A directory where the file should be is an error, not an absent file.
+    directory = present[0].rsplit("/", 1)[0]
+    with pytest.raises(GitError, match="is a tree"):
+        index.file_shas([directory], big)
+    with pytest.raises(GitError, match="not a commit"):
+        index.file_shas(present, "0" * 40)
+
+
+def test_file_shas_of_a_file_in_place_of_a_directory_is_absent(
+    remote: Path, index: GitIndex
+) -> None:
+    base = index.fetch()
+    # "ab" is a file at the root here, so "ab/cd/abcd" cannot exist (git reads it as absent).
+    work = index.path.parent / "work"
+    git("clone", "-q", str(index.path), str(work))
+    (work / "ab").write_text("in the way\n")
+    git("add", "ab", cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ab", cwd=work)
+    git("push", "-q", "origin", "HEAD:refs/heads/other", cwd=work)
+    other = git(f"--git-dir={index.path}", "rev-parse", "refs/heads/other").strip()
+    assert index.file_shas(["ab/cd/abcd", "1/a"], other) == [None, None]
+    assert index.file_shas(["ab/cd/abcd"], base) == [None]
+    # Committing there is refused, whether the trees come from memory or from git.
+    with pytest.raises(GitError, match="in the way"):
+        index.commit_file(other, "ab/cd/abcd", b"x\n", "m")
+    fresh = GitIndex.open(str(remote), index.path)  # the same clone, nothing in memory
+    with pytest.raises(GitError, match="expected a directory"):
+        fresh.commit_file(other, "ab/cd/abcd", b"x\n", "m")
+
+
+def test_file_shas_after_a_batch_start_no_git_process(remote: Path, tmp_path: Path) -> None:
+    big = fast_import_crates(remote, "master", 500)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    paths = sorted(p for p in ls_tree(index.path, big) if p != "config.json")[:40]
+    index.file_shas(paths, big)
+    read = index.objects_read
+    tip = index.commit_files(big, [(p, p.encode() + b"\n", "edit") for p in paths[::2]])
+    assert index.objects_read == read  # the batch found every tree in memory
+    # The batch's trees are the new tip's: asking about its files reads nothing from git.
+    shas = index.file_shas(paths, tip)
+    assert index.objects_read == read
+    assert shas == [ls_tree(index.path, tip)[p] for p in paths]
+    # Another batch on that tip, over other directories, reads only the trees it lacks.
+    others = sorted(p for p in ls_tree(index.path, big) if p != "config.json")[-5:]
+    index.file_shas(others, tip)
+    assert 0 < index.objects_read - read <= 3 * len(others)
+
+
+def test_tree_cache_is_bounded_and_drops_the_least_recently_used() -> None:
+    trees = {
+        f"{n:040x}": Tree.parse(
+            format_tree([TreeEntry(BLOB_MODE, b"f%d" % i, bytes(20)) for i in range(n)])
+        )
+        for n in range(1, 11)
+    }
+    cost = {sha: TreeCache.cost(tree) for sha, tree in trees.items()}
+    shas = list(trees)
+    cache = TreeCache(max_bytes=cost[shas[0]] + cost[shas[1]] + cost[shas[2]])
+    for sha in shas[:3]:
+        cache.put(sha, trees[sha])
+    assert len(cache) == 3 and cache.bytes == cache.max_bytes
+    assert cache.get(shas[0]) is trees[shas[0]]  # now the most recently used
+    cache.put(shas[3], trees[shas[3]])
+    assert shas[1] not in cache and shas[0] in cache and shas[3] in cache
+    for sha in shas:
+        cache.put(sha, trees[sha])
+        assert cache.bytes <= cache.max_bytes
+        assert cache.bytes == sum(cost[s] for s in shas if s in cache)
+    assert shas[-1] in cache
+    cache.pop(shas[-1])
+    cache.pop(shas[-1])  # absent: nothing happens
+    assert shas[-1] not in cache and cache.bytes == sum(cost[s] for s in shas if s in cache)
+
+
+def test_a_tiny_tree_cache_still_gives_right_answers(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexpub.git_index as git_index
+
+    big = fast_import_crates(remote, "master", 200)
+    monkeypatch.setattr(git_index, "TREE_CACHE_BYTES", 1)  # keeps one tree at a time
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    files = ls_tree(index.path, big)
+    paths = sorted(p for p in files if p != "config.json")[::5]
+    assert index.file_shas(paths, big) == [files[p] for p in paths]
+    tip = index.commit_files(big, [(p, b"new\n", "edit") for p in paths[:10]])
+    assert len(index._trees) == 1
+    new = ls_tree(index.path, tip)
+    assert index.file_shas(paths, tip) == [new[p] for p in paths]
+    git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
+
+
+# --- Tree -----------------------------------------------------------------------------------------
+
+
+def test_tree_edits_splice_the_serialization_git_would_write() -> None:
+    """replaced() splices the kept serialization; it must equal git's (format_tree) after any
+    sequence of edits, and its edit must rebuild it from the base's bytes."""
+    rng = random.Random(7)
+    names = [b"a", b"a-b", b"a.c", b"ab", b"b", b"b0", b"c", b"zz", b"a0"]
+    entries: dict[bytes, TreeEntry] = {}
+    tree = Tree.parse(b"")
+    for _ in range(400):
+        name = rng.choice(names)
+        mode = rng.choice([BLOB_MODE, TREE_MODE])
+        sha = None if rng.random() < 0.3 else rng.randbytes(20)
+        before = tree.serialize()
+        tree = tree.replaced(name, mode, sha)
+        entries.pop(name, None)
+        if sha is not None:
+            entries[name] = TreeEntry(mode, name, sha)
+        expected = format_tree(list(entries.values()))
+        assert tree.serialize() == expected
+        assert Tree.parse(expected).keys == tree.keys
+        if tree.edit is not None:
+            edit = tree.edit
+            assert edit.base_size == len(before)
+            rebuilt = before[: edit.offset] + edit.inserted + before[edit.offset + edit.removed :]
+            assert rebuilt == expected
+
+
+def test_tree_parse_refuses_malformed_data() -> None:
+    good = format_tree(
+        [TreeEntry(BLOB_MODE, b"a", bytes(20)), TreeEntry(TREE_MODE, b"b", bytes(20))]
+    )
+    assert Tree.parse(good).keys == [b"a", b"b/"]
+    for bad in (good[:-1], good + b"x", b"x" + good, good[:20] + good, b"100644 a"):
+        with pytest.raises(GitError):
+            Tree.parse(bad)
+    # Out of git's order: parsed into git's order.
+    first = len(b"100644 a\0") + 20
+    swapped = good[first:] + good[:first]
+    assert Tree.parse(swapped).serialize() == good
+
+
+# --- delta-packed trees ---------------------------------------------------------------------------
+
+
+def test_a_batch_stores_its_root_trees_as_deltas_git_reads(remote: Path, tmp_path: Path) -> None:
+    import indexpub.git_index as git_index
+
+    big = fast_import_crates(remote, "master", 400)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    paths = sorted(p for p in ls_tree(index.path, big) if p != "config.json")
+    count = git_index.MAX_DELTA_DEPTH + 30  # past one chain's end
+    changes = [(p, f"{p} v2\n".encode(), f"Update {p}") for p in paths[:count]]
+    changes.append(("zz/zz/zzzznew", b"new\n", "Create"))
+    changes.append((paths[1], None, "Delete"))
+    packs_before = packs(index.path)
+    with index.batch():
+        commits = []
+        tip = big
+        for path, content, message in changes:
+            tip = index.commit_file(tip, path, content, message)
+            commits.append(tip)
+        # A commit on an older parent reads that parent's root back from its delta.
+        sibling = index.commit_file(commits[-5], "1/q", b"q\n", "Create q")
+    (new,) = packs(index.path) - packs_before
+    pack = index.path / "objects" / "pack" / new
+    verify = git("verify-pack", "-v", str(pack.with_suffix(".idx")))
+    roots = {git(f"--git-dir={index.path}", "rev-parse", f"{c}^{{tree}}").strip() for c in commits}
+    depths = {}
+    for line in verify.splitlines():
+        fields = line.split()
+        if len(fields) == 7 and fields[0] in roots:  # sha type size size-in-pack offset depth base
+            depths[fields[0]] = int(fields[5])
+    assert len(depths) > len(roots) // 2  # most roots are deltas
+    assert max(depths.values()) == git_index.MAX_DELTA_DEPTH  # the chain was cut there
+    assert "chain length = 1:" in verify
+    for head in (tip, sibling):
+        git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", head)
+    # Every commit's tree reads back as git sees it, file by file.
+    expected = ls_tree(index.path, big)
+    for commit, (path, content, _) in zip(commits, changes, strict=True):
+        if content is None:
+            expected.pop(path)
+        else:
+            expected[path] = git(
+                f"--git-dir={index.path}", "hash-object", "--stdin", input=content
+            ).strip()
+        assert ls_tree(index.path, commit) == expected
+    assert ls_tree(index.path, sibling).keys() == ls_tree(index.path, commits[-5]).keys() | {"1/q"}
+    # Pushed (linked into the remote directly), the remote is whole too.
+    index.push(tip)
+    git(f"--git-dir={remote}", "fsck", "--strict", "--no-dangling")
+    assert git(f"--git-dir={remote}", "cat-file", "-p", f"{tip}:zz/zz/zzzznew") == "new\n"
+
+
+def test_edit_delta_round_trips_through_apply_delta() -> None:
+    rng = random.Random(3)
+    for size in (0, 1, 300, 70_000, 0x10000):
+        base = rng.randbytes(size)
+        for _ in range(20):
+            offset = rng.randint(0, size)
+            removed = rng.randint(0, size - offset)
+            inserted = rng.randbytes(rng.choice([0, 1, 127, 128, 300]))
+            edit = TreeEdit(size, offset, removed, inserted)
+            expected = base[:offset] + inserted + base[offset + removed :]
+            assert apply_delta(base, edit_delta(edit)) == expected

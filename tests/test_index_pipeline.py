@@ -158,3 +158,24 @@ def test_pushes_go_to_the_branch_the_remote_head_names(database_url: str, tmp_pa
     assert git(f"--git-dir={remote}", "symbolic-ref", "HEAD").strip() == "refs/heads/main"
     assert git(f"--git-dir={remote}", "branch", "--list").split() == ["*", "main"]
     assert reg.remote_file("q") == fixture_entry("q", "0.1.0").to_line() + "\n"
+
+
+def test_a_crate_file_another_writer_changed_is_rewritten(reg: Registry, tmp_path: Path) -> None:
+    """The sync compares blob shas, not bytes: a file whose sha differs from the rendering's is
+    rewritten, one whose sha matches is left alone."""
+    reg.publish(fixture_entry("q", "0.1.0"), fixture_entry("xy", "0.1.0"))
+    reg.drain()
+    expected_q, expected_xy = reg.remote_file("q"), reg.remote_file("xy")
+    assert expected_q is not None and expected_xy is not None
+    other = tmp_path / "other"
+    git("clone", "-q", str(reg.remote), str(other))
+    (other / "1" / "q").write_text(expected_q + expected_q)  # a line too many
+    git("-c", "user.name=ops", "-c", "user.email=o@e", "commit", "-qam", "Edit q", cwd=other)
+    git("push", "-q", "origin", "HEAD", cwd=other)
+    index = reg.index()
+    index.fetch()  # the sync builds on the tip as of our last fetch: make it the other's
+    with reg.connect() as conn:
+        result = sync_crates(conn, index, ["q", "xy"])
+    assert result.commits == ["Update crate `q`"] and result.pushes == 1
+    assert reg.remote_file("q") == expected_q and reg.remote_file("xy") == expected_xy
+    assert reg.messages() == ["Create crate `q`", "Create crate `xy`", "Edit q", "Update crate `q`"]
