@@ -45,6 +45,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
 sys.path.insert(0, str(_HERE.parent))
 
 import argparse
+import collections
 import contextlib
 import hashlib
 import importlib.util
@@ -788,7 +789,11 @@ def run(
         for size in sizes:
             runs.append(SizeRun(admin_url, size, plan, log))
             runs[-1].setup()
-        burst_rounds = {(2 * k + 1) * plan.rounds // (2 * plan.bursts) for k in range(plan.bursts)}
+        # The bursts spread evenly over the rounds, several to a round when there are more
+        # bursts than rounds: a burst lasts a fraction of a second, so one sample is noise.
+        burst_rounds = collections.Counter(
+            k * plan.rounds // plan.bursts for k in range(plan.bursts)
+        )
         meter = CpuMeter([os.getpid()] + ([server_pid] if server_pid else []))
         for round_ in range(plan.rounds):
             log(f"round {round_ + 1} of {plan.rounds}")
@@ -796,7 +801,7 @@ def run(
             for one in order:
                 label = f"{one.size}-{round_ + 1}"
                 one.latency(split(plan.samples, plan.rounds, round_), label)
-                if round_ in burst_rounds:
+                for _ in range(burst_rounds[round_]):
                     one.burst(label)
                 one.push_floor(split(plan.floor_pushes, plan.rounds, round_))
                 one.old_way(split(plan.old_updates, plan.rounds, round_))
@@ -1005,7 +1010,7 @@ def main() -> None:
     parser.add_argument("--sizes", help="crate counts (default 1000,10000,100000)")
     parser.add_argument("--quick", action="store_true", help="1,000 and 10,000, fewer samples")
     parser.add_argument("--samples", type=int, help="publish->landed samples per size (100)")
-    parser.add_argument("--bursts", type=int, help="burst rounds per size (2)")
+    parser.add_argument("--bursts", type=int, help="bursts per size, spread over the rounds (6)")
     parser.add_argument("--old-updates", type=int, help="old-way updates per size (30)")
     parser.add_argument(
         "--floor-pushes", type=int, help="git-push-alone and direct-alone samples per size (20)"
@@ -1023,7 +1028,7 @@ def main() -> None:
     plan = Plan(
         samples=args.samples or (30 if quick else 100),
         warmup=3,
-        bursts=args.bursts or (1 if quick else 2),
+        bursts=args.bursts or (1 if quick else 6),
         old_updates=args.old_updates or (10 if quick else 30),
         floor_pushes=args.floor_pushes or (6 if quick else 20),
         rounds=args.rounds or (2 if quick else 4),

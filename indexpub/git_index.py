@@ -200,6 +200,7 @@ class GitIndex:
         # reads git at most once and a directory is parsed again only after it fell out.
         self._commit_trees: dict[str, str] = {}
         self._trees = TreeCache(TREE_CACHE_BYTES)
+        self._top_level_read = False  # see _read_top_level
         # Objects built but not yet written, as pack records by sha: a batch writes them as one
         # pack (see batch()), or more than one when they outgrow FLUSH_BYTES.
         self._pending: dict[str, PackRecord] = {}
@@ -367,6 +368,8 @@ class GitIndex:
         for path in paths:
             _check_read_path(path)
         _check_sha(commit)
+        if not self._top_level_read:
+            self._read_top_level(commit)
         split = [path.split("/") for path in paths]
         # The trees this call uses, held here too: filling the cache may push some out of it.
         seen: dict[str, Tree] = {}
@@ -391,6 +394,32 @@ class GitIndex:
                 raise GitError(f"{path} is a tree in {commit}, not a file")
             shas.append(None if entry is None else entry.sha.hex())
         return shas
+
+    def _read_top_level(self, commit: str) -> None:
+        """Read the root tree and every directory in it, once per process.
+
+        Every update rewrites the root and one of its directories ("1", "2", "3" or two
+        letters, about 1,450 in all), and in a big index those directories are what a batch
+        spends its git reading and parsing on (about 70 entries each at 100,000 crates). With
+        them all in memory from the start, a batch's cost no longer depends on which
+        directories earlier batches happened to touch. Past what the tree cache holds the LRU
+        simply drops them again.
+        """
+        self._top_level_read = True
+        if commit not in self._commit_trees:
+            self._remember(self._cat_file([commit, f"{commit}^{{tree}}"]))
+        root = self._commit_trees.get(commit)
+        tree = None if root is None else self._tree(root)
+        if tree is None:
+            return  # file_shas reports it
+        missing = []
+        for key in tree.keys:
+            if key.endswith(b"/"):
+                sub = tree.subtree(key[:-1])
+                if sub is not None and sub.hex() not in self._trees:
+                    missing.append(sub.hex())
+        if missing:
+            self._remember(self._cat_file(missing))
 
     def _missing_tree_specs(
         self, commit: str, paths: Sequence[Sequence[str]], seen: dict[str, Tree]
@@ -499,7 +528,9 @@ class GitIndex:
     def _cat_file(self, specs: list[str]) -> list[GitObject | None]:
         """Read several objects with one process: the fixed cost of an update is one fork."""
         request = "".join(s + "\n" for s in specs).encode()
-        out = self._git("cat-file", "--batch", what="git cat-file", input=request).stdout
+        out = self._git(
+            "cat-file", "--batch", "--buffer", what="git cat-file", input=request
+        ).stdout
         results: list[GitObject | None] = []
         pos = 0
         for spec in specs:

@@ -828,6 +828,24 @@ def test_file_shas_after_a_batch_start_no_git_process(remote: Path, tmp_path: Pa
     assert 0 < index.objects_read - read <= 3 * len(others)
 
 
+def test_the_first_read_keeps_every_top_level_directory(remote: Path, tmp_path: Path) -> None:
+    """Every update edits the root and one directory in it: those are read once, by the first
+    file_shas, so what a batch reads does not depend on what earlier batches touched."""
+    big = fast_import_crates(remote, "master", 300)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    files = sorted(p for p in ls_tree(index.path, big) if p.count("/") == 2)
+    first = files[0].split("/")[0]
+    index.file_shas(files[:1], big)
+    # One file in each other top-level directory: only its own directory (ab/cd) is read.
+    rest = {p.split("/")[0]: p for p in reversed(files) if not p.startswith(first + "/")}
+    read = index.objects_read
+    assert len(rest) > 10
+    assert index.file_shas(list(rest.values()), big) == [
+        ls_tree(index.path, big)[p] for p in rest.values()
+    ]
+    assert index.objects_read - read == len({p.rsplit("/", 1)[0] for p in rest.values()})
+
+
 def test_tree_cache_is_bounded_and_drops_the_least_recently_used() -> None:
     trees = {
         f"{n:040x}": Tree.parse(
