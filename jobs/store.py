@@ -72,6 +72,11 @@ class JobInfo:
 STATES = ("ready", "scheduled", "running", "failing", "dead")
 
 
+# The columns that a batch of one job type with the same options has in common (see
+# queries.ENQUEUE_UNIFORM).
+_SHARED_IN_A_BATCH = ("queue", "job_type", "priority", "max_attempts", "delay")
+
+
 def dedup_key(payload: Any) -> str:
     """Equal payloads give equal keys whatever their key order."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -135,6 +140,10 @@ class JobStore:
         if len(columns["queue"]) == 1:
             single = {name: values[0] for name, values in columns.items()}
             rows = conn.execute(self._sql(queries.ENQUEUE_ONE), single).fetchall()
+        elif all(len(set(columns[name])) == 1 for name in _SHARED_IN_A_BATCH):
+            params = {name: columns[name][0] for name in _SHARED_IN_A_BATCH}
+            params.update(payload=columns["payload"], dedup_key=columns["dedup_key"])
+            rows = conn.execute(self._sql(queries.ENQUEUE_UNIFORM), params).fetchall()
         else:
             rows = conn.execute(self._sql(queries.ENQUEUE), columns).fetchall()
         results = [Enqueued(int(row[0]), bool(row[1])) for row in rows]

@@ -318,3 +318,27 @@ def test_the_claim_leases_a_job_for_its_types_backoff(
         ).fetchone()
     assert row is not None
     assert row[0] == pytest.approx(lease, abs=0.01)
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_a_batch_of_one_type_enqueues_like_a_mixed_one(url: str, uniform: bool) -> None:
+    """A batch whose jobs share type and options takes the shorter statement; it must store,
+    absorb and report exactly as the general one does."""
+    dedup = app.registry["dedup"]
+    with psycopg.connect(url) as conn:
+        waiting = app.enqueue(conn, dedup.job({"k": 0}))
+        jobs = [dedup.job({"k": k}, priority=3) for k in (0, 1, 2, 1)]
+        if not uniform:
+            jobs.append(app.registry["noop"].job({"k": 9}, delay=60))
+        results = app.enqueue_many(conn, jobs)
+    assert [r.inserted for r in results[:4]] == [False, True, True, True]
+    assert results[0].id == waiting.id and results[1].id == results[3].id
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT payload, priority, run_at > now() + interval '30 s', attempts"
+            " FROM jobs.jobs ORDER BY id"
+        ).fetchall()
+    expected = [({"k": 0}, 3, False, 0), ({"k": 1}, 3, False, 0), ({"k": 2}, 3, False, 0)]
+    if not uniform:
+        expected.append(({"k": 9}, 0, True, 0))
+    assert rows == expected
