@@ -567,7 +567,11 @@ class Registry:
         have = remote_files(self.remote, list(names))
         wrong = [n for n in names if have[n] != self.files[n]]
         if wrong:
-            raise AssertionError(f"{len(wrong)} crate files differ on the remote, e.g. {wrong[0]}")
+            name = wrong[0]
+            raise AssertionError(
+                f"{len(wrong)} crate files differ on the remote, e.g. {name}:\n"
+                f"expected:\n{self.files[name]}remote:\n{have[name]}"
+            )
 
 
 def publish_one(conn: psycopg.Connection[Any], reg: Registry) -> float:
