@@ -32,12 +32,20 @@ ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 # --- enqueue ----------------------------------------------------------------------------------
 
+# Every enqueue statement ends so: a deduplicated job whose twin has not started yet is absorbed
+# by it, with DO UPDATE (not DO NOTHING) so that the twin stays row-locked until the enqueuing
+# transaction ends, and no worker can claim it before the data that this enqueue stands for is
+# committed and visible. The row comes back with whether it was inserted.
+_ABSORB_UNSTARTED_TWIN = """\
+ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND attempts = 0
+DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority),
+              run_at = LEAST(j.run_at, EXCLUDED.run_at)
+RETURNING id, (xmax = 0) AS inserted"""
+
 # One statement for one job or a thousand: arrays in, rows out, as binary parameters (the text
-# form of a thousand-element array costs more to build than the insert). A deduplicated job
-# whose twin has not started yet is absorbed by it: DO UPDATE (not DO NOTHING) so that the twin
-# stays row-locked until the enqueuing transaction ends, and no worker can claim it before the
-# data that this enqueue stands for is committed and visible.
-ENQUEUE = """
+# form of a thousand-element array costs more to build than the insert).
+ENQUEUE = (
+    """
 INSERT INTO {schema}.jobs AS j
     (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
 SELECT queue, job_type, payload, priority, max_attempts,
@@ -46,36 +54,35 @@ FROM unnest(
     %(queue)b::text[], %(job_type)b::text[], %(payload)b::jsonb[], %(priority)b::smallint[],
     %(max_attempts)b::integer[], %(delay)b::float8[], %(dedup_key)b::text[]
 ) AS t(queue, job_type, payload, priority, max_attempts, delay, dedup_key)
-ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND attempts = 0
-DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority),
-              run_at = LEAST(j.run_at, EXCLUDED.run_at)
-RETURNING id, (xmax = 0) AS inserted"""
+"""
+    + _ABSORB_UNSTARTED_TWIN
+)
 
 # The same for a batch whose jobs share their type and options (the usual bulk enqueue): only
 # the payloads and dedup keys are arrays, and the client does not build five more of a thousand
 # elements each.
-ENQUEUE_UNIFORM = """
+ENQUEUE_UNIFORM = (
+    """
 INSERT INTO {schema}.jobs AS j
     (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
 SELECT %(queue)s, %(job_type)s, payload, %(priority)s, %(max_attempts)s,
        now() + make_interval(secs => %(delay)s), dedup_key
 FROM unnest(%(payload)b::jsonb[], %(dedup_key)b::text[]) AS t(payload, dedup_key)
-ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND attempts = 0
-DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority),
-              run_at = LEAST(j.run_at, EXCLUDED.run_at)
-RETURNING id, (xmax = 0) AS inserted"""
+"""
+    + _ABSORB_UNSTARTED_TWIN
+)
 
 # The same for one job, with plain parameters: a single enqueue is the common case, and building
 # seven one-element arrays cost it more client time than the insert.
-ENQUEUE_ONE = """
+ENQUEUE_ONE = (
+    """
 INSERT INTO {schema}.jobs AS j
     (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
 VALUES (%(queue)s, %(job_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
         now() + make_interval(secs => %(delay)s), %(dedup_key)s)
-ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND attempts = 0
-DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority),
-              run_at = LEAST(j.run_at, EXCLUDED.run_at)
-RETURNING id, (xmax = 0) AS inserted"""
+"""
+    + _ABSORB_UNSTARTED_TWIN
+)
 
 # --- claim and run ----------------------------------------------------------------------------
 
