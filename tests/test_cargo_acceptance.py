@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cargo_registry import CargoRegistry
+from cargo_registry import PUBLISH_ORDER, CargoRegistry
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
 
@@ -62,17 +62,9 @@ def test_path_layout_one_two_three_letters_and_mixed_case(registry: CargoRegistr
 
 def test_dependencies_features_targets_and_cargo_tree(registry: CargoRegistry) -> None:
     home = registry.cargo_home("publisher")
-    for directory in (
-        "feats",
-        "plain-0.1.0",
-        "plain-0.2.0",
-        "q",
-        "xy",
-        "abc",
-        "opt-deps",
-        "target_deps",
-    ):
-        registry.publish(directory, home)
+    for directory in PUBLISH_ORDER:
+        if directory != "MixedCase":
+            registry.publish(directory, home)
     entry = json.loads(registry.remote_file("op/t-/opt-deps"))
     renamed = next(d for d in entry["deps"] if d["name"] == "flags")
     assert renamed["package"] == "feats" and renamed["default_features"] is False
