@@ -890,6 +890,32 @@ def test_a_tiny_tree_cache_still_gives_right_answers(
     git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
 
 
+def test_superseded_trees_leave_the_cache_so_the_tips_stay(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit drops the trees it replaced: kept, they would push the tip's untouched
+    directories out of a bounded cache, and the next batch would read those again."""
+    import indexpub.git_index as git_index
+
+    big = fast_import_crates(remote, "master", 300)
+    files = sorted(p for p in ls_tree(remote, big) if p != "config.json")
+    probe = GitIndex.open(str(remote), tmp_path / "probe")
+    probe.file_shas(files, big)
+    # Room for the tip's trees and a little more, not for a second version of each.
+    monkeypatch.setattr(git_index, "TREE_CACHE_BYTES", probe._trees.bytes * 5 // 4)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    index.file_shas(files, big)
+    tip, halves = big, (files[::2], files[1::2])
+    for round_ in range(3):
+        for half in halves:
+            read = index.objects_read
+            index.file_shas(half, tip)
+            assert index.objects_read == read, f"round {round_}: the tip's trees were read again"
+            tip = index.commit_files(tip, [(p, f"{round_}\n".encode(), "edit") for p in half])
+    git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
+    assert index.file_shas(files, tip) == [ls_tree(index.path, tip)[p] for p in files]
+
+
 # --- Tree -----------------------------------------------------------------------------------------
 
 
