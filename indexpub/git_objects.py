@@ -255,11 +255,37 @@ def _record_header(kind: int, size: int) -> bytes:
 
 
 def pack_record(kind: str, data: bytes) -> bytes:
-    """One undeltified object as a pack stores it: type-and-size header, zlib data."""
-    # A tree is mostly raw SHA-1s, which do not compress: storing it costs a tenth of
-    # compressing it (the ~30 kB root tree of a big index: 0.1 ms instead of 1 ms).
-    level = 0 if kind == "tree" else -1
-    return _record_header(_PACK_TYPES[kind], len(data)) + zlib.compress(data, level)
+    """One undeltified object as a pack stores it: type-and-size header, zlib data.
+
+    Only blobs (the crate files, which compress several times over) are deflated. A tree is
+    mostly raw SHA-1s, which do not compress, and a commit is a few hundred bytes: both are
+    stored, in zlib's format without deflating, which costs a copy and a checksum. Even
+    zlib.compress at level 0 allocates a ~256 kB deflate state per call, which cost as much as
+    the rest of writing the object (the root tree at 100,000 crates: 80 us against 12 us).
+    """
+    packed = zlib.compress(data) if kind == "blob" else stored_zlib(data)
+    return _record_header(_PACK_TYPES[kind], len(data)) + packed
+
+
+# A stored deflate block holds at most this many bytes (its length field is 16 bits).
+_STORED_BLOCK = 0xFFFF
+
+
+def stored_zlib(data: bytes) -> bytes:
+    """``data`` as a zlib stream of stored (uncompressed) deflate blocks (RFC 1950/1951):
+    what zlib.compress(data, 0) returns, without setting up a compressor."""
+    parts = [b"\x78\x01"]  # deflate, 32 kB window, no dictionary, fastest; a multiple of 31
+    start = 0
+    while True:
+        block = data[start : start + _STORED_BLOCK]
+        start += len(block)
+        final = start >= len(data)
+        parts.append(struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF))
+        parts.append(block)
+        if final:
+            break
+    parts.append(struct.pack(">I", zlib.adler32(data)))
+    return b"".join(parts)
 
 
 class OfsDelta(NamedTuple):

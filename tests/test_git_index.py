@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +36,7 @@ from indexpub.git_objects import (
     apply_delta,
     edit_delta,
     format_tree,
+    stored_zlib,
 )
 
 DL = "https://dl.example/crates"
@@ -914,6 +916,26 @@ def test_superseded_trees_leave_the_cache_so_the_tips_stay(
             tip = index.commit_files(tip, [(p, f"{round_}\n".encode(), "edit") for p in half])
     git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
     assert index.file_shas(files, tip) == [ls_tree(index.path, tip)[p] for p in files]
+
+
+def test_stored_zlib_is_a_zlib_stream_of_any_size() -> None:
+    for size in (0, 1, 300, 0xFFFE, 0xFFFF, 0x10000, 200_000):
+        data = random.Random(size).randbytes(size)
+        assert zlib.decompress(stored_zlib(data)) == data
+        assert len(stored_zlib(data)) <= len(data) + 6 + 5 * (size // 0xFFFF + 1)
+    assert stored_zlib(b"tree") == zlib.compress(b"tree", 0)  # what zlib itself writes
+
+
+def test_a_tree_bigger_than_a_stored_block_is_one_git_reads(index: GitIndex) -> None:
+    """Trees are stored undeflated, in blocks of at most 64 kB: a directory of 3,000 crates
+    (~100 kB) needs two."""
+    base = index.fetch()
+    changes = [(f"ab/cd/abcd{n:05}", b"x\n", "add") for n in range(3000)]
+    tip = index.commit_files(base, changes)
+    size = git(f"--git-dir={index.path}", "cat-file", "-s", f"{tip}:ab/cd")
+    assert int(size) > 0x10000
+    git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
+    assert len(ls_tree(index.path, tip)) == 3001
 
 
 # --- Tree -----------------------------------------------------------------------------------------
