@@ -231,18 +231,26 @@ def build_remote(remote: Path, files: dict[str, str]) -> None:
 
 
 def remote_files(remote: Path, names: Sequence[str]) -> dict[str, str | None]:
-    """The files at the remote's tip, read with one git process."""
-    request = "".join(f"refs/heads/{BRANCH}:{index_path(n)}\n" for n in names).encode()
-    out = git(f"--git-dir={remote}", "cat-file", "--batch", input=request)
-    found: dict[str, str | None] = {}
+    """The files at the remote's tip, with two git processes: ls-tree finds their blobs, cat-file
+    reads them by sha. Not "<ref>:<path>" specs: git takes a whole spec ending in "-g" and four
+    or more hex digits for `git describe` output, so the file of a crate called k-gfa55 read as
+    whichever commit's sha starts with fa55 (which this check once reported as corruption)."""
+    paths = {index_path(n): n for n in names}
+    listing = git(f"--git-dir={remote}", "ls-tree", "-z", f"refs/heads/{BRANCH}", "--", *paths)
+    blobs: dict[str, str] = {}
+    for record in listing.split(b"\0"):
+        if record:
+            meta, path = record.decode().split("\t", 1)
+            if path in paths:
+                blobs[paths[path]] = meta.split()[2]
+    found: dict[str, str | None] = dict.fromkeys(names)
+    request = "".join(f"{sha}\n" for sha in blobs.values()).encode()
+    out = git(f"--git-dir={remote}", "cat-file", "--batch", input=request) if request else b""
     pos = 0
-    for name in names:
+    for name in blobs:
         eol = out.index(b"\n", pos)
         header = out[pos:eol].split(b" ")
         pos = eol + 1
-        if header[-1] == b"missing":
-            found[name] = None
-            continue
         size = int(header[2])
         found[name] = out[pos : pos + size].decode()
         pos += size + 1

@@ -338,6 +338,9 @@ class Monitor:
 
     def _in_git(self, tip: str, name: str) -> bool:
         assert self.batch.stdin is not None and self.batch.stdout is not None
+        # A "<rev>:<path>" spec is safe here only because no benchmark name ends in "-g" and
+        # four hex digits, which git would read as `git describe` output (see remote_files in
+        # bench/index.py).
         self.batch.stdin.write(f"{tip}:{index_path(name)}\n")
         return not self.batch.stdout.readline().rstrip().endswith("missing")
 

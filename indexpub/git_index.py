@@ -353,11 +353,17 @@ class GitIndex:
             if commit is None:
                 return None
         _check_sha(commit)
-        (found,) = self._cat_file([f"{commit}:{path}"])
-        if found is None:
+        # The blob is found through the parsed trees and asked for by its sha, never as
+        # "<commit>:<path>": git first tries that whole string as a revision, and one ending
+        # in "-g" and four or more hex digits is `git describe` output naming the commit of
+        # that abbreviated sha. A crate called "k-gfa55" would read as the one commit whose
+        # sha starts with fa55 (a benchmark's check found exactly that).
+        (sha,) = self._blob_shas([path], commit)
+        if sha is None:
             return None
-        if found.kind != "blob":
-            raise GitError(f"{path} is a {found.kind} in {commit}, not a file")
+        (found,) = self._cat_file([sha])
+        if found is None or found.kind != "blob":
+            raise GitError(f"{path} in {commit} names {sha}, which is not a blob in {self.path}")
         return found.data
 
     def file_shas(self, paths: Sequence[str], commit: str) -> list[str | None]:
@@ -376,6 +382,10 @@ class GitIndex:
         _check_sha(commit)
         if not self._top_level_read:
             self._read_top_level(commit)
+        return self._blob_shas(paths, commit)
+
+    def _blob_shas(self, paths: Sequence[str], commit: str) -> list[str | None]:
+        """file_shas without its checks and without reading the whole top level first."""
         split = [path.split("/") for path in paths]
         # The trees this call uses, held here too: filling the cache may push some out of it.
         seen: dict[str, Tree] = {}
@@ -435,7 +445,9 @@ class GitIndex:
 
         A missing tree is asked for from the deepest tree memory has above it (``<tree
         sha>:<rest of the path>``), not from the commit: git then does not read the root tree
-        again for every path, and no tree memory has is sent again.
+        again for every path, and no tree memory has is sent again. Such a spec is safe from
+        git's reading of "...-g<hex>" as `git describe` output (see read_file): a directory's
+        last component is at most two characters.
         """
         root = self._commit_trees.get(commit)
         if root is None:

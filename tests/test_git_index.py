@@ -211,6 +211,21 @@ def test_explicit_branch_overrides_remote_head(remote: Path, tmp_path: Path) -> 
         GitIndex.open(str(remote), tmp_path / "clone2", branch="bad..name")
 
 
+def test_read_file_of_a_name_that_git_would_take_for_describe_output(index: GitIndex) -> None:
+    """git reads "<commit>:x-g1a2b" as `git describe` output, i.e. the commit whose sha starts
+    with 1a2b: read_file must find the file through the trees instead."""
+    base = index.fetch()
+    prefix = base[:7]
+    name = f"zz-g{prefix}"
+    path = f"zz/-g/{name}"
+    tip = index.commit_file(base, path, b"the file\n", "add")
+    # The trap is real: git itself resolves the path spec to the commit.
+    spec = git(f"--git-dir={index.path}", "rev-parse", f"{tip}:{path}").strip()
+    assert spec == base
+    assert index.read_file(path, tip) == b"the file\n"
+    assert index.file_shas([path], tip) == [ls_tree(index.path, tip)[path]]
+
+
 # --- commit_file ----------------------------------------------------------------------------------
 
 
