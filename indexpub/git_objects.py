@@ -354,7 +354,8 @@ def edit_delta(edit: TreeEdit) -> bytes:
 
 
 def delta_record(base: str, delta: bytes) -> OfsDelta:
-    return OfsDelta(base, _record_header(_OFS_DELTA, len(delta)), zlib.compress(delta))
+    # Stored, like trees: a delta is mostly the new entry's raw sha, ~60 bytes in all.
+    return OfsDelta(base, _record_header(_OFS_DELTA, len(delta)), stored_zlib(delta))
 
 
 def apply_delta(base: bytes, delta: bytes) -> bytes:

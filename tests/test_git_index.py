@@ -999,12 +999,8 @@ def test_tree_parse_refuses_malformed_data() -> None:
 # --- delta-packed trees ---------------------------------------------------------------------------
 
 
-def test_a_batch_stores_its_root_trees_as_deltas_git_reads(
-    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_batch_stores_its_root_trees_as_deltas_git_reads(remote: Path, tmp_path: Path) -> None:
     import indexpub.git_index as git_index
-
-    monkeypatch.setattr(git_index, "STORE_TREE_DELTAS", True)  # off in production: see there
 
     big = fast_import_crates(remote, "master", 400)
     index = GitIndex.open(str(remote), tmp_path / "clone")
