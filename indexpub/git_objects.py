@@ -272,8 +272,9 @@ _STORED_BLOCK = 0xFFFF
 
 
 def stored_zlib(data: bytes) -> bytes:
-    """``data`` as a zlib stream of stored (uncompressed) deflate blocks (RFC 1950/1951):
-    what zlib.compress(data, 0) returns, without setting up a compressor."""
+    """``data`` as a zlib stream of stored (uncompressed) deflate blocks (RFC 1950/1951),
+    made without setting up a compressor: byte for byte what zlib.compress(data, 0) returns
+    for data under 65,000 bytes (zlib cuts longer data into blocks of its own choosing)."""
     parts = [b"\x78\x01"]  # deflate, 32 kB window, no dictionary, fastest; a multiple of 31
     start = 0
     while True:
