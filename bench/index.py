@@ -1022,7 +1022,7 @@ def main() -> None:
     parser.add_argument("--sizes", help="crate counts (default 1000,10000,100000)")
     parser.add_argument("--quick", action="store_true", help="1,000 and 10,000, fewer samples")
     parser.add_argument("--samples", type=int, help="publish->landed samples per size (100)")
-    parser.add_argument("--bursts", type=int, help="bursts per size, spread over the rounds (6)")
+    parser.add_argument("--bursts", type=int, help="bursts per size, spread over the rounds (12)")
     parser.add_argument("--old-updates", type=int, help="old-way updates per size (30)")
     parser.add_argument(
         "--floor-pushes", type=int, help="git-push-alone and direct-alone samples per size (20)"
@@ -1040,7 +1040,7 @@ def main() -> None:
     plan = Plan(
         samples=args.samples or (30 if quick else 100),
         warmup=3,
-        bursts=args.bursts or (1 if quick else 6),
+        bursts=args.bursts or (1 if quick else 12),
         old_updates=args.old_updates or (10 if quick else 30),
         floor_pushes=args.floor_pushes or (6 if quick else 20),
         rounds=args.rounds or (2 if quick else 4),
