@@ -8,6 +8,7 @@ once per schema. Everything else is a bind parameter.
 from __future__ import annotations
 
 from functools import cache
+from typing import Literal
 
 from psycopg import sql
 
@@ -161,13 +162,18 @@ _OF_TYPE = {"__DONE__": "", "__FILTER__": "AND job_type = %(job_type)s"}
 
 
 @cache
-def claim(*, of_type: bool = False, after_done: int = 0, shared_backoff: bool) -> str:
+def claim(
+    *,
+    of_type: bool = False,
+    after_done: Literal["one", "many"] | None = None,
+    shared_backoff: bool,
+) -> str:
     """The claim statement: of any job of the queue, of one type (a batch's followers), or of
-    any job in the same statement that deletes the ``after_done`` finished ones (see
-    _AFTER_DONE; %(done)s is one id when it is 1, else an array)."""
+    any job in the same statement that deletes the finished ones (see _AFTER_DONE): %(done)s
+    is one id after ``"one"``, an array of them after ``"many"``."""
     statement = _CLAIM_TEMPLATE.replace("__EXHAUSTED__", _EXHAUSTED)
-    if after_done:
-        kind = _AFTER_ONE_DONE if after_done == 1 else _AFTER_DONE
+    if after_done is not None:
+        kind = _AFTER_ONE_DONE if after_done == "one" else _AFTER_DONE
     else:
         kind = _OF_TYPE if of_type else _ANY_TYPE
     for marker, text in [

@@ -222,9 +222,10 @@ class JobStore:
                 conn.execute(self._sql(queries.DELETE_JOBS), {"ids": list(ids)})
             else:
                 shared, backoff = self._backoff_params(claim_next)
-                after = len(ids)
-                statement = queries.claim(after_done=min(after, 2), shared_backoff=shared)
-                done = ids[0] if after == 1 else list(ids)
+                one = len(ids) == 1
+                after = "one" if one else "many"
+                statement = queries.claim(after_done=after, shared_backoff=shared)
+                done = ids[0] if one else list(ids)
                 params = {**backoff, "queue": claim_next, "limit": 1, "done": done}
                 cursor = conn.execute(self._sql(statement), params)
             conn.execute(queries.COMMIT)

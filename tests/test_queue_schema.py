@@ -180,8 +180,8 @@ def test_the_worker_statements_use_indexes_not_a_scan_of_the_backlog(
             statements += [
                 (queries.claim(shared_backoff=shared), "jobs_claim_idx"),
                 (queries.claim(of_type=True, shared_backoff=shared), "jobs_claim_type_idx"),
-                (queries.claim(after_done=1, shared_backoff=shared), "jobs_claim_idx"),
-                (queries.claim(after_done=2, shared_backoff=shared), "jobs_claim_idx"),
+                (queries.claim(after_done="one", shared_backoff=shared), "jobs_claim_idx"),
+                (queries.claim(after_done="many", shared_backoff=shared), "jobs_claim_idx"),
             ]
         for template, index in statements:
             params["attempts"] = [0] if "unnest" in template else 0
@@ -193,7 +193,7 @@ def test_the_worker_statements_use_indexes_not_a_scan_of_the_backlog(
         # And a claim really reads only what it claims: a handful of buffers, not the backlog.
         for template in (
             queries.claim(shared_backoff=True),
-            queries.claim(after_done=2, shared_backoff=True),
+            queries.claim(after_done="many", shared_backoff=True),
         ):
             top = _generic_plan(conn, template, params, analyze=True)
             conn.rollback()  # EXPLAIN ANALYZE ran the claim: undo it
