@@ -982,6 +982,41 @@ def test_tree_edits_splice_the_serialization_git_would_write() -> None:
             assert rebuilt == expected
 
 
+def test_an_edited_tree_hands_its_entries_on_and_still_answers_after() -> None:
+    """replaced() gives the new tree the old one's entry list and dict instead of copying them
+    (the root of a big index has ~1,500 entries, edited once per commit); every tree of the
+    chain must still answer from its own bytes afterwards, and may be edited again."""
+    rng = random.Random(11)
+    names = [bytes([a, b]) for a in b"abcdefgh" for b in b"0123456789"]
+    entries = {n: TreeEntry(TREE_MODE, n, rng.randbytes(20)) for n in names[::2]}
+    tree = Tree.parse(format_tree(list(entries.values())))
+    history = [(tree, dict(entries))]
+    handed_on = 0
+    for _ in range(300):
+        name = rng.choice(names)
+        sha = None if rng.random() < 0.2 else rng.randbytes(20)
+        keys = tree.keys
+        tree = tree.replaced(name, TREE_MODE, sha)
+        handed_on += tree.keys is keys
+        entries.pop(name, None)
+        if sha is not None:
+            entries[name] = TreeEntry(TREE_MODE, name, sha)
+        history.append((tree, dict(entries)))
+    assert handed_on == 300  # every tree of the chain kept its bytes, so none was copied
+    rng.shuffle(history)
+    for old, expected in history:
+        assert old.serialize() == format_tree(list(expected.values()))
+        assert old.keys == sorted(n + b"/" for n in expected)
+        assert all(old.entry(n) == expected.get(n) for n in names)
+        assert old.count == len(expected)
+        branch = old.replaced(b"zz", TREE_MODE, bytes(20))
+        assert branch.serialize() == format_tree(
+            [*expected.values(), TreeEntry(TREE_MODE, b"zz", bytes(20))]
+        )
+        assert old.serialize() == format_tree(list(expected.values()))
+        assert all(old.subtree(n) == (expected[n].sha if n in expected else None) for n in names)
+
+
 def test_tree_parse_refuses_malformed_data() -> None:
     good = format_tree(
         [TreeEntry(BLOB_MODE, b"a", bytes(20)), TreeEntry(TREE_MODE, b"b", bytes(20))]
