@@ -3,11 +3,11 @@
 The sync worker is the only writer, so this module keeps no locks; the remote's fast-forward check
 is the compare-and-swap that catches anybody else (`PushRejected`). A commit never touches a work
 tree or an index file: it takes the trees along one path from the parsed trees kept in memory
-(a bounded cache that outlives batches) or else from a single `git cat-file --batch`, builds the
-new blob, those trees and the commit in Python, and so costs the same whether the index holds a
-thousand crate files or a quarter of a million. A batch of commits is written as one pack
-(git_objects builds the .pack and .idx), not loose files, with each edited tree stored as a delta
-against the version it replaced.
+(a bounded cache that outlives batches) or else from the clone's long-lived `git cat-file
+--batch` (see cat_file), builds the new blob, those trees and the commit in Python, and so costs
+the same whether the index holds a thousand crate files or a quarter of a million. A batch of
+commits is written as one pack (git_objects builds the .pack and .idx), not loose files, with
+each edited tree stored as a delta against the version it replaced.
 
 A remote that is a bare repository on the local filesystem is published to without git push when
 that is equivalent (see GitIndex.push): the batch's packs are linked into it and `git update-ref`
@@ -29,11 +29,13 @@ import re
 import shutil
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import git
 
+from indexpub.cat_file import CatFile
 from indexpub.git_objects import (
     BLOB_MODE,
     EMPTY_TREE,
@@ -190,6 +192,8 @@ class GitIndex:
         self._author = _parse_identity(author)
         self._committer = _parse_identity(committer or author)
         self._objects = path / "objects"
+        self._reader = CatFile(path, timeout)
+        weakref.finalize(self, self._reader.close)
         # Counters that let tests and metrics check an update's cost does not grow with the index.
         self.objects_read = 0
         self.objects_written = 0
@@ -366,10 +370,9 @@ class GitIndex:
         A sync only needs to know whether its rendered file differs from the tip's, and the
         sha in the file's directory entry says that (compare with ``object_sha("blob",
         rendered)``) without reading any file: at 100,000 crates the blobs were half of what
-        ``git cat-file`` sent. The directory trees along the paths are read with one git
-        process (none when memory has them all) and kept, so that the commit_file calls of
-        the batch that follows (on ``commit``, then on each other's commits) start no git
-        process at all.
+        ``git cat-file`` sent. The directory trees along the paths are read with one request
+        (none when memory has them all) and kept, so that the commit_file calls of the batch
+        that follows (on ``commit``, then on each other's commits) read nothing from git.
         """
         for path in paths:
             _check_read_path(path)
@@ -538,28 +541,15 @@ class GitIndex:
         return found
 
     def _cat_file(self, specs: list[str]) -> list[GitObject | None]:
-        """Read several objects with one process: the fixed cost of an update is one fork."""
-        request = "".join(s + "\n" for s in specs).encode()
-        out = self._git(
-            "cat-file", "--batch", "--buffer", what="git cat-file", input=request
-        ).stdout
-        results: list[GitObject | None] = []
-        pos = 0
-        for spec in specs:
-            eol = out.find(b"\n", pos)
-            header = out[pos:eol].decode(errors="replace")
-            pos = eol + 1
-            fields = header.split(" ")
-            if eol < 0 or len(fields) != 3 or not _SHA_RE.fullmatch(fields[0]):
-                if header.endswith((" missing", " ambiguous")):
-                    results.append(None)
-                    continue
-                raise GitError(f"unexpected git cat-file output for {spec}: {header!r}")
-            size = int(fields[2])
-            results.append(GitObject(fields[0], fields[1], out[pos : pos + size]))
-            pos += size + 1
-            self.objects_read += 1
-        return results
+        """Read several objects at once, through the clone's long-lived git cat-file."""
+        found = self._reader.read(specs)
+        self.objects_read += sum(obj is not None for obj in found)
+        return found
+
+    def close(self) -> None:
+        """End the git process this GitIndex keeps for reading (it is also ended when the
+        GitIndex is collected or the interpreter exits)."""
+        self._reader.close()
 
     def commit_file(self, parent: str, path: str, content: bytes | None, message: str) -> str:
         """Commit one crate file (None deletes it) on top of `parent` and return the new commit.
@@ -897,6 +887,7 @@ class GitIndex:
         so without this a busy index would pile up packs (see _maintain).
         """
         self._pushes_since_gc = 0
+        self._reader.close()  # so that it holds none of the packs the repack deletes
         _maintain(self.path, self.timeout, self._remote)
 
 

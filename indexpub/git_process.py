@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 __all__ = [
     "GitError",
@@ -24,8 +25,10 @@ __all__ = [
     "GitTimeout",
     "PushRejected",
     "failure_message",
+    "kill_git",
     "run_git",
     "scrub_secrets",
+    "start_git",
     "write_askpass",
 ]
 
@@ -138,6 +141,14 @@ def _git_env(remote: GitRemote | None) -> dict[str, str]:
     return env
 
 
+def _git_argv(args: Sequence[str], env: dict[str, str]) -> list[str]:
+    argv = ["git"]
+    if "INDEXPUB_GIT_TOKEN" in env and "GIT_ASKPASS" in env:
+        # A configured credential helper would otherwise store our token on disk.
+        argv += ["-c", "credential.helper="]
+    return argv + list(args)
+
+
 def run_git(
     args: Sequence[str],
     *,
@@ -149,11 +160,7 @@ def run_git(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run git in its own session so that a timeout kills ssh and helpers along with it."""
     env = _git_env(remote)
-    argv = ["git"]
-    if "INDEXPUB_GIT_TOKEN" in env and "GIT_ASKPASS" in env:
-        # A configured credential helper would otherwise store our token on disk.
-        argv += ["-c", "credential.helper="]
-    argv += args
+    argv = _git_argv(args, env)
     try:
         proc = subprocess.Popen(
             argv,
@@ -168,7 +175,7 @@ def run_git(
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        kill_git(proc)
         where = f" (remote {remote.url})" if remote else ""
         raise GitTimeout(
             scrub_secrets(f"{what} timed out after {timeout:g} s{where}", remote)
@@ -179,7 +186,27 @@ def run_git(
     return result
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def start_git(args: Sequence[str], *, what: str, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start a long-lived local git process that talks through pipes (``cat-file --batch``),
+    with run_git's environment and its own session. It is given no credentials: only local
+    commands run this way. Its caller bounds every wait on it and calls kill_git when one
+    runs out, as run_git does with its timeout."""
+    env = _git_env(None)
+    try:
+        return subprocess.Popen(
+            _git_argv(args, env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise GitError(f"cannot run git for {what}: {e}") from None
+
+
+def kill_git(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a git process with its whole group (ssh, helpers) and reap it."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     try:

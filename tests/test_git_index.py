@@ -845,6 +845,33 @@ def test_file_shas_after_a_batch_start_no_git_process(remote: Path, tmp_path: Pa
     assert 0 < index.objects_read - read <= 3 * len(others)
 
 
+def test_reads_share_one_git_process_until_a_repack(remote: Path, tmp_path: Path) -> None:
+    """Batches, single commits, pushes and read_file all read through one cat-file process;
+    collect_garbage replaces it, so it never holds packs the repack deleted."""
+    big = fast_import_crates(remote, "master", 300)
+    index = GitIndex.open(str(remote), tmp_path / "clone")
+    files = sorted(p for p in ls_tree(index.path, big) if p.count("/") == 2)
+    tip = big
+    for round_ in range(3):
+        chunk = files[round_ * 20 : round_ * 20 + 20]
+        index.file_shas(chunk, tip)
+        tip = index.commit_files(tip, [(p, b"%d\n" % round_, "edit") for p in chunk])
+        index.push(tip)
+        assert index.read_file(chunk[0]) == b"%d\n" % round_
+    assert index._reader.started == 1
+    index.collect_garbage()
+    assert index._reader.started == 1 and index._reader._proc is None
+    assert index.read_file(files[0]) == b"0\n"
+    blob = ls_tree(remote, big)[files[-1]]
+    expected = subprocess.run(
+        ["git", f"--git-dir={remote}", "cat-file", "blob", blob], capture_output=True, check=True
+    ).stdout
+    assert index.read_file(files[-1], big) == expected
+    assert index._reader.started == 2
+    index.close()
+    assert index._reader._proc is None
+
+
 def test_the_first_read_keeps_every_top_level_directory(remote: Path, tmp_path: Path) -> None:
     """Every update edits the root and one directory in it: those are read once, by the first
     file_shas, so what a batch reads does not depend on what earlier batches touched."""
