@@ -138,6 +138,8 @@ class CatFile:
                     if key.fd == stdin:
                         try:
                             sent += os.write(stdin, request[sent : sent + _READ_SIZE])
+                        except BlockingIOError:
+                            continue  # the pipe filled up since select said otherwise
                         except BrokenPipeError:
                             raise self._died(results) from None
                         if sent == len(request):
