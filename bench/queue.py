@@ -155,6 +155,12 @@ CREATE TABLE IF NOT EXISTS public.bench_floor (
 )"""
 FLOOR_INSERT = "INSERT INTO public.bench_floor (payload) VALUES (%s) RETURNING id"
 
+# A diagnostic beside the floor: our enqueue with the statement trigger that sends the NOTIFY
+# switched off, to tell what the trigger costs from what the insert costs. Not a way to run the
+# queue: its workers would then wake only on their poll.
+NOTIFY_TRIGGER_OFF = "ALTER TABLE jobs.jobs DISABLE TRIGGER jobs_notify_inserted"
+NOTIFY_TRIGGER_ON = "ALTER TABLE jobs.jobs ENABLE TRIGGER jobs_notify_inserted"
+
 
 def floor_each(url: str, n: int) -> float:
     """Insert n rows into the floor table, one per transaction; the seconds it took."""
@@ -197,6 +203,15 @@ class Ours(System):
                     APP.enqueue(conn, noop.job({"i": i}))
 
             return _timed(run)
+
+    def enqueue_each_without_notify(self, url: str, n: int) -> float:
+        """enqueue_each with the NOTIFY trigger off (see NOTIFY_TRIGGER_OFF)."""
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(NOTIFY_TRIGGER_OFF)
+            try:
+                return self.enqueue_each(url, n)
+            finally:
+                conn.execute(NOTIFY_TRIGGER_ON)
 
     def enqueue_each_in_transaction(self, url: str, n: int) -> float:
         """As an application enqueues beside its own writes: BEGIN, INSERT, COMMIT."""
@@ -670,6 +685,7 @@ class Results:
     enqueue_in_transaction: dict[str, list[float]] = field(default_factory=dict)
     # The durable-commit floor (see FLOOR_INSERT), measured beside each run of ours.
     enqueue_floor: list[float] = field(default_factory=list)
+    enqueue_without_notify: list[float] = field(default_factory=list)
     enqueue_batch: dict[str, list[float]] = field(default_factory=dict)
     process: dict[str, list[ProcessRun]] = field(default_factory=dict)
     process_batch: dict[str, list[ProcessRun]] = field(default_factory=dict)
@@ -731,6 +747,9 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
             seconds = system.enqueue_each_in_transaction(urls[name], n)
             results.enqueue_in_transaction.setdefault(name, []).append(n / seconds)
             results.enqueue_floor.append(n / floor_each(urls[name], n))
+            reset_all()
+            seconds = system.enqueue_each_without_notify(urls[name], n)
+            results.enqueue_without_notify.append(n / seconds)
 
     def enqueue_batch(name: str) -> None:
         system = SYSTEMS[name]
@@ -916,6 +935,13 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             f"is {_ratio(ours_enqueue, floor)} of it. No enqueue that commits durably once per "
             "job can pass the floor on one connection."
         )
+        if results.enqueue_without_notify:
+            quiet = statistics.median(results.enqueue_without_notify)
+            out.append(
+                f"The same enqueue with its NOTIFY trigger switched off (a diagnostic: workers "
+                f"would wake only on their poll): {quiet:,.0f}/s, {_ratio(quiet, floor)} of the "
+                "floor. What it gains over the enqueue above is what the trigger costs."
+            )
         out.append("")
 
     out.append(
@@ -960,6 +986,7 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             results.enqueue_in_transaction,
         ),
         ("durable-commit floor (bare INSERT)", {"jobs": results.enqueue_floor}),
+        ("enqueue with the NOTIFY trigger off", {"jobs": results.enqueue_without_notify}),
         ("enqueue batched", results.enqueue_batch),
         ("process", {k: [r.rate for r in v] for k, v in results.process.items()}),
         ("process batch", {k: [r.rate for r in v] for k, v in results.process_batch.items()}),
