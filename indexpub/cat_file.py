@@ -50,24 +50,29 @@ class CatFile:
         """The objects that ``specs`` name (None for a missing one), in order."""
         if not specs:
             return []
-        for spec in specs:
-            if not spec or any(c in spec for c in "\n\r\0"):
-                raise ValueError(f"not a single-line object name: {spec!r}")
-        request = "".join(s + "\n" for s in specs).encode()
+        text = "".join(s + "\n" for s in specs)
+        # One look at the whole request, not one per name: a batch sends ~500 of them. An
+        # empty name shows as a leading or doubled newline, a name spanning lines in the count.
+        if (
+            text[0] == "\n"
+            or "\n\n" in text
+            or text.count("\n") != len(specs)
+            or "\r" in text
+            or "\0" in text
+        ):
+            bad = next(s for s in specs if not s or any(c in s for c in "\n\r\0"))
+            raise ValueError(f"not a single-line object name: {bad!r}")
+        request = text.encode()
         fresh = self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None
-        if fresh:
-            self._start()
-        try:
-            return self._exchange(request, specs)
-        except _DiedBeforeAnswering:
+        while True:
             if fresh:
-                raise GitError(self._death_message()) from None
-        # It had died since the last read: one new process, one more try.
-        self._start()
-        try:
-            return self._exchange(request, specs)
-        except _DiedBeforeAnswering:
-            raise GitError(self._death_message()) from None
+                self._start()
+            try:
+                return self._exchange(request, specs)
+            except _DiedBeforeAnswering:
+                if fresh:
+                    raise GitError(self._death_message()) from None
+            fresh = True  # it had died since the last read: one new process, one more try
 
     def close(self) -> None:
         """End the process (it exits on the end of its input; killed if it does not at once)."""
@@ -87,9 +92,7 @@ class CatFile:
             self._stderr = None
 
     def _start(self) -> None:
-        if self._proc is not None and self._pid != os.getpid():
-            self._proc = None  # the parent's: leave it to the parent
-        self.close()
+        self.close()  # a process the parent of a fork started is left to that parent
         # A file, not a pipe: git may write any amount there, and nobody reads it but us.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the process)
         self._proc = start_git(
@@ -153,12 +156,8 @@ class CatFile:
         return results
 
     def _died(self, results: list[GitObject | None]) -> Exception:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            kill_git(proc)
-        if not results:
-            return _DiedBeforeAnswering()
-        return GitError(self._death_message())
+        """What to raise when the process is gone mid-read (_exchange kills what is left)."""
+        return _DiedBeforeAnswering() if not results else GitError(self._death_message())
 
     def _death_message(self) -> str:
         detail = ""

@@ -108,6 +108,7 @@ def test_a_hung_read_is_killed_at_the_timeout(repo: Path) -> None:
 
 
 def test_a_name_that_spans_lines_is_refused_before_git_sees_it(reader: CatFile) -> None:
-    with pytest.raises(ValueError, match="not a single-line object name"):
-        reader.read(["HEAD\nHEAD"])
+    for specs in (["HEAD\nHEAD"], [""], ["HEAD", ""], ["HEAD\r"], ["HEAD", "a\0b"], ["a", "b\n"]):
+        with pytest.raises(ValueError, match="not a single-line object name"):
+            reader.read(specs)
     assert reader.started == 0
