@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import selectors
 import subprocess
 import tempfile
@@ -26,12 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from indexpub.git_objects import GitObject
+from indexpub.git_objects import SHA_RE, GitObject
 from indexpub.git_process import GitError, GitTimeout, kill_git, start_git
 
 __all__ = ["CatFile"]
 
-_SHA_RE = re.compile(r"[0-9a-f]{40}")
 _READ_SIZE = 1 << 16
 
 
@@ -181,7 +179,7 @@ def _parse(out: bytearray, pos: int, specs: Sequence[str], results: list[GitObje
             return pos
         header = out[pos:eol].decode(errors="replace")
         fields = header.split(" ")
-        if len(fields) != 3 or not _SHA_RE.fullmatch(fields[0]):
+        if len(fields) != 3 or not SHA_RE.fullmatch(fields[0]):
             if header.endswith((" missing", " ambiguous")):
                 results.append(None)
                 pos = eol + 1

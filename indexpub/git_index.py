@@ -39,6 +39,7 @@ from indexpub.cat_file import CatFile
 from indexpub.git_objects import (
     BLOB_MODE,
     EMPTY_TREE,
+    SHA_RE,
     TREE_MODE,
     GitObject,
     OfsDelta,
@@ -93,7 +94,6 @@ log = logging.getLogger("indexpub.git_index")
 DEFAULT_IDENTITY = "indexpub <indexpub@localhost>"
 REMOTE = "origin"
 
-_SHA_RE = re.compile(r"[0-9a-f]{40}")
 _C = "[a-z0-9_-]"
 _CRATE_PATH_RE = re.compile(
     rf"1/{_C}|2/{_C}{{2}}|3/(?P<c>{_C})/(?P=c){_C}{{2}}"
@@ -121,7 +121,7 @@ def _check_read_path(path: str) -> None:
 
 
 def _check_sha(sha: str) -> None:
-    if not _SHA_RE.fullmatch(sha):
+    if not SHA_RE.fullmatch(sha):
         raise ValueError(f"not a full lowercase commit sha: {sha!r}")
 
 

@@ -25,6 +25,9 @@ from typing import NamedTuple
 from indexpub.atomic_file import write_atomically
 from indexpub.git_process import GitError
 
+# An object name as git prints it: 40 lowercase hex digits (sha1 repositories only).
+SHA_RE = re.compile(r"[0-9a-f]{40}")
+
 TREE_MODE = b"40000"
 BLOB_MODE = b"100644"
 
