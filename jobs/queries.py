@@ -98,7 +98,7 @@ VALUES (%(queue)s, %(job_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
 # cannot know the LIMIT, so a join between the picked rows and the table was planned for a tenth
 # of the table and became a hash join over a scan of all of it, at every claim.
 _CLAIM_TEMPLATE = """
-__DONE__UPDATE {schema}.jobs AS j SET
+UPDATE {schema}.jobs AS j SET
     attempts = CASE WHEN __EXHAUSTED__ THEN j.attempts ELSE j.attempts + 1 END,
     last_attempt_at = CASE WHEN __EXHAUSTED__ THEN j.last_attempt_at ELSE now() END,
     worker_pid = CASE WHEN __EXHAUSTED__ THEN NULL ELSE pg_backend_pid() END,
@@ -149,16 +149,32 @@ _BACKOFF_BY_TYPE = {
 # DELETE removes; it leaves them out by id (PostgreSQL leaves undefined what a row locked and
 # deleted twice in one statement does, even where it happens to skip it today).
 _AFTER_DONE = {
-    "__DONE__": "WITH done AS (DELETE FROM {schema}.jobs WHERE id = ANY(%(done)s))\n",
+    "__DONE__": "done AS (DELETE FROM {schema}.jobs WHERE id = ANY(%(done)s))",
     "__FILTER__": "AND id <> ALL(%(done)s)",
 }
 # The same after a run of one job, the common case, with a plain parameter.
 _AFTER_ONE_DONE = {
-    "__DONE__": "WITH done AS (DELETE FROM {schema}.jobs WHERE id = %(done)s)\n",
+    "__DONE__": "done AS (DELETE FROM {schema}.jobs WHERE id = %(done)s)",
     "__FILTER__": "AND id <> %(done)s",
 }
 _ANY_TYPE = {"__DONE__": "", "__FILTER__": ""}
 _OF_TYPE = {"__DONE__": "", "__FILTER__": "AND job_type = %(job_type)s"}
+
+# The claim after a run can also record what it took, as "id:attempts" pairs in the session
+# setting jobs.claimed, so that LOCK_RECORDED can lock it in the same round trip, after COMMIT
+# and BEGIN, before the client has seen a row. The setting is written even when nothing was
+# claimed (as ''), so it never names an earlier claim's jobs. It leaves out jobs the claim found
+# dead: those are not run. When nothing was claimed the statement returns one row of NULLs.
+_RECORD_CLAIMED = """
+WITH __DONE__,
+claimed AS (__CLAIM__
+),
+recorded AS (
+    SELECT set_config('jobs.claimed', COALESCE(
+        (SELECT string_agg(id || ':' || attempts, ',') FROM claimed WHERE NOT dead), ''), false)
+)
+SELECT c.id, c.job_type, c.payload, c.attempts, c.max_attempts, c.dead, c.last_error
+FROM recorded LEFT JOIN claimed AS c ON true"""
 
 
 @cache
@@ -167,13 +183,19 @@ def claim(
     of_type: bool = False,
     after_done: Literal["one", "many"] | None = None,
     shared_backoff: bool,
+    record: bool = False,
 ) -> str:
     """The claim statement: of any job of the queue, of one type (a batch's followers), or of
     any job in the same statement that deletes the finished ones (see _AFTER_DONE): %(done)s
-    is one id after ``"one"``, an array of them after ``"many"``."""
+    is one id after ``"one"``, an array of them after ``"many"``. ``record`` (only after a run)
+    notes the claimed jobs for LOCK_RECORDED (see _RECORD_CLAIMED)."""
     statement = _CLAIM_TEMPLATE.replace("__EXHAUSTED__", _EXHAUSTED)
     if after_done is not None:
         kind = _AFTER_ONE_DONE if after_done == "one" else _AFTER_DONE
+        wrapper = _RECORD_CLAIMED if record else "\nWITH __DONE____CLAIM__"
+        statement = wrapper.replace("__CLAIM__", statement)
+    elif record:
+        raise ValueError("only the claim after a run records what it claimed")
     else:
         kind = _OF_TYPE if of_type else _ANY_TYPE
     for marker, text in [
@@ -203,6 +225,16 @@ FOR UPDATE OF j SKIP LOCKED"""
 LOCK_ONE = """
 SELECT id FROM {schema}.jobs WHERE id = %(id)s AND attempts = %(attempts)s
 FOR UPDATE SKIP LOCKED"""
+
+# The same for the jobs that the claim after the previous run recorded (see _RECORD_CLAIMED),
+# sent with that claim's COMMIT and a BEGIN: the next run's lock costs no round trip of its own.
+LOCK_RECORDED = """
+SELECT j.id FROM {schema}.jobs AS j
+JOIN (
+    SELECT split_part(pair, ':', 1)::bigint AS id, split_part(pair, ':', 2)::integer AS attempts
+    FROM unnest(string_to_array(current_setting('jobs.claimed', true), ',')) AS pair
+) AS c ON j.id = c.id AND j.attempts = c.attempts
+FOR UPDATE OF j SKIP LOCKED"""
 
 # Undoes a claim whose job will not run after all (the worker is stopping): the attempt did not
 # happen. The compare on pid and attempts leaves alone a row that is no longer this claim's.

@@ -212,10 +212,22 @@ class JobStore:
         return {int(row[0]) for row in cursor.fetchall()}
 
     def complete_run(
-        self, conn: Conn, ids: Sequence[int], *, claim_next: str | None = None
-    ) -> list[ClaimedJob]:
+        self,
+        conn: Conn,
+        ids: Sequence[int],
+        *,
+        claim_next: str | None = None,
+        lock_next: bool = False,
+    ) -> tuple[list[ClaimedJob], set[int] | None]:
         """Delete the finished jobs and commit the run; with ``claim_next``, also claim the
-        queue's next job in the same statement and return it (the attempt counts from here)."""
+        queue's next job in the same statement and return it (the attempt counts from here).
+
+        With ``lock_next`` too, the same round trip begins the next job's run and takes its row
+        lock, as open_run would: the second value is then the ids locked, and the run's
+        transaction is open. It is None when no transaction was left open (nothing live was
+        claimed, or its lock was not taken), and the next job, if any, needs open_run.
+        """
+        lock_cursor = None
         with conn.pipeline():
             if claim_next is None:
                 cursor = None
@@ -224,12 +236,25 @@ class JobStore:
                 shared, backoff = self._backoff_params(claim_next)
                 one = len(ids) == 1
                 after = "one" if one else "many"
-                statement = queries.claim(after_done=after, shared_backoff=shared)
+                statement = queries.claim(after_done=after, shared_backoff=shared, record=lock_next)
                 done = ids[0] if one else list(ids)
                 params = {**backoff, "queue": claim_next, "limit": 1, "done": done}
                 cursor = conn.execute(self._sql(statement), params)
             conn.execute(queries.COMMIT)
-        return [] if cursor is None else _claimed(cursor.fetchall())
+            if claim_next is not None and lock_next:
+                conn.execute(queries.BEGIN)
+                lock_cursor = conn.execute(self._sql(queries.LOCK_RECORDED))
+        # The recording claim returns one row of NULLs when it claimed nothing.
+        claimed = (
+            [] if cursor is None else _claimed([r for r in cursor.fetchall() if r[0] is not None])
+        )
+        if lock_cursor is None:
+            return claimed, None
+        locked = {int(row[0]) for row in lock_cursor.fetchall()}
+        if not locked:
+            conn.execute(queries.ROLLBACK)
+            return claimed, None
+        return claimed, locked
 
     def fail_run(self, conn: Conn, ids: Sequence[int], error: str, delay: float) -> None:
         """Write the failure and commit the run: the row is unlocked only with it written."""

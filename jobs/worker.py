@@ -82,8 +82,10 @@ class Worker:
         # the main thread never both write it.
         self._finish_lock = threading.Lock()
         self._current: tuple[ClaimedJob, ...] | None = None
-        # Claimed by the last run's commit, to run next.
+        # Claimed by the last run's commit, to run next; with the ids whose row locks the next
+        # run's transaction, opened in the same round trip, already holds (None: not opened).
         self._next: list[ClaimedJob] = []
+        self._next_locked: set[int] | None = None
         self.jobs_run = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -146,9 +148,10 @@ class Worker:
 
     def _release_next(self) -> None:
         """Give back a job that the last run claimed for this worker to run next."""
-        claimed, self._next = self._next, []
+        claimed, self._next, self._next_locked = self._next, [], None
         if claimed and self._control is not None and not self._control.closed:
             try:
+                self.store.abort_run(self._control)
                 self.store.release(self._control, claimed)
             except psycopg.Error as exc:
                 # It waits out its lease instead, with the attempt counted.
@@ -182,7 +185,7 @@ class Worker:
         self._control = None
         self._job_conn = None
         self._is_consumer = False
-        self._next = []
+        self._next, self._next_locked = [], None
 
     def _job_connection(self) -> psycopg.Connection[Any]:
         if self._job_conn is None or self._job_conn.closed:
@@ -216,13 +219,21 @@ class Worker:
     def run_once(self) -> bool:
         """Claim and run one job (or one batch); False when nothing was ready."""
         assert self._control is not None
-        # The previous run's commit may have claimed this one already (see complete_run).
-        claimed, self._next = self._next or self.store.claim(self._control, self.queue), []
+        # The previous run's commit may have claimed this one already, and locked it (see
+        # complete_run).
+        claimed, locked = self._next, self._next_locked
+        self._next, self._next_locked = [], None
+        if not claimed:
+            claimed = self.store.claim(self._control, self.queue)
         if not claimed:
             return False
         head = claimed[0]
         job_type = self.registry.get(head.job_type)
         if not head.dead and job_type is not None and job_type.batch_size > 1:
+            if locked is not None:
+                # The followers must be claimed, and committed, before the batch is locked.
+                self.store.abort_run(self._control)
+                locked = None
             claimed += self.store.claim(
                 self._control, self.queue, job_type.batch_size - 1, job_type=head.job_type
             )
@@ -238,14 +249,24 @@ class Worker:
                 )
         live = [job for job in claimed if not job.dead]
         if live:
-            self._run(live, job_type, head.job_type)
+            self._run(live, job_type, head.job_type, locked)
+        elif locked is not None:
+            self.store.abort_run(self._control)
         return True
 
-    def _run(self, claimed: Sequence[ClaimedJob], job_type: JobType | None, type_name: str) -> None:
+    def _run(
+        self,
+        claimed: Sequence[ClaimedJob],
+        job_type: JobType | None,
+        type_name: str,
+        locked: set[int] | None = None,
+    ) -> None:
+        """Run claimed jobs; ``locked``: their run's transaction is open and holds these locks."""
         control = self._control
         assert control is not None
         try:
-            locked = self.store.open_run(control, claimed)
+            if locked is None:
+                locked = self.store.open_run(control, claimed)
             batch = tuple(job for job in claimed if job.id in locked)
             if not batch:
                 self.store.abort_run(control)
@@ -258,7 +279,12 @@ class Worker:
                     # Claim the next job in the same commit, unless about to stop: a job
                     # claimed and then left would wait out its lease and count an attempt.
                     claim_next = None if self._stopping else self.queue
-                    self._next = self.store.complete_run(control, ids, claim_next=claim_next)
+                    # Lock the next job in the same round trip too, unless this queue runs
+                    # batches: a batch's followers are claimed after its head.
+                    lock_next = job_type is None or job_type.batch_size == 1
+                    self._next, self._next_locked = self.store.complete_run(
+                        control, ids, claim_next=claim_next, lock_next=lock_next
+                    )
                 else:
                     backoff = job_type.backoff if job_type is not None else Backoff()
                     delay = backoff.delay(max(job.attempt for job in batch))

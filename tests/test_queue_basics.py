@@ -11,7 +11,7 @@ import pytest
 from jobapp import app
 from queue_helpers import enqueue, scalar, setup_database, wait_for
 
-from jobs import Worker
+from jobs import App, Worker
 
 
 @pytest.fixture
@@ -263,6 +263,80 @@ def test_each_run_claims_the_next_job_and_runs_every_job_once(url: str) -> None:
     assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
 
 
+def _row_state(url: str, job_id: int) -> tuple[Any, bool]:
+    """From another connection: the job's committed attempts and whether its row is locked."""
+    with psycopg.connect(url, autocommit=True) as other:
+        attempts = scalar(url, "SELECT attempts FROM jobs.jobs WHERE id = %s", (job_id,))
+        try:
+            other.execute("SELECT 1 FROM jobs.jobs WHERE id = %s FOR UPDATE NOWAIT", (job_id,))
+            return attempts, False
+        except psycopg.errors.LockNotAvailable:
+            return attempts, True
+
+
+def test_the_next_job_is_claimed_and_locked_in_the_last_runs_round_trip(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first job, each job's claim, attempt count and row lock come with the previous
+    run's commit: no lock statement of its own, yet it runs locked with its attempt counted."""
+    ids = [enqueue(url, "noop", {"i": i}) for i in range(3)]
+    states: list[tuple[Any, bool]] = []
+    local = app.registry["noop"]
+    original = local.func
+    opened: list[list[int]] = []
+    open_run = app.store.open_run
+
+    def counting_open_run(conn: Any, claimed: Any) -> set[int]:
+        opened.append([job.id for job in claimed])
+        return open_run(conn, claimed)
+
+    monkeypatch.setattr(app.store, "open_run", counting_open_run)
+    object.__setattr__(
+        local, "func", lambda ctx, payload: states.append(_row_state(url, ctx.job_ids[0]))
+    )
+    try:
+        worker = run_until_idle(url)
+    finally:
+        object.__setattr__(local, "func", original)
+    assert worker.jobs_run == 3
+    assert opened == [[ids[0]]]
+    assert states == [(1, True)] * 3
+    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+
+
+def test_a_batch_head_claimed_after_a_run_still_gets_its_followers(url: str) -> None:
+    """A queue that mixes a batch type with a single one: the head that the last run claimed and
+    locked is let go, its followers are claimed and counted, and the batch runs as one."""
+    mixed = App(schema="mixed")
+    seen: list[tuple[int, list[Any]]] = []
+
+    def attempts_of_many() -> list[Any]:
+        return list(
+            scalar(
+                url,
+                "SELECT array_agg(attempts ORDER BY id) FROM mixed.jobs WHERE job_type = 'many'",
+            )
+        )
+
+    @mixed.job_type(queue="q")
+    def one(ctx: Any, payload: Any) -> None:
+        pass
+
+    @mixed.job_type(queue="q", batch_size=10)
+    def many(ctx: Any, payloads: list[Any]) -> None:
+        seen.append((len(payloads), attempts_of_many()))
+
+    with psycopg.connect(url) as conn:
+        mixed.migrate(conn)
+        mixed.enqueue(conn, one.job({}))
+        mixed.enqueue_many(conn, [many.job({"i": i}) for i in range(5)])
+    worker = mixed.worker(url, "q", drain=True)
+    worker.run()
+    assert worker.jobs_run == 6
+    assert seen == [(5, [1] * 5)]
+    assert scalar(url, "SELECT count(*) FROM mixed.jobs") == 0
+
+
 def test_a_stopping_worker_does_not_claim_the_next_job(url: str) -> None:
     first = enqueue(url, "noop", {"i": 0})
     second = enqueue(url, "noop", {"i": 1})
@@ -280,6 +354,31 @@ def test_a_stopping_worker_does_not_claim_the_next_job(url: str) -> None:
     row = job_row(url, second)
     assert row is not None
     assert (row["attempts"], row["worker_pid"], row["last_error"]) == (0, None, None)
+
+
+def test_a_worker_stopped_after_locking_its_next_job_gives_it_back(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop that lands between the commit that claimed and locked the next job and that job's
+    run: the lock is let go and the claim given back, so the job does not wait out a lease."""
+    first = enqueue(url, "noop", {"i": 0})
+    second = enqueue(url, "noop", {"i": 1})
+    worker = app.worker(url, "default")
+    complete_run = app.store.complete_run
+
+    def complete_then_stop(*args: Any, **kwargs: Any) -> Any:
+        result = complete_run(*args, **kwargs)
+        worker.stop()
+        return result
+
+    monkeypatch.setattr(app.store, "complete_run", complete_then_stop)
+    worker.run()
+    assert worker.jobs_run == 1
+    assert job_row(url, first) is None
+    row = job_row(url, second)
+    assert row is not None
+    assert (row["attempts"], row["worker_pid"], row["last_error"]) == (0, None, None)
+    assert _row_state(url, second) == (0, False)
 
 
 def test_release_gives_a_claim_back(url: str) -> None:

@@ -112,8 +112,8 @@ def _generic_plan(
     conn.execute(queries.CONTROL_SESSION_SETUP)
     conn.execute(f"PREPARE planned AS {text}")  # type: ignore[arg-type]
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-    values = ", ".join(["%s"] * len(names))
-    explain = f"EXPLAIN ({options}) EXECUTE planned({values})"
+    values = f"({', '.join(['%s'] * len(names))})" if names else ""
+    explain = f"EXPLAIN ({options}) EXECUTE planned{values}"
     # EXECUTE takes no bound parameters: the client writes the values in.
     cursor = psycopg.ClientCursor(conn)
     row = cursor.execute(explain, [params[n] for n in names]).fetchone()  # type: ignore[arg-type]
@@ -172,6 +172,7 @@ def test_the_worker_statements_use_indexes_not_a_scan_of_the_backlog(
         statements = [
             (queries.LOCK_ONE, "jobs_pkey"),
             (queries.LOCK_CLAIMED, "jobs_pkey"),
+            (queries.LOCK_RECORDED, "jobs_pkey"),
             (queries.RELEASE_CLAIMED, "jobs_pkey"),
             (queries.DELETE_JOBS, "jobs_pkey"),
             (queries.FAIL_JOBS, "jobs_pkey"),
@@ -182,6 +183,10 @@ def test_the_worker_statements_use_indexes_not_a_scan_of_the_backlog(
                 (queries.claim(of_type=True, shared_backoff=shared), "jobs_claim_type_idx"),
                 (queries.claim(after_done="one", shared_backoff=shared), "jobs_claim_idx"),
                 (queries.claim(after_done="many", shared_backoff=shared), "jobs_claim_idx"),
+                (
+                    queries.claim(after_done="one", shared_backoff=shared, record=True),
+                    "jobs_claim_idx",
+                ),
             ]
         for template, index in statements:
             params["attempts"] = [0] if "unnest" in template else 0
@@ -194,7 +199,9 @@ def test_the_worker_statements_use_indexes_not_a_scan_of_the_backlog(
         for template in (
             queries.claim(shared_backoff=True),
             queries.claim(after_done="many", shared_backoff=True),
+            queries.claim(after_done="one", shared_backoff=True, record=True),
         ):
+            params["done"] = [0] if "ANY(%(done)s)" in template else 0
             top = _generic_plan(conn, template, params, analyze=True)
             conn.rollback()  # EXPLAIN ANALYZE ran the claim: undo it
             assert top["Shared Hit Blocks"] + top.get("Shared Read Blocks", 0) < 200, top
