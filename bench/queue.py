@@ -50,7 +50,17 @@ BATCH_QUEUE = "bench_batch"
 BATCH_SIZE = 10
 ENQUEUE_BATCH = 1_000
 PICKUP_BUDGET = 60.0
-MEASUREMENTS = ("enqueue", "enqueue_batch", "process", "process_batch", "pickup")
+MEASUREMENTS = (
+    "enqueue",
+    "enqueue_concurrent",
+    "enqueue_batch",
+    "process",
+    "process_batch",
+    "pickup",
+)
+# Enqueuing processes in the concurrent enqueue: a web backend enqueues from several requests at
+# once, each on its own pooled connection.
+PRODUCERS = 4
 
 TARGETS = {
     "process": 1_500.0,
@@ -162,18 +172,90 @@ NOTIFY_TRIGGER_OFF = "ALTER TABLE jobs.jobs DISABLE TRIGGER jobs_notify_inserted
 NOTIFY_TRIGGER_ON = "ALTER TABLE jobs.jobs ENABLE TRIGGER jobs_notify_inserted"
 
 
-def floor_each(url: str, n: int) -> float:
-    """Insert n rows into the floor table, one per transaction; the seconds it took."""
+@contextlib.contextmanager
+def notify_trigger_off(url: str) -> Iterator[None]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(NOTIFY_TRIGGER_OFF)
+        try:
+            yield
+        finally:
+            conn.execute(NOTIFY_TRIGGER_ON)
+
+
+def floor_reset(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(FLOOR_TABLE)
         conn.execute("TRUNCATE public.bench_floor")
         conn.execute("CHECKPOINT")
+
+
+def floor_each(url: str, n: int) -> float:
+    """Insert n rows into the floor table, one per transaction; the seconds it took."""
+    floor_reset(url)
+    with psycopg.connect(url, autocommit=True) as conn:
 
         def run() -> None:
             for i in range(n):
                 conn.execute(FLOOR_INSERT, (Jsonb({"i": i}),)).fetchone()
 
         return _timed(run)
+
+
+@contextlib.contextmanager
+def floor_enqueuer(url: str) -> Iterator[Callable[[int], None]]:
+    """The floor's insert as an enqueuer, for the concurrent run (the table must exist)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+
+        def insert_one(i: int) -> None:
+            conn.execute(FLOOR_INSERT, (Jsonb({"i": i}),)).fetchone()
+
+        yield insert_one
+
+
+Enqueuer = Callable[[str], contextlib.AbstractContextManager[Callable[[int], None]]]
+
+
+def _produce(enqueuer: Enqueuer, url: str, first: int, count: int, barrier: Any, out: Any) -> None:
+    """One producer process: connect, wait for the others, enqueue its share, report its span."""
+    try:
+        with enqueuer(url) as enqueue_one:
+            barrier.wait(60)
+            start = time.time()
+            for i in range(first, first + count):
+                enqueue_one(i)
+            out.put((start, time.time(), None))
+    except BaseException as error:  # reported to the parent, which fails the run
+        out.put((0.0, 0.0, repr(error)))
+
+
+def enqueue_concurrently(enqueuer: Enqueuer, url: str, n: int, producers: int) -> float:
+    """n jobs enqueued one per transaction by ``producers`` processes at once; the jobs/s.
+
+    Processes, not threads, so that no producer waits on another's Python: each has its own
+    connection, as the requests of a web backend have theirs. The span runs from the first
+    producer's start to the last one's end, taken after all of them have connected.
+    """
+    import multiprocessing
+
+    # fork: the producers inherit the job types registered in this module, however it was run.
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(producers)
+    out = ctx.Queue()
+    share = n // producers
+    procs = [
+        ctx.Process(target=_produce, args=(enqueuer, url, k * share, share, barrier, out))
+        for k in range(producers)
+    ]
+    for proc in procs:
+        proc.start()
+    # A producer that died without a word (killed) must not hang the run.
+    spans: list[tuple[float, float, str | None]] = [out.get(timeout=300) for _ in procs]
+    for proc in procs:
+        proc.join()
+    errors = [error for _, _, error in spans if error]
+    if errors:
+        raise RuntimeError(f"a producer failed: {errors[0]}")
+    return share * producers / (max(end for _, end, _ in spans) - min(s for s, _, _ in spans))
 
 
 def _timed(action: Callable[[], None]) -> float:
@@ -206,12 +288,8 @@ class Ours(System):
 
     def enqueue_each_without_notify(self, url: str, n: int) -> float:
         """enqueue_each with the NOTIFY trigger off (see NOTIFY_TRIGGER_OFF)."""
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(NOTIFY_TRIGGER_OFF)
-            try:
-                return self.enqueue_each(url, n)
-            finally:
-                conn.execute(NOTIFY_TRIGGER_ON)
+        with notify_trigger_off(url):
+            return self.enqueue_each(url, n)
 
     def enqueue_each_in_transaction(self, url: str, n: int) -> float:
         """As an application enqueues beside its own writes: BEGIN, INSERT, COMMIT."""
@@ -686,6 +764,10 @@ class Results:
     # The durable-commit floor (see FLOOR_INSERT), measured beside each run of ours.
     enqueue_floor: list[float] = field(default_factory=list)
     enqueue_without_notify: list[float] = field(default_factory=list)
+    # The same three, with PRODUCERS processes enqueuing at once.
+    enqueue_concurrent: dict[str, list[float]] = field(default_factory=dict)
+    enqueue_concurrent_floor: list[float] = field(default_factory=list)
+    enqueue_concurrent_without_notify: list[float] = field(default_factory=list)
     enqueue_batch: dict[str, list[float]] = field(default_factory=dict)
     process: dict[str, list[ProcessRun]] = field(default_factory=dict)
     process_batch: dict[str, list[ProcessRun]] = field(default_factory=dict)
@@ -751,6 +833,20 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
             seconds = system.enqueue_each_without_notify(urls[name], n)
             results.enqueue_without_notify.append(n / seconds)
 
+    def enqueue_concurrent(name: str) -> None:
+        system = SYSTEMS[name]
+        url, k = urls[name], args.producers
+        reset_all()
+        rate = enqueue_concurrently(system.enqueuer, url, n, k)
+        results.enqueue_concurrent.setdefault(name, []).append(rate)
+        if isinstance(system, Ours):
+            floor_reset(url)
+            results.enqueue_concurrent_floor.append(enqueue_concurrently(floor_enqueuer, url, n, k))
+            reset_all()
+            with notify_trigger_off(url):
+                rate = enqueue_concurrently(system.enqueuer, url, n, k)
+            results.enqueue_concurrent_without_notify.append(rate)
+
     def enqueue_batch(name: str) -> None:
         system = SYSTEMS[name]
         reset_all()
@@ -774,6 +870,11 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
     wanted = set(args.measurements)
     if "enqueue" in wanted:
         each_rep(f"enqueue {n} one per transaction", enqueue)
+    if "enqueue_concurrent" in wanted:
+        each_rep(
+            f"enqueue {n} one per transaction, {args.producers} processes at once",
+            enqueue_concurrent,
+        )
     if "enqueue_batch" in wanted:
         each_rep(f"enqueue {n_batch} in batches of {ENQUEUE_BATCH}", enqueue_batch)
     if "process" in wanted:
@@ -831,6 +932,11 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         (
             "enqueue, one per transaction (jobs/s)",
             {x: med(results.enqueue, x) for x in names},
+            True,
+        ),
+        (
+            f"enqueue, one per transaction, {args.producers} processes at once (jobs/s)",
+            {x: med(results.enqueue_concurrent, x) for x in names},
             True,
         ),
         (
@@ -943,6 +1049,23 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
                 "floor. What it gains over the enqueue above is what the trigger costs."
             )
         out.append("")
+    if results.enqueue_concurrent_floor:
+        ours_concurrent = med(results.enqueue_concurrent, "jobs")
+        floor_k = statistics.median(results.enqueue_concurrent_floor)
+        quiet_k = (
+            statistics.median(results.enqueue_concurrent_without_notify)
+            if results.enqueue_concurrent_without_notify
+            else None
+        )
+        out.append(
+            f"With {args.producers} processes enqueuing at once, the floor is {floor_k:,.0f}/s "
+            "(the server flushes the commits of several connections at once) and jobs' "
+            f"enqueue {_ratio(ours_concurrent, floor_k)} of it; with its NOTIFY trigger off, "
+            f"{_fmt_rate(quiet_k)}/s ({_ratio(quiet_k, floor_k)}). A transaction that has "
+            "sent a NOTIFY holds a server-wide lock from just before its commit until the "
+            "commit is flushed, so such commits do not share flushes (docs/architecture.md)."
+        )
+        out.append("")
 
     out.append(
         "Per-job cost while processing (medians; worker CPU is the worker process, "
@@ -987,6 +1110,15 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         ),
         ("durable-commit floor (bare INSERT)", {"jobs": results.enqueue_floor}),
         ("enqueue with the NOTIFY trigger off", {"jobs": results.enqueue_without_notify}),
+        (f"enqueue, {args.producers} processes at once", results.enqueue_concurrent),
+        (
+            f"durable-commit floor, {args.producers} processes at once",
+            {"jobs": results.enqueue_concurrent_floor},
+        ),
+        (
+            f"enqueue, {args.producers} processes at once, NOTIFY trigger off",
+            {"jobs": results.enqueue_concurrent_without_notify},
+        ),
         ("enqueue batched", results.enqueue_batch),
         ("process", {k: [r.rate for r in v] for k, v in results.process.items()}),
         ("process batch", {k: [r.rate for r in v] for k, v in results.process_batch.items()}),
@@ -1025,6 +1157,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--measurements",
         default=",".join(MEASUREMENTS),
         help=f"comma-separated subset of {','.join(MEASUREMENTS)}",
+    )
+    parser.add_argument(
+        "--producers",
+        type=int,
+        default=PRODUCERS,
+        help=f"processes enqueuing at once in enqueue_concurrent ({PRODUCERS})",
     )
     parser.add_argument("--quick", action="store_true", help="small N, one run: a smoke test")
     parser.add_argument(
