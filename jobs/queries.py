@@ -60,15 +60,17 @@ FROM unnest(
 )
 
 # The same for a batch whose jobs share their type and options (the usual bulk enqueue): only
-# the payloads and dedup keys are arrays, and the client does not build five more of a thousand
-# elements each.
+# the payloads and dedup keys vary, and the client does not build five more arrays of a thousand
+# elements each. The payloads travel as one JSON array, which the client encodes in one call
+# and the server splits, instead of a jsonb[] whose every element the client dumps on its own.
 ENQUEUE_UNIFORM = (
     """
 INSERT INTO {schema}.jobs AS j
     (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
 SELECT %(queue)s, %(job_type)s, payload, %(priority)s, %(max_attempts)s,
        now() + make_interval(secs => %(delay)s), dedup_key
-FROM unnest(%(payload)b::jsonb[], %(dedup_key)b::text[]) AS t(payload, dedup_key)
+FROM ROWS FROM (jsonb_array_elements(%(payload)s::jsonb), unnest(%(dedup_key)b::text[]))
+    AS t(payload, dedup_key)
 """
     + _ABSORB_UNSTARTED_TWIN
 )

@@ -130,7 +130,7 @@ class JobStore:
             positions.append(len(columns["queue"]))
             columns["queue"].append(job_type.queue)
             columns["job_type"].append(job_type.name)
-            columns["payload"].append(Jsonb(job.payload))
+            columns["payload"].append(job.payload)
             columns["priority"].append(priority)
             columns["max_attempts"].append(job_type.max_attempts)
             columns["delay"].append(float(job.delay))
@@ -139,12 +139,14 @@ class JobStore:
             return []
         if len(columns["queue"]) == 1:
             single = {name: values[0] for name, values in columns.items()}
+            single["payload"] = Jsonb(single["payload"])
             rows = conn.execute(self._sql(queries.ENQUEUE_ONE), single).fetchall()
         elif all(len(set(columns[name])) == 1 for name in _SHARED_IN_A_BATCH):
             params = {name: columns[name][0] for name in _SHARED_IN_A_BATCH}
-            params.update(payload=columns["payload"], dedup_key=columns["dedup_key"])
+            params.update(payload=Jsonb(columns["payload"]), dedup_key=columns["dedup_key"])
             rows = conn.execute(self._sql(queries.ENQUEUE_UNIFORM), params).fetchall()
         else:
+            columns["payload"] = [Jsonb(payload) for payload in columns["payload"]]
             rows = conn.execute(self._sql(queries.ENQUEUE), columns).fetchall()
         results = [Enqueued(int(row[0]), bool(row[1])) for row in rows]
         return [results[p] for p in positions]

@@ -441,3 +441,14 @@ def test_a_batch_of_one_type_enqueues_like_a_mixed_one(url: str, uniform: bool) 
     if not uniform:
         expected.append(({"k": 9}, 0, True, 0))
     assert rows == expected
+
+
+def test_a_uniform_batch_stores_every_kind_of_json_payload_in_order(url: str) -> None:
+    """The uniform batch sends its payloads as one JSON array that the server splits: every
+    JSON value comes back as it went in, each under the id reported for it."""
+    payloads: list[Any] = [{"k": [1, 2.5, None]}, [1, "two"], "ü ☃", 7, None, True, {}]
+    with psycopg.connect(url) as conn:
+        results = app.enqueue_many(conn, [app.registry["noop"].job(p) for p in payloads])
+    with psycopg.connect(url) as conn:
+        stored = dict(conn.execute("SELECT id, payload FROM jobs.jobs").fetchall())
+    assert [stored[r.id] for r in results] == payloads
