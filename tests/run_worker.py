@@ -13,6 +13,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("--queue", action="append")
+    parser.add_argument("--concurrency", type=int)
     parser.add_argument("--drain", action="store_true")
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--grace-period", type=float, default=30.0)
@@ -23,6 +24,7 @@ def main() -> int:
     supervisor = app.supervisor(
         args.url,
         args.queue,
+        concurrency=args.concurrency,
         drain=args.drain,
         grace_period=args.grace_period,
         poll_interval=args.poll_interval,

@@ -175,6 +175,24 @@ def test_sigterm_idle_worker_exits_within_a_second(url: str) -> None:
     assert time.monotonic() - t0 < 1.0
 
 
+def test_three_workers_of_one_queue_run_every_job_exactly_once(url: str) -> None:
+    """Three processes draining one queue, each claiming and locking its next job with its last
+    commit: no job runs twice, none is left, and they really shared the work."""
+    with psycopg.connect(url) as conn:
+        app.enqueue_many(conn, [app.registry["record"].job({"key": str(i)}) for i in range(300)])
+    worker = start_worker(url, "--queue", "default", "--concurrency", "3", "--drain")
+    try:
+        assert worker.wait(60) == 0
+    finally:
+        stop(worker)
+    with psycopg.connect(url) as conn:
+        keys = [r[0] for r in conn.execute("SELECT job_key FROM runs WHERE ended_at IS NOT NULL")]
+        pids = conn.execute("SELECT count(DISTINCT pid) FROM runs").fetchone()
+    assert sorted(keys, key=int) == [str(i) for i in range(300)]
+    assert pids is not None and pids[0] >= 2
+    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+
+
 def test_sigterm_busy_worker_finishes_its_job_and_leaves_nothing_claimed(url: str) -> None:
     job_id = enqueue(url, "record", {"key": "busy", "sleep": 1.5})
     waiting = enqueue(url, "noop", {})
