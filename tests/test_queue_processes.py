@@ -179,7 +179,9 @@ def test_three_workers_of_one_queue_run_every_job_exactly_once(url: str) -> None
     """Three processes draining one queue, each claiming and locking its next job with its last
     commit: no job runs twice, none is left, and they really shared the work."""
     with psycopg.connect(url) as conn:
-        app.enqueue_many(conn, [app.registry["record"].job({"key": str(i)}) for i in range(300)])
+        # 10 ms each: long enough that all three are running before one could drain the queue.
+        jobs = [app.registry["record"].job({"key": str(i), "sleep": 0.01}) for i in range(300)]
+        app.enqueue_many(conn, jobs)
     worker = start_worker(url, "--queue", "default", "--concurrency", "3", "--drain")
     try:
         assert worker.wait(60) == 0
