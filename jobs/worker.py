@@ -249,9 +249,8 @@ class Worker:
                 )
         live = [job for job in claimed if not job.dead]
         if live:
+            # (``locked`` is only ever set for live jobs: the recording claim leaves dead ones out.)
             self._run(live, job_type, head.job_type, locked)
-        elif locked is not None:
-            self.store.abort_run(self._control)
         return True
 
     def _run(
