@@ -189,27 +189,27 @@ def floor_reset(url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def floor_each(url: str, n: int) -> float:
-    """Insert n rows into the floor table, one per transaction; the seconds it took."""
-    floor_reset(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-
-        def run() -> None:
-            for i in range(n):
-                conn.execute(FLOOR_INSERT, (Jsonb({"i": i}),)).fetchone()
-
-        return _timed(run)
-
-
 @contextlib.contextmanager
 def floor_enqueuer(url: str) -> Iterator[Callable[[int], None]]:
-    """The floor's insert as an enqueuer, for the concurrent run (the table must exist)."""
+    """The floor's insert as an enqueuer, over one connection (the table must exist)."""
     with psycopg.connect(url, autocommit=True) as conn:
 
         def insert_one(i: int) -> None:
             conn.execute(FLOOR_INSERT, (Jsonb({"i": i}),)).fetchone()
 
         yield insert_one
+
+
+def floor_each(url: str, n: int) -> float:
+    """Insert n rows into the floor table, one per transaction; the seconds it took."""
+    floor_reset(url)
+    with floor_enqueuer(url) as insert_one:
+
+        def run() -> None:
+            for i in range(n):
+                insert_one(i)
+
+        return _timed(run)
 
 
 Enqueuer = Callable[[str], contextlib.AbstractContextManager[Callable[[int], None]]]
