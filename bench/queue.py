@@ -124,9 +124,15 @@ class System(ABC):
     def setup(self, url: str) -> None:
         """Install the system's schema in an empty database."""
 
-    @abstractmethod
     def enqueue_each(self, url: str, n: int) -> float:
-        """Enqueue n jobs, one per transaction; the seconds it took."""
+        """Enqueue n jobs, one per transaction, through ``enqueuer``; the seconds it took."""
+        with self.enqueuer(url) as enqueue_one:
+
+            def run() -> None:
+                for i in range(n):
+                    enqueue_one(i)
+
+            return _timed(run)
 
     @abstractmethod
     def enqueue_batches(self, url: str, n: int, size: int, batch: bool = False) -> float:
@@ -276,16 +282,6 @@ class Ours(System):
     def _type(batch: bool) -> Any:
         return noop_batch if batch else noop
 
-    def enqueue_each(self, url: str, n: int) -> float:
-        # Autocommit: the INSERT is its own transaction, as the peers' enqueue calls are.
-        with psycopg.connect(url, autocommit=True) as conn:
-
-            def run() -> None:
-                for i in range(n):
-                    APP.enqueue(conn, noop.job({"i": i}))
-
-            return _timed(run)
-
     def enqueue_each_without_notify(self, url: str, n: int) -> float:
         """enqueue_each with the NOTIFY trigger off (see NOTIFY_TRIGGER_OFF)."""
         with notify_trigger_off(url):
@@ -316,6 +312,7 @@ class Ours(System):
 
     @contextlib.contextmanager
     def enqueuer(self, url: str) -> Iterator[Callable[[int], None]]:
+        # Autocommit: the INSERT is its own transaction, as the peers' enqueue calls are.
         with psycopg.connect(url, autocommit=True) as conn:
 
             def enqueue_one(i: int) -> None:
@@ -359,16 +356,6 @@ class Procrastinate(System):
         app, _ = _procrastinate_app(url)
         with app.open():
             app.schema_manager.apply_schema()
-
-    def enqueue_each(self, url: str, n: int) -> float:
-        app, task = _procrastinate_app(url)
-        with app.open():
-
-            def run() -> None:
-                for i in range(n):
-                    task.defer(i=i)
-
-            return _timed(run)
 
     def enqueue_batches(self, url: str, n: int, size: int, batch: bool = False) -> float:
         app, task = _procrastinate_app(url)
@@ -419,16 +406,6 @@ class PgQueuer(System):
         from pgqueuer.queries import SyncQueries
 
         return SyncQueries(SyncPsycopgDriver(conn))
-
-    def enqueue_each(self, url: str, n: int) -> float:
-        with psycopg.connect(url, autocommit=True) as conn:
-            queries = self._queries(conn)
-
-            def run() -> None:
-                for i in range(n):
-                    queries.enqueue("noop", json.dumps({"i": i}).encode())
-
-            return _timed(run)
 
     def enqueue_batches(self, url: str, n: int, size: int, batch: bool = False) -> float:
         with psycopg.connect(url, autocommit=True) as conn:
