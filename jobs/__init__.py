@@ -6,8 +6,8 @@ The package stands alone (it imports nothing from indexpub). See :class:`jobs.Ap
 from jobs.app import App
 from jobs.backoff import Backoff
 from jobs.context import JobContext
-from jobs.registry import Job, JobType, QueueConfig
-from jobs.store import ClaimedJob, Enqueued, JobInfo, JobStore, QueueStats
+from jobs.registry import Failures, Job, JobType, QueueConfig
+from jobs.store import ClaimedJob, Enqueued, Failure, JobInfo, JobStore, QueueStats
 from jobs.supervisor import Supervisor
 from jobs.worker import EXIT_GRACE_EXPIRED, EXIT_SECOND_SIGNAL, EXIT_TIMEOUT, Worker
 
@@ -19,6 +19,8 @@ __all__ = [
     "Backoff",
     "ClaimedJob",
     "Enqueued",
+    "Failure",
+    "Failures",
     "Job",
     "JobContext",
     "JobInfo",

@@ -248,13 +248,15 @@ WHERE j.id = c.id AND j.attempts = c.attempts AND j.worker_pid = pg_backend_pid(
 DELETE_JOBS = "DELETE FROM {schema}.jobs WHERE id = ANY(%(ids)s)"
 
 # Written in the run's transaction, so the row is never unlocked before its failure is recorded.
+# Each job has its own error and delay: the jobs of a batch can fail apart (see JobFunction).
 FAIL_JOBS = """
-UPDATE {schema}.jobs SET
-    last_error = %(error)s,
+UPDATE {schema}.jobs AS j SET
+    last_error = f.error,
     worker_pid = NULL,
-    run_at = now() + make_interval(secs => %(delay)s),
-    dead = dead OR (max_attempts IS NOT NULL AND attempts >= max_attempts)
-WHERE id = ANY(%(ids)s)"""
+    run_at = now() + make_interval(secs => f.delay),
+    dead = j.dead OR (j.max_attempts IS NOT NULL AND j.attempts >= j.max_attempts)
+FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(delays)s::float8[]) AS f(id, error, delay)
+WHERE j.id = f.id"""
 
 NEXT_RUN_AT = """
 SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))::float8 FROM {schema}.jobs

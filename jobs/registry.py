@@ -16,8 +16,18 @@ from jobs.backoff import Backoff
 if TYPE_CHECKING:
     from jobs.context import JobContext
 
-JobFunction = Callable[["JobContext", Any], None]
-"""``func(ctx, payload)``; for a batched type ``func(ctx, [payload, ...])``."""
+Failures = Mapping[int, str | BaseException]
+"""What a job function returns when some of its payloads failed: their positions in the list it
+was given, each with its own error. The others succeed."""
+
+JobFunction = Callable[["JobContext", Any], Failures | None]
+"""``func(ctx, payload)``; for a batched type ``func(ctx, [payload, ...])``.
+
+Returning None (or an empty mapping) means every job succeeded; raising fails them all. A batch
+whose payloads stand for independent pieces of work returns :data:`Failures` instead, so that one
+bad payload fails only its own job, with its own error, attempt count and backoff, while the rest
+are deleted as done. The job's own transaction is committed in both of those cases.
+"""
 
 DEFAULT_QUEUE = "default"
 

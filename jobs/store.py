@@ -39,6 +39,15 @@ class ClaimedJob:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """A job of a run that failed: its error, and how long until it may run again."""
+
+    id: int
+    error: str
+    delay: float
+
+
+@dataclass(frozen=True)
 class Enqueued:
     id: int
     # False when an identical job that had not started yet absorbed this one.
@@ -218,11 +227,13 @@ class JobStore:
         conn: Conn,
         ids: Sequence[int],
         *,
+        failed: Sequence[Failure] = (),
         claim_next: str | None = None,
         lock_next: bool = False,
     ) -> tuple[list[ClaimedJob], set[int] | None]:
-        """Delete the finished jobs and commit the run; with ``claim_next``, also claim the
-        queue's next job in the same statement and return it (the attempt counts from here).
+        """Delete the finished jobs, write the failures of the ``failed`` ones of the same run
+        (a batch whose jobs failed apart), and commit the run; with ``claim_next``, also claim
+        the queue's next job in the same statement and return it (the attempt counts from here).
 
         With ``lock_next`` too, the same round trip begins the next job's run and takes its row
         lock, as open_run would: the second value is then the ids locked, and the run's
@@ -231,6 +242,8 @@ class JobStore:
         """
         lock_cursor = None
         with conn.pipeline():
+            if failed:
+                conn.execute(self._sql(queries.FAIL_JOBS), _failure_params(failed))
             if claim_next is None:
                 cursor = None
                 conn.execute(self._sql(queries.DELETE_JOBS), {"ids": list(ids)})
@@ -258,12 +271,11 @@ class JobStore:
             return claimed, None
         return claimed, locked
 
-    def fail_run(self, conn: Conn, ids: Sequence[int], error: str, delay: float) -> None:
-        """Write the failure and commit the run: the row is unlocked only with it written."""
+    def fail_run(self, conn: Conn, failed: Sequence[Failure]) -> None:
+        """Write the failures and commit the run: a row is unlocked only with its failure
+        written."""
         with conn.pipeline():
-            conn.execute(
-                self._sql(queries.FAIL_JOBS), {"ids": list(ids), "error": error, "delay": delay}
-            )
+            conn.execute(self._sql(queries.FAIL_JOBS), _failure_params(failed))
             conn.execute(queries.COMMIT)
 
     def release(self, conn: Conn, claimed: Sequence[ClaimedJob]) -> None:
@@ -341,6 +353,14 @@ class JobStore:
         return conn.execute(
             self._sql(queries.PURGE_DEAD), {"queue": queue, "older_than": older_than}
         ).rowcount
+
+
+def _failure_params(failed: Sequence[Failure]) -> dict[str, list[Any]]:
+    return {
+        "ids": [f.id for f in failed],
+        "errors": [f.error for f in failed],
+        "delays": [f.delay for f in failed],
+    }
 
 
 def _claimed(rows: Sequence[tuple[Any, ...]]) -> list[ClaimedJob]:

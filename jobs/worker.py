@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -27,7 +27,7 @@ from jobs.backoff import Backoff
 from jobs.connections import connect
 from jobs.context import JobContext
 from jobs.registry import JobType, Registry
-from jobs.store import ClaimedJob, JobStore
+from jobs.store import ClaimedJob, Failure, JobStore
 
 log = logging.getLogger("jobs.worker")
 
@@ -270,11 +270,17 @@ class Worker:
             if not batch:
                 self.store.abort_run(control)
                 return
-            error = self._call(batch, job_type, type_name)
+            errors = self._call(batch, job_type, type_name)
             with self._finish_lock:
                 self._current = None
-                ids = [job.id for job in batch]
-                if error is None:
+                backoff = job_type.backoff if job_type is not None else Backoff()
+                failed = [
+                    Failure(job.id, errors[job.id], backoff.delay(job.attempt))
+                    for job in batch
+                    if job.id in errors
+                ]
+                done = [job.id for job in batch if job.id not in errors]
+                if done:
                     # Claim the next job in the same commit, unless about to stop: a job
                     # claimed and then left would wait out its lease and count an attempt.
                     claim_next = None if self._stopping else self.queue
@@ -282,18 +288,17 @@ class Worker:
                     # batches: a batch's followers are claimed after its head.
                     lock_next = job_type is None or job_type.batch_size == 1
                     self._next, self._next_locked = self.store.complete_run(
-                        control, ids, claim_next=claim_next, lock_next=lock_next
+                        control, done, failed=failed, claim_next=claim_next, lock_next=lock_next
                     )
                 else:
-                    backoff = job_type.backoff if job_type is not None else Backoff()
-                    delay = backoff.delay(max(job.attempt for job in batch))
-                    self.store.fail_run(control, ids, error, delay)
+                    self.store.fail_run(control, failed)
+                for failure in failed:
                     log.warning(
                         "%s: job %s (%s) failed: %s",
                         self.name,
-                        ids,
+                        failure.id,
                         type_name,
-                        error.strip().splitlines()[-1],
+                        _last_line(failure.error),
                     )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -303,20 +308,27 @@ class Worker:
 
     def _call(
         self, batch: tuple[ClaimedJob, ...], job_type: JobType | None, type_name: str
-    ) -> str | None:
-        """Run the job function; the failure's text (with traceback), or None on success."""
+    ) -> dict[int, str]:
+        """Run the job function; the failed jobs' ids with their errors (empty: all done).
+
+        A function that raises fails the whole batch with its traceback; one that returns
+        :data:`jobs.Failures` fails only the jobs at those positions, and its transaction is
+        committed for the rest.
+        """
         if job_type is None:
-            return (
+            error = (
                 f"unknown job type {type_name!r}: no job type of that name is registered in "
                 f"this worker (queue {self.queue!r})"
             )
+            return dict.fromkeys((job.id for job in batch), error)
         try:
             payloads = [
                 job.payload if job_type.decode is None else job_type.decode(job.payload)
                 for job in batch
             ]
         except Exception as exc:
-            return f"cannot decode the payload of a {type_name!r} job: {exc!r}"
+            error = f"cannot decode the payload of a {type_name!r} job: {exc!r}"
+            return dict.fromkeys((job.id for job in batch), error)
 
         deadline = None if job_type.timeout is None else time.monotonic() + job_type.timeout
         context = JobContext(
@@ -334,13 +346,14 @@ class Worker:
             watchdog.daemon = True
             watchdog.start()
         try:
-            job_type.func(context, payloads if job_type.batch_size > 1 else payloads[0])
+            returned = job_type.func(context, payloads if job_type.batch_size > 1 else payloads[0])
+            errors = _failures_by_id(batch, returned, type_name)
             self._end_job_transaction(commit=True)
-            return None
+            return errors
         except (Exception, SystemExit):
             error = traceback.format_exc()
             self._end_job_transaction(commit=False)
-            return error
+            return dict.fromkeys((job.id for job in batch), error)
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -377,14 +390,16 @@ class Worker:
             control = self._control
             try:
                 if control is not None:
-                    ids = [job.id for job in batch]
-                    delay = job_type.backoff.delay(max(job.attempt for job in batch))
+                    error = (
+                        f"timed out: the job ran longer than its timeout of {job_type.timeout}s "
+                        "and its worker process was ended"
+                    )
                     self.store.fail_run(
                         control,
-                        ids,
-                        f"timed out: the job ran longer than its timeout of {job_type.timeout}s "
-                        "and its worker process was ended",
-                        delay,
+                        [
+                            Failure(job.id, error, job_type.backoff.delay(job.attempt))
+                            for job in batch
+                        ],
                     )
             except Exception:
                 log.exception("%s: could not record the timeout of jobs %s", self.name, batch)
@@ -397,3 +412,39 @@ class Worker:
                     job_type.timeout,
                 )
                 os._exit(EXIT_TIMEOUT)
+
+
+def _failures_by_id(
+    batch: Sequence[ClaimedJob], returned: object, type_name: str
+) -> dict[int, str]:
+    """The failures a job function returned (see :data:`jobs.Failures`), by job id.
+
+    Anything else than None or a mapping of the batch's positions is a bug in the job, and
+    raises: the whole batch fails with it, rather than some jobs being deleted as done by
+    mistake.
+    """
+    if returned is None:
+        return {}
+    if not isinstance(returned, Mapping):
+        raise TypeError(
+            f"job type {type_name!r} returned a {type(returned).__name__}; a job function returns"
+            " None, or a mapping of the positions of its failed payloads to their errors"
+        )
+    errors: dict[int, str] = {}
+    for position, problem in returned.items():
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise TypeError(f"job type {type_name!r} returned a failure keyed {position!r}")
+        if not 0 <= position < len(batch):
+            raise IndexError(
+                f"job type {type_name!r} returned a failure at position {position}, "
+                f"outside its batch of {len(batch)}"
+            )
+        if isinstance(problem, BaseException):
+            problem = "".join(traceback.format_exception(problem))
+        errors[batch[position].id] = str(problem)
+    return errors
+
+
+def _last_line(error: str) -> str:
+    lines = error.strip().splitlines()
+    return lines[-1] if lines else error

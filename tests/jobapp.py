@@ -7,7 +7,7 @@ import signal
 import time
 from typing import Any
 
-from jobs import App, Backoff, JobContext
+from jobs import App, Backoff, Failures, JobContext
 
 app = App(schema="jobs")
 app.queue("solo", single_consumer=True)
@@ -88,6 +88,30 @@ def batched(ctx: JobContext, payloads: list[Any]) -> None:
         " SELECT unnest(%s::text[]), %s, clock_timestamp()",
         ([f"batch:{len(payloads)}:{p['key']}" for p in payloads], os.getpid()),
     )
+
+
+# A minute's backoff with no jitter: a failed job's run_at tells its own attempt's delay.
+MINUTE = Backoff(base=60.0, factor=2.0, cap=3600.0, jitter=0.0)
+
+
+@app.job_type(queue="picky", batch_size=10, max_attempts=2, backoff=MINUTE)
+def picky(ctx: JobContext, payloads: list[Any]) -> Failures | Any:
+    """Records every payload, and fails the ones that ask for it (``fail``: a message,
+    ``exc``: an exception), or returns ``payloads[0]["return"]`` when that is given."""
+    ctx.conn.execute(
+        "INSERT INTO public.runs (job_key, pid, ended_at)"
+        " SELECT unnest(%s::text[]), %s, clock_timestamp()",
+        ([p["key"] for p in payloads], os.getpid()),
+    )
+    if "return" in payloads[0]:
+        return payloads[0]["return"]
+    failures: dict[int, str | BaseException] = {}
+    for position, payload in enumerate(payloads):
+        if "fail" in payload:
+            failures[position] = f"{payload['key']}: {payload['fail']}"
+        elif "exc" in payload:
+            failures[position] = LookupError(f"{payload['key']}: {payload['exc']}")
+    return failures
 
 
 def _strict_decode(payload: Any) -> Any:

@@ -217,6 +217,91 @@ def test_batch_claim_runs_up_to_batch_size_jobs_in_one_call(url: str) -> None:
     assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
 
 
+def _picky_rows(url: str) -> dict[str, tuple[Any, ...]]:
+    """Each picky job's row by key: attempts, dead, last_error, seconds until run_at."""
+    rows = psycopg.connect(url).execute(
+        "SELECT payload->>'key', attempts, dead, last_error,"
+        " round(EXTRACT(EPOCH FROM run_at - now())) FROM jobs.jobs ORDER BY id"
+    )
+    return {str(r[0]): tuple(r[1:]) for r in rows}
+
+
+def test_a_batch_fails_only_the_jobs_its_function_returns(url: str) -> None:
+    """Returned failures fail their own jobs, each with its own error and its own attempt's
+    backoff; the rest are deleted as done and the function's transaction is committed."""
+    picky = app.registry["picky"]
+    with psycopg.connect(url) as conn:
+        app.enqueue_many(conn, [picky.job({"key": "a"}), picky.job({"key": "b", "fail": "no"})])
+        app.enqueue_many(conn, [picky.job({"key": "c", "exc": "gone"}), picky.job({"key": "d"})])
+        conn.execute("UPDATE jobs.jobs SET attempts = 1 WHERE payload->>'key' = 'c'")
+    worker = app.worker(url, "picky", drain=True)
+    worker.run()
+    assert worker.jobs_run == 4
+    runs = [r[0] for r in psycopg.connect(url).execute("SELECT job_key FROM runs ORDER BY id")]
+    assert runs == ["a", "b", "c", "d"]
+    rows = _picky_rows(url)
+    assert set(rows) == {"b", "c"}
+    attempts, dead, error, due = rows["b"]
+    assert (attempts, dead, error) == (1, False, "b: no")
+    assert 55 <= due <= 60
+    attempts, dead, error, due = rows["c"]
+    assert (attempts, dead) == (2, True)
+    assert "LookupError: c: gone" in error
+    assert 115 <= due <= 120  # the backoff of its own (second) attempt, not the batch's first
+
+
+def test_a_batch_whose_every_job_failed_apart_keeps_each_error(url: str) -> None:
+    picky = app.registry["picky"]
+    with psycopg.connect(url) as conn:
+        app.enqueue_many(conn, [picky.job({"key": k, "fail": k * 2}) for k in "xy"])
+    run_until_idle(url, "picky")
+    assert {k: row[2] for k, row in _picky_rows(url).items()} == {"x": "x: xx", "y": "y: yy"}
+    assert scalar(url, "SELECT count(*) FROM runs") == 2
+
+
+@pytest.mark.parametrize(
+    ("returned", "fragment"),
+    [
+        (["a"], "returned a list; a job function returns None, or a mapping"),
+        ({"5": "x"}, "returned a failure keyed '5'"),
+    ],
+)
+def test_a_batch_returning_anything_else_fails_whole_and_rolls_back(
+    url: str, returned: Any, fragment: str
+) -> None:
+    picky = app.registry["picky"]
+    with psycopg.connect(url) as conn:
+        app.enqueue_many(
+            conn, [picky.job({"key": "a", "return": returned}), picky.job({"key": "b"})]
+        )
+    run_until_idle(url, "picky")
+    rows = _picky_rows(url)
+    assert set(rows) == {"a", "b"}
+    assert all(fragment in row[2] for row in rows.values())
+    assert scalar(url, "SELECT count(*) FROM runs") == 0  # the job's transaction rolled back
+
+
+def test_a_batch_failure_outside_the_batch_fails_it_whole(url: str) -> None:
+    """JSON keys are strings; a position past the batch is a bug, not a partial success."""
+    picky = app.registry["picky"]
+    original = picky.func
+
+    def out_of_range(ctx: Any, payloads: list[Any]) -> Any:
+        original(ctx, payloads)
+        return {len(payloads): "past the end"}
+
+    object.__setattr__(picky, "func", out_of_range)
+    try:
+        with psycopg.connect(url) as conn:
+            app.enqueue_many(conn, [picky.job({"key": "a"}), picky.job({"key": "b"})])
+        run_until_idle(url, "picky")
+    finally:
+        object.__setattr__(picky, "func", original)
+    rows = _picky_rows(url)
+    assert set(rows) == {"a", "b"}
+    assert all("at position 2, outside its batch of 2" in row[2] for row in rows.values())
+
+
 def test_twins_in_one_call_fold_like_twins_of_separate_calls(url: str) -> None:
     twin = app.registry["dedup"]
     with psycopg.connect(url) as conn:
