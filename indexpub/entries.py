@@ -25,7 +25,10 @@ from indexpub.versions import Version, validate_rust_version, validate_version_r
 DepKind = Literal["normal", "build", "dev"]
 Features = Mapping[str, tuple[str, ...]]
 
-# Generous for imports of crates with thousands of features, small enough to refuse abuse.
+# The longest index line the registry stores, serves or reads back (docs/architecture.md, "How
+# long an index line may be"): cargo sets no limit of its own and crates.io bounds only what a
+# line is made of, so this is generous for crates with thousands of features and small enough
+# that no single line can make a crate file, a batch or a reader's buffer unbounded.
 MAX_LINE_BYTES = 4 * 1024 * 1024
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 
@@ -677,11 +680,10 @@ class IndexEntry:
     @classmethod
     def from_line(cls, line: str | bytes, *, max_bytes: int = MAX_LINE_BYTES) -> IndexEntry:
         """Parse and validate one line of an index file (a trailing newline is allowed)."""
-        size = len(line)
-        if isinstance(line, str) and size <= max_bytes:
-            size = len(line.encode("utf-8", "surrogatepass"))
-        if size > max_bytes:
-            _fail(f"invalid index line of {size} bytes: longer than the limit of {max_bytes}")
+        if isinstance(line, str) and len(line) <= max_bytes:
+            check_line_size(line, max_bytes)
+        elif len(line) > max_bytes:
+            _fail(f"invalid index line of {len(line)} bytes: longer than the limit of {max_bytes}")
         if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")
@@ -801,6 +803,35 @@ class IndexEntry:
     def with_yanked(self, yanked: bool) -> IndexEntry:
         """The same entry with only the yanked flag changed: the one edit a line may get."""
         return replace(self, yanked=_expect_bool(yanked, "yanked"))
+
+
+def check_line_size(line: str, max_bytes: int = MAX_LINE_BYTES) -> str:
+    """Refuse a line longer than ``max_bytes`` once encoded, the size every reader sees."""
+    size = len(line.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        _fail(f"invalid index line of {size} bytes: longer than the limit of {max_bytes}")
+    return line
+
+
+_YANKED_KEY = {False: '"yanked":false', True: '"yanked":true'}
+
+
+def set_yanked_flag(line: str, yanked: bool) -> str:
+    """A stored line with its ``yanked`` flag set, without parsing it: this cannot fail.
+
+    A stored line was validated when it was published, and rendering it again must not be able to
+    refuse it (one crate's old line would otherwise stop its file, and its batch, for ever). In a
+    line that validates, the text ``"yanked":false`` (or ``true``) can only be the entry's own
+    flag: inside a JSON string every quote is escaped, and no other object of an entry has a
+    boolean under a key of free choice (dependencies have fixed keys, feature values are lists).
+    A line without the flag gets it appended before its closing brace.
+    """
+    want, other = _YANKED_KEY[yanked], _YANKED_KEY[not yanked]
+    if want in line:
+        return line
+    if other in line:
+        return line.replace(other, want, 1)
+    return f"{line[:-1]},{want}{line[-1:]}"
 
 
 def _expect_optional_int(value: object, what: str) -> int | None:

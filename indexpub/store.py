@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from indexpub import queries
-from indexpub.entries import IndexEntry
+from indexpub.entries import IndexEntry, check_line_size, set_yanked_flag
 from indexpub.errors import InvalidInput
 from indexpub.names import canonical_name, validate_crate_name
 from indexpub.versions import parse_version
@@ -91,7 +91,9 @@ def publish(conn: Conn, entry: IndexEntry) -> Change:
     """
     name = validate_crate_name(entry.name)
     canonical = canonical_name(name)
-    line = entry.with_yanked(False).to_line()
+    # Refused here, where the line is first built, whatever it was built from: a line stored
+    # now is rendered as it is for ever after (see render_crate_files).
+    line = check_line_size(entry.with_yanked(False).to_line())
     num = str(entry.vers)
     num_no_build = str(entry.vers.without_build())
 
@@ -177,7 +179,12 @@ def delete_crate(conn: Conn, name: str) -> Change:
 
 
 def render_crate_files(conn: Conn, lower_names: Sequence[str]) -> dict[str, bytes | None]:
-    """The bytes each (lowercased) crate name's index file must hold; None: no file."""
+    """The bytes each (lowercased) crate name's index file must hold; None: no file.
+
+    Stored lines are trusted, never parsed or validated again: they were checked when they were
+    stored, and a check that could fail here would stop the crate's file, and every crate synced
+    with it, until someone edited the database. A yank only flips the line's flag.
+    """
     wanted = list(dict.fromkeys(lower_names))
     rows = conn.execute(
         _sql(queries.CRATE_FILES_LINES),
@@ -185,8 +192,7 @@ def render_crate_files(conn: Conn, lower_names: Sequence[str]) -> dict[str, byte
     ).fetchall()
     lines: dict[str, list[str]] = {}
     for name, line, yanked in rows:
-        text = line if not yanked else IndexEntry.from_line(line).with_yanked(True).to_line()
-        lines.setdefault(name, []).append(text)
+        lines.setdefault(name, []).append(set_yanked_flag(line, yanked))
     return {
         name: ("\n".join(lines[name]) + "\n").encode() if name in lines else None for name in wanted
     }

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 from bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_CKSUM, line
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from indexpub.entries import (
     Dependency,
     IndexEntry,
     format_pubtime,
     normalize_target,
+    set_yanked_flag,
     sort_dependencies,
     split_features,
     validate_feature_name,
@@ -159,6 +162,41 @@ def test_with_yanked_changes_only_the_yanked_flag() -> None:
     assert entry.yanked is False
     assert yanked.to_line() == FULL_LINE.replace('"yanked":false', '"yanked":true')
     assert yanked.with_yanked(False) == entry
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["yanked", "default", "std"]),
+        st.lists(st.sampled_from(["std", "yanked", "dep:serde"]), max_size=3),
+        max_size=4,
+    ),
+    st.sampled_from(["yanked", '"yanked":false', "x"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_set_yanked_flag_flips_only_the_entrys_own_flag(
+    features: dict[str, list[str]], links: str, stored: bool, yanked: bool
+) -> None:
+    """Whatever features, names or strings hold the word, the flag flipped in the text is the
+    one a full parse and re-serialization would change."""
+    data = json.loads(FULL_LINE)
+    data["features"] = features
+    data.pop("features2", None)
+    data.pop("v", None)
+    data["deps"] = [dict(dep, optional=True, name="serde") for dep in data["deps"][:1]]
+    data["links"] = links
+    data["yanked"] = stored
+    try:
+        entry = IndexEntry.from_json(data)
+    except InvalidInput:
+        assume(False)
+        return
+    assert set_yanked_flag(entry.to_line(), yanked) == entry.with_yanked(yanked).to_line()
+
+
+def test_set_yanked_flag_adds_a_missing_flag_without_parsing() -> None:
+    assert set_yanked_flag('{"name":"a"}', True) == '{"name":"a","yanked":true}'
+    assert set_yanked_flag('{"name":"a"}', False) == '{"name":"a","yanked":false}'
 
 
 def test_with_yanked_needs_a_bool() -> None:

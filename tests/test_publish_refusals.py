@@ -18,7 +18,8 @@ from index_helpers import fixture_files
 
 from indexpub import store
 from indexpub.cli import main
-from indexpub.entries import IndexEntry
+from indexpub.entries import MAX_LINE_BYTES, IndexEntry
+from indexpub.errors import InvalidEntry
 
 
 @pytest.fixture
@@ -166,3 +167,32 @@ def test_a_refused_crate_never_overwrites_the_published_bytes(url: str, tmp_path
     refused(cli(url, tmp_path, "publish", str(impostor)), "already published with different")
     stored = tmp_path / "data" / "crates" / "plain" / "plain-0.1.0.crate"
     assert stored.read_bytes() == original.read_bytes()
+
+
+def test_a_line_over_the_limit_is_refused_where_it_is_built(url: str) -> None:
+    """An entry built in Python (or from a .crate or publish JSON) whose line would be refused
+    when read back is refused by the store, before anything is written."""
+    features = {f"f{i:05}": [] for i in range(MAX_LINE_BYTES // 9)}
+    entry = IndexEntry.from_json(dict(GOOD_ENTRY, features=features))
+    assert len(entry.to_line()) > MAX_LINE_BYTES
+    with psycopg.connect(url) as conn, pytest.raises(InvalidEntry) as refusal:
+        store.publish(conn, entry)
+    assert str(refusal.value).startswith("invalid index line of ")
+    assert str(refusal.value).endswith(f"bytes: longer than the limit of {MAX_LINE_BYTES}")
+    assert counts(url) == (0, 0, 0)
+
+
+def test_stored_lines_render_as_stored_and_a_yank_flips_only_the_flag(url: str) -> None:
+    """Rendering never parses a stored line: one that today's rules (or a later version's)
+    refuse, here an over-long one written before the limit, still renders and yanks."""
+    entry = IndexEntry.from_json(dict(GOOD_ENTRY, name="old"))
+    with psycopg.connect(url) as conn:
+        store.publish(conn, entry)
+        stored = entry.to_line()[:-1] + ',"links":"' + "x" * MAX_LINE_BYTES + '"}'
+        conn.execute("UPDATE indexpub.versions SET line = %s", (stored,))
+        store.yank(conn, "old", "1.0.0")
+        yanked = store.render_crate_file(conn, "old")
+        store.unyank(conn, "old", "1.0.0")
+        unyanked = store.render_crate_file(conn, "old")
+    assert yanked == stored.replace('"yanked":false', '"yanked":true').encode() + b"\n"
+    assert unyanked == stored.encode() + b"\n"
