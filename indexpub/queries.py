@@ -54,6 +54,10 @@ JOIN {schema}.crates AS c ON c.id = v.crate_id
 WHERE c.canonical_name = ANY(%(canonical)s) AND lower(c.name) = ANY(%(lower_names)s)
 ORDER BY v.id"""
 
+# The sparse writer's per-crate locks (sparse.crate_lock_key), taken in the order given and held
+# until the job's read transaction ends.
+LOCK_CRATE_FILES = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
+
 ALL_CRATE_NAMES = "SELECT lower(name) FROM {schema}.crates ORDER BY 1"
 
 # --- accounts: users, tokens, owners (indexpub/sql/0002_accounts.sql) ----------------------------

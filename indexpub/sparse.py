@@ -6,13 +6,15 @@ so the git job never waits on it and a slow disk never holds up the single git w
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from indexpub import store
+from indexpub import queries, store
 from indexpub.atomic_file import write_atomically
 from indexpub.names import index_path
 
@@ -39,14 +41,43 @@ def write_file(root: Path, relative: str, content: bytes | None) -> bool:
     return True
 
 
-def sync_sparse(conn: psycopg.Connection[Any], root: Path, names: Sequence[str]) -> list[str]:
-    """Render each crate's file from the database into the sparse directory; the changed."""
-    changed = []
+@dataclass
+class SparseResult:
+    # The files rewritten or removed, relative to the sparse root.
+    changed: list[str] = field(default_factory=list)
+    # The crates (by lowercased name) whose files could not be written, with why.
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def sync_sparse(conn: psycopg.Connection[Any], root: Path, names: Sequence[str]) -> SparseResult:
+    """Render each crate's file from the database into the sparse directory.
+
+    Each crate is rendered and written under a transaction-scoped advisory lock of its own, so
+    two writers of one crate (the ``sparse`` queue may run several) never interleave as "render
+    A, the yank commits, render B, write B, write A", which would leave the file without the
+    yank. The locks are taken in key order, so two batches never wait on each other in a cycle,
+    and released by the rollback that ends the job's read. A crate whose file cannot be written
+    (a directory in its place, a file where its directory must be) fails alone.
+    """
+    result = SparseResult()
     unique = list(dict.fromkeys(names))
-    wants = store.render_crate_files(conn, [name.lower() for name in unique])
-    for name in unique:
-        relative = index_path(name)
-        if write_file(root, relative, wants[name.lower()]):
-            changed.append(relative)
-    conn.rollback()
-    return changed
+    keys = sorted({crate_lock_key(name) for name in unique})
+    try:
+        conn.execute(queries.LOCK_CRATE_FILES, (keys,))
+        wants = store.render_crate_files(conn, [name.lower() for name in unique])
+        for name in unique:
+            relative = index_path(name)
+            try:
+                if write_file(root, relative, wants[name.lower()]):
+                    result.changed.append(relative)
+            except OSError as problem:
+                result.failed[name.lower()] = f"cannot write {relative}: {problem}"
+    finally:
+        conn.rollback()
+    return result
+
+
+def crate_lock_key(name: str) -> int:
+    """The advisory lock key of a crate's file: one per lowercased name, as the file is."""
+    digest = hashlib.sha256(f"indexpub.crate-file:{name.lower()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

@@ -18,8 +18,9 @@ import psycopg
 
 from indexpub import store
 from indexpub.faults import crash_point
-from indexpub.git_index import GitIndex, PushRejected
+from indexpub.git_index import GitIndex
 from indexpub.git_objects import object_sha
+from indexpub.git_process import GitError, GitTimeout, PushRejected
 from indexpub.names import index_path
 
 log = logging.getLogger("indexpub.sync")
@@ -38,6 +39,9 @@ class SyncResult:
     commits: list[str] = field(default_factory=list)
     pushes: int = 0
     rejected: int = 0
+    # The crates (by lowercased name) whose files could not be written, with why: the others'
+    # commits were pushed without them (see docs/architecture.md, "a batch fails crate by crate").
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def commit_message(name: str, existed: bool, exists: bool) -> str:
@@ -53,49 +57,99 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
 
     The first try builds on the tip as of our last fetch or push (we are the only writer of crate
     files, so it is usually current); a rejected push fetches, re-reads the database and rebuilds.
+    A crate whose file cannot be read or committed at the tip is left out and named in
+    ``failed``; failures that are not one crate's raise.
     """
     result = SyncResult()
     # One entry per file: names that differ only in case share one (foo-bar and foo_bar don't).
     unique = sorted({name.lower(): name for name in names}.values(), key=str.lower)
     crash_point("sync-started")
-    tip = index.tip() or index.fetch()
-    for _ in range(MAX_PUSHES):
-        changes: list[tuple[str, bytes | None, str]] = []
-        paths = [index_path(name) for name in unique]
+    tip = index.tip()
+    fetched = tip is None
+    if tip is None:
+        tip = index.fetch()
+    paths = [index_path(name) for name in unique]
+    while True:
+        failed: dict[str, str] = {}
+        changes: list[tuple[str, str, bytes | None, str]] = []
         # The tip's blob sha of every file of the batch, with at most one git process (which
         # also reads the trees the commits will need); a file whose rendering hashes to the
         # same sha is unchanged, so no file is read.
-        haves = index.file_shas(paths, tip)
+        haves = _file_shas(index, paths, tip, unique, failed)
         wants = store.render_crate_files(conn, [name.lower() for name in unique])
         for name, path, have in zip(unique, paths, haves, strict=True):
             want = wants[name.lower()]
-            if (None if want is None else object_sha("blob", want)) != have:
+            if (
+                name.lower() not in failed
+                and (None if want is None else object_sha("blob", want)) != have
+            ):
                 message = commit_message(name, have is not None, want is not None)
-                changes.append((path, want, message))
+                changes.append((name, path, want, message))
         # End the read transaction: the job holds no snapshot or lock while git runs.
         conn.rollback()
-        if not changes:
-            return result
         head = tip
+        committed: list[str] = []
         # The batch's commits are built in memory and written as one pack when it ends.
         with index.batch():
-            for number, (path, content, message) in enumerate(changes):
+            for number, (name, path, content, message) in enumerate(changes):
                 if number == 1:
                     crash_point("sync-mid-batch")
-                head = index.commit_file(head, path, content, message)
+                try:
+                    head = index.commit_file(head, path, content, message)
+                except GitTimeout:
+                    raise
+                except GitError as problem:
+                    # Checked before anything is built: the batch goes on from the same head.
+                    failed[name.lower()] = f"cannot commit {path}: {problem}"
+                    continue
+                committed.append(message)
+        if failed and not fetched:
+            # What blocks a crate may be gone from the remote already (a foreign push fixed it):
+            # our tip is only as fresh as our last push, so look once more at the real one.
+            log.info(
+                "%d crate(s) cannot be written at our tip; fetching to look again", len(failed)
+            )
+            tip, fetched = index.fetch(), True
+            continue
+        result.failed = failed
+        if head == tip:
+            return result
         crash_point("sync-committed")
         try:
             index.push(head)
         except PushRejected:
             result.rejected += 1
+            if result.rejected == MAX_PUSHES:
+                raise SyncError(
+                    f"the index remote moved under us {MAX_PUSHES} times in a row; giving up "
+                    "this attempt (the job will be retried after its backoff)"
+                ) from None
             log.info("push rejected (the remote moved); fetching and rebuilding")
-            tip = index.fetch()
+            tip, fetched = index.fetch(), True
             continue
         crash_point("sync-pushed")
         result.pushes += 1
-        result.commits.extend(message for _, _, message in changes)
+        result.commits.extend(committed)
         return result
-    raise SyncError(
-        f"the index remote moved under us {MAX_PUSHES} times in a row; giving up this attempt "
-        "(the job will be retried after its backoff)"
-    )
+
+
+def _file_shas(
+    index: GitIndex, paths: list[str], tip: str, names: list[str], failed: dict[str, str]
+) -> list[str | None]:
+    """``index.file_shas``, asked path by path when the batch's question fails, so that a path
+    the tip cannot answer (a directory where the crate's file must be) fails its crate alone."""
+    try:
+        return index.file_shas(paths, tip)
+    except GitTimeout:
+        raise
+    except GitError:
+        shas: list[str | None] = []
+        for name, path in zip(names, paths, strict=True):
+            try:
+                shas.extend(index.file_shas([path], tip))
+            except GitTimeout:
+                raise
+            except GitError as problem:
+                failed[name.lower()] = f"cannot read {path} at the tip: {problem}"
+                shas.append(None)
+        return shas

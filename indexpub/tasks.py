@@ -13,7 +13,7 @@ import psycopg
 
 from indexpub.config import JOBS_SCHEMA
 from indexpub.git_index import GitIndex
-from jobs import App, Backoff, JobContext
+from jobs import App, Backoff, Failures, JobContext
 
 log = logging.getLogger("indexpub.tasks")
 
@@ -73,13 +73,16 @@ def _index() -> GitIndex:
     backoff=Backoff(base=1.0, factor=2.0, cap=300.0),
     timeout=600.0,
 )
-def sync_crate(ctx: JobContext, payloads: list[Any]) -> None:
-    """Make the index files of a batch of crates equal to the database (see indexpub.sync)."""
+def sync_crate(ctx: JobContext, payloads: list[Any]) -> Failures:
+    """Make the index files of a batch of crates equal to the database (see indexpub.sync);
+    a crate whose file cannot be written fails its own job alone."""
     from indexpub.sync import sync_crates
 
-    result = sync_crates(ctx.conn, _index(), [str(p["name"]) for p in payloads])
+    names = [str(p["name"]) for p in payloads]
+    result = sync_crates(ctx.conn, _index(), names)
     for message in result.commits:
         log.info("%s", message)
+    return _failures_of(names, result.failed)
 
 
 @app.job_type(
@@ -91,14 +94,21 @@ def sync_crate(ctx: JobContext, payloads: list[Any]) -> None:
     backoff=Backoff(base=1.0, factor=2.0, cap=60.0),
     timeout=300.0,
 )
-def write_sparse(ctx: JobContext, payloads: list[Any]) -> None:
-    """Write a batch of crates' files into the sparse index directory (see indexpub.sparse)."""
+def write_sparse(ctx: JobContext, payloads: list[Any]) -> Failures:
+    """Write a batch of crates' files into the sparse index directory (see indexpub.sparse);
+    a crate whose file cannot be written fails its own job alone."""
     from indexpub.sparse import sync_sparse
 
     root = _IndexTarget.sparse_dir
     if root is None:
         raise RuntimeError("the sparse index directory is not configured (see configure_index)")
-    sync_sparse(ctx.conn, root, [str(p["name"]) for p in payloads])
+    names = [str(p["name"]) for p in payloads]
+    return _failures_of(names, sync_sparse(ctx.conn, root, names).failed)
+
+
+def _failures_of(names: list[str], failed: dict[str, str]) -> Failures:
+    """The positions of a batch's payloads whose crates (by lowercased name) failed."""
+    return {i: failed[name.lower()] for i, name in enumerate(names) if name.lower() in failed}
 
 
 def sync_job(conn: psycopg.Connection[Any], name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -10,7 +11,9 @@ import pytest
 from index_helpers import Registry, fixture_entry, git, make_registry
 
 from indexpub import store, tasks
+from indexpub.entries import IndexEntry
 from indexpub.sync import sync_crates
+from indexpub.versions import Version
 
 
 @pytest.fixture
@@ -179,3 +182,78 @@ def test_a_crate_file_another_writer_changed_is_rewritten(reg: Registry, tmp_pat
     assert result.commits == ["Update crate `q`"] and result.pushes == 1
     assert reg.remote_file("q") == expected_q and reg.remote_file("xy") == expected_xy
     assert reg.messages() == ["Create crate `q`", "Create crate `xy`", "Edit q", "Update crate `q`"]
+
+
+def _foreign_push(
+    reg: Registry, tmp_path: Path, edit: Callable[[Path], None], message: str
+) -> None:
+    """Another writer clones the remote, edits its work tree, and pushes."""
+    other = tmp_path / "foreign"
+    if not other.exists():
+        git("clone", "-q", str(reg.remote), str(other))
+    git("pull", "-q", cwd=other)
+    edit(other)
+    git("add", "-A", cwd=other)
+    git("-c", "user.name=ops", "-c", "user.email=o@e", "commit", "-qm", message, cwd=other)
+    git("push", "-q", "origin", "HEAD", cwd=other)
+
+
+def _blob_at_se(tree: Path) -> None:
+    (tree / "se").write_text("a file where the directory of se/rd/serde must be\n")
+
+
+def _tree_at_serde(tree: Path) -> None:
+    (tree / "se" / "rd" / "serde").mkdir(parents=True)
+    (tree / "se" / "rd" / "serde" / "x").write_text("a directory where serde's file must be\n")
+
+
+@pytest.mark.parametrize(
+    ("block", "unblock", "fragment"),
+    [
+        (_blob_at_se, lambda tree: (tree / "se").unlink(), "a file is in the way"),
+        (
+            _tree_at_serde,
+            lambda tree: shutil.rmtree(tree / "se"),
+            "se/rd/serde is a tree",
+        ),
+    ],
+    ids=["file-where-a-directory-must-be", "directory-where-the-file-must-be"],
+)
+def test_one_crate_that_cannot_be_written_fails_alone(
+    reg: Registry,
+    tmp_path: Path,
+    block: Callable[[Path], None],
+    unblock: Callable[[Path], None],
+    fragment: str,
+) -> None:
+    """A batch of 51 with one crate whose path a foreign push blocked: the 50 are pushed in one
+    push, only the one's job fails (with its own error), and it converges once unblocked."""
+    _foreign_push(reg, tmp_path, block, "Block serde")
+    good = [_entry(f"good-{i:02}") for i in range(50)]
+    reg.publish(_entry("serde"), *good)
+    assert reg.drain() == 51 + 51  # every git job ran, every sparse job too
+    assert reg.messages() == ["Block serde"] + [f"Create crate `{e.name}`" for e in good]
+    for entry in good:
+        assert reg.remote_file(entry.name) == entry.to_line() + "\n"
+    with psycopg.connect(reg.url) as conn:
+        rows = conn.execute(
+            "SELECT job_type, payload->>'name', attempts, dead, last_error FROM indexpub_jobs.jobs"
+        ).fetchall()
+    assert len(rows) == 1, rows
+    job_type, name, attempts, dead, error = rows[0]
+    assert (job_type, name, attempts, dead) == ("sync_crate", "serde", 1, False)
+    assert error.startswith("cannot ") and fragment in error, error
+    # The sparse index is written apart from git, and is complete.
+    assert (reg.sparse / "se" / "rd" / "serde").read_text() == _entry("serde").to_line() + "\n"
+
+    _foreign_push(reg, tmp_path, unblock, "Unblock serde")
+    with psycopg.connect(reg.url) as conn:
+        conn.execute("UPDATE indexpub_jobs.jobs SET run_at = now()")  # skip the backoff
+    reg.drain()
+    assert reg.pending_jobs() == 0
+    assert reg.remote_file("serde") == _entry("serde").to_line() + "\n"
+    assert reg.messages()[-2:] == ["Unblock serde", "Create crate `serde`"]
+
+
+def _entry(name: str) -> IndexEntry:
+    return IndexEntry(name=name, vers=Version.parse("1.0.0"), deps=(), cksum="0" * 64)
