@@ -166,8 +166,8 @@ def test_the_worker_statements_use_indexes_not_a_scan_of_the_backlog(
             "id": 1,
             "ids": [1],
             "attempts": 0,
-            "error": "e",
-            "delay": 1.0,
+            "errors": ["e"],
+            "delays": [1.0],
         }
         statements = [
             (queries.LOCK_ONE, "jobs_pkey"),
