@@ -10,8 +10,6 @@ import hashlib
 import os
 from pathlib import Path
 
-from indexpub import embedded
-
 JOBS_SCHEMA = "indexpub_jobs"
 
 
@@ -24,35 +22,54 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     return Path(base) / "indexpub"
 
 
+def configured_database_url(explicit: str | None = None) -> str | None:
+    """The database URL from the option or the environment; None means the embedded server."""
+    return explicit or os.environ.get("INDEXPUB_DATABASE_URL") or os.environ.get("DATABASE_URL")
+
+
+def embedded_pgdata(data: Path) -> Path:
+    """Where the embedded server keeps its files under the data directory."""
+    return data / "postgres"
+
+
 def database_url(explicit: str | None = None, data: Path | None = None) -> str:
     """The configured URL, else the embedded server's (started on demand)."""
-    url = explicit or os.environ.get("INDEXPUB_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    url = configured_database_url(explicit)
     if url:
         return url
-    return embedded.database_url((data or data_dir()) / "postgres")
+    from indexpub import embedded  # psycopg and the server wheel, only when they are used
+
+    return embedded.database_url(embedded_pgdata(data or data_dir()))
+
+
+def configured_index_url(explicit: str | None = None) -> str | None:
+    """The index remote from the option or the environment; None means the local default."""
+    return explicit or os.environ.get("INDEXPUB_INDEX_URL") or None
 
 
 def index_url(explicit: str | None = None, data: Path | None = None) -> str:
     """The index's git remote: configured, else a local bare repository under the data dir."""
-    url = explicit or os.environ.get("INDEXPUB_INDEX_URL")
-    if url:
-        return url
-    return str(local_index(data or data_dir()))
+    return configured_index_url(explicit) or str(local_index(data or data_dir()))
+
+
+def local_index_path(data: Path) -> Path:
+    """Where the embedded default's bare index remote lives under the data directory."""
+    return data / "index.git"
+
+
+def local_index_dl(data: Path) -> str:
+    """The ``dl`` of the local default: the crate files ``indexpub publish`` stores, by
+    ``file://`` URL, so cargo can resolve and download with no server at all."""
+    return crate_files_dir(data).as_uri() + "/{crate}/{crate}-{version}.crate"
 
 
 def local_index(data: Path) -> Path:
-    """The embedded default's bare index remote, created with its config.json on first use.
-
-    Its ``dl`` points at the crate files that ``indexpub publish`` stores under the data dir,
-    so cargo can resolve and download from it with ``file://`` URLs alone.
-    """
+    """The embedded default's bare index remote, created with its config.json on first use."""
     from indexpub.git_index import init_index
 
-    path = data / "index.git"
+    path = local_index_path(data)
     if not (path / "HEAD").exists():
-        init_index(
-            path, dl=crate_files_dir(data).as_uri() + "/{crate}/{crate}-{version}.crate", api=None
-        )
+        init_index(path, dl=local_index_dl(data), api=None)
     return path
 
 

@@ -7,7 +7,7 @@ from jobs.app import App
 from jobs.backoff import Backoff
 from jobs.context import JobContext
 from jobs.registry import Failures, Job, JobType, QueueConfig
-from jobs.store import ClaimedJob, Enqueued, Failure, JobInfo, JobStore, QueueStats
+from jobs.store import ClaimedJob, Consumer, Enqueued, Failure, JobInfo, JobStore, QueueStats
 from jobs.supervisor import Supervisor
 from jobs.worker import EXIT_GRACE_EXPIRED, EXIT_SECOND_SIGNAL, EXIT_TIMEOUT, Worker
 
@@ -18,6 +18,7 @@ __all__ = [
     "App",
     "Backoff",
     "ClaimedJob",
+    "Consumer",
     "Enqueued",
     "Failure",
     "Failures",

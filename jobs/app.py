@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -108,13 +109,15 @@ class App:
                 raise ValueError(f"queue {name!r} is single-consumer: its concurrency is 1")
             slots.extend(Slot(name, index) for index in range(count))
 
+        host = socket.gethostname()
+
         def make_worker(slot: Slot) -> Worker:
             return self.worker(
                 conninfo,
                 slot.queue,
                 drain=drain,
                 grace_period=grace_period,
-                name=f"jobs worker {slot.queue}#{slot.index} pid {os.getpid()}",
+                name=f"jobs worker {slot.queue}#{slot.index} pid {os.getpid()} on {host}",
                 **worker_options,
             )
 

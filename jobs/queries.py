@@ -282,6 +282,16 @@ TRY_CONSUMER_LOCK = "SELECT pg_try_advisory_lock(%s)"
 
 RELEASE_CONSUMER_LOCK = "SELECT pg_advisory_unlock(%s)"
 
+# The session holding a consumer lock. PostgreSQL shows a bigint advisory key as its high half in
+# classid and its low half in objid, with objsubid 1.
+CONSUMER_HOLDER = """
+SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start
+FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND (l.classid::bigint << 32) | l.objid::bigint = %(key)s
+LIMIT 1"""
+
 # --- admin ------------------------------------------------------------------------------------
 
 # "running" is a claimed row whose worker's backend is still connected; the pid alone would do

@@ -86,6 +86,24 @@ STATES = ("ready", "scheduled", "running", "failing", "dead")
 _SHARED_IN_A_BATCH = ("queue", "job_type", "priority", "max_attempts", "delay")
 
 
+@dataclass(frozen=True)
+class Consumer:
+    """The process that holds a single-consumer queue's lock, as PostgreSQL sees its session."""
+
+    queue: str
+    pid: int
+    # The worker's application_name: "jobs worker QUEUE#N pid PID on HOST".
+    application_name: str
+    client_addr: str | None
+    backend_start: datetime
+
+
+def consumer_lock_key(schema: str, queue: str) -> int:
+    """The session advisory lock that makes one process the queue's only active consumer."""
+    digest = hashlib.sha256(f"consumer:{schema}:{queue}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def dedup_key(payload: Any) -> str:
     """Equal payloads give equal keys whatever their key order."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -304,6 +322,12 @@ class JobStore:
 
     def release_consumer_lock(self, conn: Conn, key: int) -> None:
         conn.execute(queries.RELEASE_CONSUMER_LOCK, (key,))
+
+    def consumer(self, conn: Conn, queue: str) -> Consumer | None:
+        """Who holds the single-consumer lock of ``queue`` now; None when nobody does."""
+        key = consumer_lock_key(self.schema, queue)
+        row = conn.execute(queries.CONSUMER_HOLDER, {"key": key}).fetchone()
+        return None if row is None else Consumer(queue, *row)
 
     # --- admin --------------------------------------------------------------------------------
 

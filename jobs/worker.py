@@ -9,7 +9,6 @@ way to really stop a job that overran its timeout is to end the process it runs 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import signal
@@ -27,7 +26,7 @@ from jobs.backoff import Backoff
 from jobs.connections import connect
 from jobs.context import JobContext
 from jobs.registry import JobType, Registry
-from jobs.store import ClaimedJob, Failure, JobStore
+from jobs.store import ClaimedJob, Failure, JobStore, consumer_lock_key
 
 log = logging.getLogger("jobs.worker")
 
@@ -38,12 +37,6 @@ EXIT_SECOND_SIGNAL = 72  # asked to stop twice: ended at once, the job rolls bac
 
 # How often a blocked wait looks at the stop flag: the bound on an idle worker's exit time.
 _WAIT_SLICE = 0.2
-
-
-def consumer_lock_key(schema: str, queue: str) -> int:
-    """The session advisory lock that makes one process the queue's only active consumer."""
-    digest = hashlib.sha256(f"consumer:{schema}:{queue}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 class Worker:

@@ -1,17 +1,17 @@
-"""The ``indexpub`` commands of the HTTP registry: serve, token create/revoke, owner add/list."""
+"""The commands of the HTTP registry: serve, token create/revoke, owner add/list."""
 
 from __future__ import annotations
 
 import logging
 
 import click
-import psycopg
 
-from indexpub import accounts, store
-from indexpub.cli import Settings, main, pass_settings
-from indexpub.cli_index import InputError
-from indexpub.errors import InvalidInput
-from indexpub.serve import DEFAULT_MAX_CRATE_BYTES, DEFAULT_MAX_METADATA_BYTES, create_app
+from indexpub.cli.common import CommandError, Settings, pass_settings
+
+# indexpub.serve's defaults, written out so that `indexpub serve --help` need not import the
+# HTTP stack; tests/test_cli_startup.py checks that they agree.
+DEFAULT_MAX_CRATE_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_METADATA_BYTES = 1024 * 1024
 
 
 def _verbose(ctx: click.Context) -> bool:
@@ -33,7 +33,7 @@ class _DropUpgradeWarnings(logging.Filter):
         return not str(record.msg).startswith(self.NOISE)
 
 
-@main.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option(
@@ -72,13 +72,14 @@ def serve(
     """
     import uvicorn
 
+    from indexpub.serve import create_app
+
     settings: Settings = ctx.obj
     verbose = _verbose(ctx)
     url = settings.url()
-    with psycopg.connect(url) as conn:
-        store.migrate(conn)
+    settings.migrated().close()
     # The git index's URL, as crates packaged for it name it; never created from here.
-    git_index = settings.index_url or str(settings.data_dir / "index.git")
+    git_index = settings.index_location
     public = public_url or f"http://{host}:{port}"
     try:
         app = create_app(
@@ -108,7 +109,7 @@ def serve(
 # --- tokens ---------------------------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def token() -> None:
     """API tokens (what cargo sends in the Authorization header)."""
 
@@ -119,12 +120,10 @@ def token() -> None:
 @pass_settings
 def token_create(settings: Settings, user: str, name: str) -> None:
     """Create a token for USER (created if new) and print it: the only time it is shown."""
-    try:
-        with settings.connect() as conn:
-            store.migrate(conn)
-            secret = accounts.create_token(conn, user, name)
-    except InvalidInput as exc:
-        raise InputError(str(exc)) from None
+    from indexpub import accounts
+
+    with settings.migrated() as conn:
+        secret = accounts.create_token(conn, user, name)
     click.echo(secret)
 
 
@@ -134,8 +133,9 @@ def token_create(settings: Settings, user: str, name: str) -> None:
 @pass_settings
 def token_revoke(settings: Settings, user: str, name: str | None) -> None:
     """Revoke USER's tokens."""
-    with settings.connect() as conn:
-        store.migrate(conn)
+    from indexpub import accounts
+
+    with settings.migrated() as conn:
         count = accounts.revoke_tokens(conn, user, name)
     click.echo(f"revoked {count} token(s)")
 
@@ -143,7 +143,7 @@ def token_revoke(settings: Settings, user: str, name: str | None) -> None:
 # --- owners (administration) --------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def owner() -> None:
     """Crate owners, as an administrator (owners change owners through the API)."""
 
@@ -154,14 +154,13 @@ def owner() -> None:
 @pass_settings
 def owner_add(settings: Settings, crate: str, user: str) -> None:
     """Make USER an owner of CRATE."""
+    from indexpub import accounts
+
     try:
-        with settings.connect() as conn:
-            store.migrate(conn)
+        with settings.migrated() as conn:
             published, added = accounts.add_owner_as_admin(conn, crate, user)
     except accounts.UnknownUser as exc:
-        raise InputError(f"{exc} (`indexpub token create {user}` creates the user)") from None
-    except InvalidInput as exc:
-        raise InputError(str(exc)) from None
+        raise CommandError(f"{exc} (`indexpub token create {user}` creates the user)") from None
     if added:
         click.echo(f"added {user} as an owner of {published}")
     else:
@@ -173,12 +172,10 @@ def owner_add(settings: Settings, crate: str, user: str) -> None:
 @pass_settings
 def owner_list(settings: Settings, crate: str) -> None:
     """Print CRATE's owners, one login a line."""
-    try:
-        with settings.connect() as conn:
-            store.migrate(conn)
-            owners = accounts.list_owners(conn, crate)
-    except InvalidInput as exc:
-        raise InputError(str(exc)) from None
+    from indexpub import accounts
+
+    with settings.migrated() as conn:
+        owners = accounts.list_owners(conn, crate)
     for user in owners:
         click.echo(user.login)
     if not owners:

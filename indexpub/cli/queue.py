@@ -1,81 +1,27 @@
-"""The ``indexpub`` command line."""
+"""The commands of the job queue: migrate, worker, and ``jobs`` to inspect and repair it."""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
-import psycopg
 
-from indexpub import config, embedded, store
-from indexpub.local_publish import local_push_mode
-from indexpub.tasks import app, configure_index
-from jobs.store import STATES
+from indexpub import config
+from indexpub.cli.common import RemoteUnusable, Settings, first_line, pass_settings
 
-
-@dataclass
-class Settings:
-    database_url: str | None
-    data_dir: Path
-    index_url: str | None
-
-    def url(self) -> str:
-        return config.database_url(self.database_url, self.data_dir)
-
-    def index(self) -> str:
-        return config.index_url(self.index_url, self.data_dir)
-
-    def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url(), autocommit=autocommit)
+# jobs.store.STATES, written out so that `indexpub jobs list --help` need not import the queue
+# (and psycopg); tests/test_cli_startup.py checks that the two agree.
+JOB_STATES = ("ready", "scheduled", "running", "failing", "dead")
 
 
-pass_settings = click.make_pass_decorator(Settings)
-
-
-@click.group()
-@click.option(
-    "--database-url",
-    envvar="INDEXPUB_DATABASE_URL",
-    help="PostgreSQL URL (also DATABASE_URL). Unset: an embedded server under the data dir.",
-)
-@click.option(
-    "--data-dir",
-    envvar="INDEXPUB_DATA_DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local state: the embedded database, the bare clone. Default ~/.local/share/indexpub.",
-)
-@click.option(
-    "--index-url",
-    envvar="INDEXPUB_INDEX_URL",
-    help="The index's git remote. Unset: a local bare repository under the data dir.",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
-@click.pass_context
-def main(
-    ctx: click.Context,
-    database_url: str | None,
-    data_dir: Path | None,
-    index_url: str | None,
-    verbose: bool,
-) -> None:
-    """Publish a Cargo registry's git index from a PostgreSQL job queue."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    ctx.obj = Settings(database_url or None, config.data_dir(data_dir), index_url or None)
-
-
-@main.command()
+@click.command()
 @pass_settings
 def migrate(settings: Settings) -> None:
     """Create or upgrade indexpub's tables."""
+    from indexpub import store
+
     with settings.connect() as conn:
         applied = store.migrate(conn)
     done = [
@@ -86,7 +32,7 @@ def migrate(settings: Settings) -> None:
     click.echo("applied migrations: " + "; ".join(done) if done else "up to date")
 
 
-@main.command()
+@click.command()
 @click.option("--queue", "queues", multiple=True, help="Queue to work (repeatable). Default: all.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Worker processes per queue.")
 @click.option("--drain", is_flag=True, help="Exit once nothing is ready.")
@@ -102,26 +48,29 @@ def worker(
     grace_period: float,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
+    from indexpub.local_publish import local_push_mode
+    from indexpub.tasks import INDEX_QUEUE, app, configure_index
+
     try:
         # The git job reads it when it opens the index; a typo should stop the worker here,
         # not fail every job later.
         local_push_mode()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    url = settings.url()
-    with psycopg.connect(url) as conn:
-        store.migrate(conn)
-    remote = settings.index()
-    configure_index(
-        remote,
-        config.clone_path(settings.data_dir, remote),
-        config.sparse_dir(settings.data_dir),
-    )
     unknown = [q for q in queues if q not in app.registry.queues]
     if unknown:
         raise click.UsageError(
             f"unknown queue {unknown[0]!r}; known: {', '.join(sorted(app.registry.queues))}"
         )
+    url = settings.url()
+    settings.migrated().close()
+    remote = settings.index()
+    clone = config.clone_path(settings.data_dir, remote)
+    if not queues or INDEX_QUEUE in queues:
+        # A remote that cannot be used stops the worker here, with one line, instead of failing
+        # every job of the queue in the background.
+        check_index_remote(remote, clone)
+    configure_index(remote, clone, config.sparse_dir(settings.data_dir))
     try:
         supervisor = app.supervisor(
             url,
@@ -136,16 +85,33 @@ def worker(
     sys.exit(supervisor.run())
 
 
-def _redact(url: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+def check_index_remote(remote: str, clone: Path) -> None:
+    """Open the index (cloning it on first use) and check the tip cargo will read: the branch
+    the remote's HEAD names exists, and holds config.json."""
+    from indexpub.git_index import GitIndex
+    from indexpub.git_process import GitError, scrub_secrets
+
+    index = GitIndex.open(remote, clone)
+    try:
+        try:
+            tip = index.fetch()
+        except GitError as exc:
+            raise RemoteUnusable(
+                f"the index remote {scrub_secrets(remote)} has no branch {index.branch!r}, which"
+                f" its HEAD names ({first_line(str(exc))}); point HEAD at the index's branch"
+                " (git symbolic-ref HEAD refs/heads/BRANCH in the remote)"
+            ) from None
+        if index.read_file("config.json", tip) is None:
+            raise RemoteUnusable(
+                f"the index remote {scrub_secrets(remote)} has no config.json on its branch"
+                f" {index.branch!r}: cargo needs it (create the index with `indexpub"
+                " init-index`, or commit a config.json with its dl URL)"
+            )
+    finally:
+        index.close()
 
 
-# --- jobs admin ---------------------------------------------------------------------------------
-
-
-@main.group()
+@click.group()
 def jobs() -> None:
     """Inspect and repair the job queue."""
 
@@ -155,6 +121,8 @@ def jobs() -> None:
 @pass_settings
 def stats(settings: Settings, as_json: bool) -> None:
     """Counts by queue, job type and state."""
+    from indexpub.tasks import app
+
     with settings.connect(autocommit=True) as conn:
         rows = app.store.stats(conn)
     if as_json:
@@ -171,13 +139,15 @@ def stats(settings: Settings, as_json: bool) -> None:
 @jobs.command("list")
 @click.option("--queue")
 @click.option("--type", "job_type")
-@click.option("--state", type=click.Choice(STATES))
+@click.option("--state", type=click.Choice(JOB_STATES))
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @pass_settings
 def list_jobs(
     settings: Settings, queue: str | None, job_type: str | None, state: str | None, limit: int
 ) -> None:
     """Jobs with their state, attempts and last error."""
+    from indexpub.tasks import app
+
     with settings.connect(autocommit=True) as conn:
         found = app.store.list_jobs(conn, queue=queue, job_type=job_type, state=state, limit=limit)
     for job in found:
@@ -199,6 +169,8 @@ def list_jobs(
 @pass_settings
 def retry(settings: Settings, ids: tuple[int, ...], all_dead: bool, queue: str | None) -> None:
     """Run dead or failing jobs again now, with a fresh set of attempts."""
+    from indexpub.tasks import app
+
     if not ids and not all_dead:
         raise click.UsageError("name job ids, or pass --all-dead")
     with settings.connect() as conn:
@@ -211,6 +183,8 @@ def retry(settings: Settings, ids: tuple[int, ...], all_dead: bool, queue: str |
 @pass_settings
 def delete(settings: Settings, ids: tuple[int, ...]) -> None:
     """Delete jobs that are not running."""
+    from indexpub.tasks import app
+
     with settings.connect() as conn:
         count = app.store.delete(conn, ids)
     click.echo(f"deleted {count} job(s)")
@@ -224,34 +198,8 @@ def delete(settings: Settings, ids: tuple[int, ...]) -> None:
 @pass_settings
 def purge(settings: Settings, queue: str | None, older_than: float | None) -> None:
     """Delete dead jobs."""
+    from indexpub.tasks import app
+
     with settings.connect() as conn:
         count = app.store.purge_dead(conn, queue=queue, older_than=older_than)
     click.echo(f"purged {count} dead job(s)")
-
-
-# --- embedded database --------------------------------------------------------------------------
-
-
-@main.group()
-def db() -> None:
-    """The embedded PostgreSQL server (used when no database URL is set)."""
-
-
-@db.command("url")
-@pass_settings
-def db_url(settings: Settings) -> None:
-    """Print the database URL in use (starting the embedded server if needed)."""
-    click.echo(settings.url())
-
-
-@db.command("stop")
-@pass_settings
-def db_stop(settings: Settings) -> None:
-    """Stop the embedded server."""
-    stopped = embedded.stop(settings.data_dir / "postgres")
-    click.echo("stopped" if stopped else "no embedded server in " + str(settings.data_dir))
-
-
-# The registry commands live in their own module; importing it registers them on ``main``.
-import indexpub.cli_serve  # noqa: E402, F401
-from indexpub import cli_index  # noqa: E402, F401

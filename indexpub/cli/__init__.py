@@ -1,0 +1,90 @@
+"""The ``indexpub`` command line: the group, its global options, and where each command lives.
+
+Every command module imports only click and light parts of indexpub at module level, so that
+``indexpub --help`` starts in a few tens of milliseconds; psycopg, GitPython and the HTTP stack
+are imported inside the commands that use them (tests/test_cli_startup.py keeps it so).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from indexpub import config
+from indexpub.cli import database, demo, http, queue, registry, status
+from indexpub.cli.common import EXIT_CODES_HELP, Settings, failure_of
+
+
+class _Main(click.Group):
+    """The group that ends every failure a person can cause in one line with its exit code
+    (see :func:`indexpub.cli.common.failure_of`); bugs still show their traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:
+            settings = ctx.obj if isinstance(ctx.obj, Settings) else None
+            failure = failure_of(exc, settings)
+            if failure is None:
+                raise
+            raise failure from None
+
+
+@click.group(cls=_Main, epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="indexpub", message="%(prog)s %(version)s")
+@click.option(
+    "--database-url",
+    envvar="INDEXPUB_DATABASE_URL",
+    help="PostgreSQL URL (also DATABASE_URL). Unset: an embedded server under the data dir.",
+)
+@click.option(
+    "--data-dir",
+    envvar="INDEXPUB_DATA_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local state: the embedded database, the bare clone. Default ~/.local/share/indexpub.",
+)
+@click.option(
+    "--index-url",
+    envvar="INDEXPUB_INDEX_URL",
+    help="The index's git remote. Unset: a local bare repository under the data dir.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    database_url: str | None,
+    data_dir: Path | None,
+    index_url: str | None,
+    verbose: bool,
+) -> None:
+    """Publish a Cargo registry's git index from a PostgreSQL job queue."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = Settings(database_url or None, config.data_dir(data_dir), index_url or None)
+
+
+for command in (
+    queue.migrate,
+    queue.worker,
+    queue.jobs,
+    registry.init_index_command,
+    registry.publish,
+    registry.yank,
+    registry.unyank,
+    http.serve,
+    http.token,
+    http.owner,
+    database.db,
+    status.status,
+    demo.demo,
+):
+    main.add_command(command)

@@ -1,0 +1,193 @@
+"""What every command shares: its settings, and the one way a failure ends it.
+
+Nothing here imports psycopg, GitPython or the HTTP stack at module level: every command module
+imports this one, and ``indexpub --help`` must not pay for what only running a command needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from indexpub import config
+
+if TYPE_CHECKING:
+    import psycopg
+
+# The exit codes, in the order a script would test them (also in `indexpub --help`).
+EXIT_FAILED = 1  # refused input, or an operation that failed; the message says which
+EXIT_USAGE = 2  # click's own: a wrong option or argument
+EXIT_DATABASE = 3  # the database cannot be reached
+EXIT_REMOTE = 4  # the index remote cannot be used
+EXIT_DATA_DIR = 5  # the data directory cannot be written
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 refused or failed (the message says why); 2 usage error; "
+    "3 the database cannot be reached; 4 the index remote cannot be used; "
+    "5 the data directory cannot be written."
+)
+
+
+class CommandError(click.ClickException):
+    """A failure a person can cause and fix: one line on stderr, with its own exit code."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.splitlines()))
+
+
+class DatabaseUnreachable(CommandError):
+    exit_code = EXIT_DATABASE
+
+
+class RemoteUnusable(CommandError):
+    exit_code = EXIT_REMOTE
+
+
+class DataDirUnwritable(CommandError):
+    exit_code = EXIT_DATA_DIR
+
+
+def announce(message: str) -> None:
+    """Tell the person running the command about something it made for them (on stderr, so
+    that output meant for scripts stays clean)."""
+    click.echo(message, err=True)
+
+
+@dataclass
+class Settings:
+    database_url: str | None
+    data_dir: Path
+    index_url: str | None
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the database is the embedded server under the data directory."""
+        return config.configured_database_url(self.database_url) is None
+
+    @property
+    def pgdata(self) -> Path:
+        return config.embedded_pgdata(self.data_dir)
+
+    def url(self) -> str:
+        """The database URL, starting (and on first use creating) the embedded server."""
+        created = self.embedded and not (self.pgdata / "PG_VERSION").exists()
+        url = config.database_url(self.database_url, self.data_dir)
+        if created:
+            announce(f"created an embedded PostgreSQL server in {self.pgdata}")
+        return url
+
+    @property
+    def index_location(self) -> str:
+        """The index remote's URL, without creating the local default."""
+        configured = config.configured_index_url(self.index_url)
+        return configured or str(config.local_index_path(self.data_dir))
+
+    def index(self) -> str:
+        """The index remote's URL, creating the local default on first use."""
+        if config.configured_index_url(self.index_url) is not None:
+            return self.index_location
+        path = config.local_index_path(self.data_dir)
+        created = not (path / "HEAD").exists()
+        config.local_index(self.data_dir)
+        if created:
+            announce(f"created a local index remote in {path}")
+        return str(path)
+
+    def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+        import psycopg
+
+        return psycopg.connect(self.url(), autocommit=autocommit)
+
+    def migrated(self) -> psycopg.Connection[Any]:
+        """A connection to a database whose tables are in place (created on first use)."""
+        from indexpub import store
+
+        conn = self.connect()
+        try:
+            store.migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def failure_of(exc: BaseException, settings: Settings | None) -> CommandError | None:
+    """The one-line failure that an exception a person can cause stands for; None for a bug.
+
+    Classes are compared by name where importing their module would cost every command its
+    start-up: a psycopg error can only have been raised once psycopg was imported.
+    """
+    from indexpub.errors import InvalidInput
+    from indexpub.git_process import GitError, scrub_secrets
+
+    if isinstance(exc, InvalidInput):
+        return CommandError(str(exc))
+    if isinstance(exc, GitError):
+        remote = "" if settings is None else f" {scrub_secrets(settings.index_location)}"
+        return RemoteUnusable(
+            f"the index remote{remote} cannot be used: {first_line(scrub_secrets(str(exc)))}"
+            " (set --index-url or INDEXPUB_INDEX_URL to the index's git URL)"
+        )
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        where = "the database" if settings is None else f"the database {_database(settings)}"
+        fix = (
+            "is the embedded server's directory intact? `indexpub db stop` and try again"
+            if settings is not None and settings.embedded
+            else "check --database-url or INDEXPUB_DATABASE_URL, or unset both to use the "
+            "embedded server"
+        )
+        return DatabaseUnreachable(f"cannot reach {where}: {first_line(str(exc))} ({fix})")
+    if isinstance(exc, PermissionError):
+        path = Path(exc.filename) if exc.filename else None
+        if settings is not None and path is not None and _inside(path, settings.data_dir):
+            return DataDirUnwritable(
+                f"cannot write the data directory {settings.data_dir}: permission denied on "
+                f"{path} (choose one you can write with --data-dir or INDEXPUB_DATA_DIR)"
+            )
+        return CommandError(f"permission denied: {path or exc}")
+    return None
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of a message from git or PostgreSQL, which say the most there."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else text.strip()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        Path(os.path.abspath(path)).relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _database(settings: Settings) -> str:
+    """The database in use, for a person: a URL without its password, or the embedded one."""
+    if settings.embedded:
+        return f"(embedded, in {settings.pgdata})"
+    url = config.configured_database_url(settings.database_url) or ""
+    return redact_url(url)
+
+
+def redact_url(url: str) -> str:
+    """A PostgreSQL URL or conninfo string without its password."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        info = conninfo_to_dict(url)
+    except Exception:
+        return "(an unparsable database URL)"
+    info.pop("password", None)
+    return make_conninfo(**info)  # type: ignore[arg-type]

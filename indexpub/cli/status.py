@@ -1,0 +1,203 @@
+"""``indexpub status``: one screen on the database, the index remote, the jobs and the worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from indexpub import config
+from indexpub.cli.common import Settings, first_line, pass_settings, redact_url
+from indexpub.cli.queue import JOB_STATES
+
+# How long status waits for the database and for the remote, so that it answers even when they
+# do not.
+TIMEOUT = 10.0
+
+
+@dataclass
+class Commit:
+    sha: str
+    time: int  # seconds since the epoch
+    subject: str
+
+
+@dataclass
+class Status:
+    database: dict[str, Any] = field(default_factory=dict)
+    index: dict[str, Any] = field(default_factory=dict)
+    jobs: dict[str, Any] | None = None
+    consumer: dict[str, Any] | None = None
+    last_push: dict[str, Any] | None = None
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_settings
+def status(settings: Settings, as_json: bool) -> None:
+    """The database in use, the index remote and its tip, jobs by state, the worker that holds
+    the index queue, and the last push. Starts nothing: a stopped embedded server is shown as
+    such."""
+    found = Status()
+    _database(settings, found)
+    _index(settings, found)
+    if as_json:
+        click.echo(json.dumps(asdict(found), default=str))
+        return
+    for line in _screen(found):
+        click.echo(line)
+
+
+def _database(settings: Settings, found: Status) -> None:
+    import psycopg
+
+    from indexpub.tasks import INDEX_QUEUE, app
+
+    if settings.embedded:
+        running = (settings.pgdata / "postmaster.pid").exists()
+        found.database = {"embedded": True, "where": str(settings.pgdata), "running": running}
+        if not running:
+            return
+        url = config.database_url(settings.database_url, settings.data_dir)
+    else:
+        url = config.configured_database_url(settings.database_url) or ""
+        found.database = {"embedded": False, "url": redact_url(url)}
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=int(TIMEOUT)) as conn:
+            stats = app.store.stats(conn)
+            holder = app.store.consumer(conn, INDEX_QUEUE)
+    except psycopg.Error as exc:
+        found.database["error"] = first_line(str(exc))
+        return
+    by_state: dict[str, int] = {}
+    by_queue: dict[str, dict[str, int]] = {}
+    for row in stats:
+        by_state[row.state] = by_state.get(row.state, 0) + row.count
+        queue = by_queue.setdefault(row.queue, {})
+        queue[row.state] = queue.get(row.state, 0) + row.count
+    found.jobs = {"by_state": by_state, "by_queue": by_queue}
+    if holder is not None:
+        found.consumer = {
+            "queue": holder.queue,
+            "pid": holder.pid,
+            "name": holder.application_name,
+            "client_addr": holder.client_addr,
+            "since": holder.backend_start.isoformat(),
+        }
+
+
+def _index(settings: Settings, found: Status) -> None:
+    from indexpub.git_process import GitError, GitRemote, run_git, scrub_secrets
+
+    remote_url = settings.index_location
+    found.index = {"url": scrub_secrets(remote_url)}
+    clone = config.clone_path(settings.data_dir, remote_url)
+    askpass = clone / "indexpub-askpass"
+    remote = GitRemote.parse(remote_url, askpass=askpass if askpass.exists() else None)
+    try:
+        listed = run_git(
+            ["ls-remote", "--symref", remote.url, "HEAD"],
+            timeout=TIMEOUT,
+            what="git ls-remote",
+            remote=remote,
+        )
+    except GitError as exc:
+        found.index["error"] = first_line(scrub_secrets(str(exc), remote))
+        return
+    for line in listed.stdout.decode(errors="replace").splitlines():
+        target, _, name = line.partition("\t")
+        if name == "HEAD" and target.startswith("ref: refs/heads/"):
+            found.index["branch"] = target.removeprefix("ref: refs/heads/")
+        elif name == "HEAD":
+            found.index["tip"] = target
+    tip = found.index.get("tip")
+    for where in (clone, Path(remote_url)):
+        commit = _commit(where, tip) if tip else None
+        if commit is not None:
+            found.index["tip_commit"] = asdict(commit)
+            break
+    branch = found.index.get("branch")
+    if branch:
+        # The newest commit of ours that the clone knows on the branch: the last push.
+        pushed = _commit(clone, f"refs/remotes/origin/{branch}", author="<indexpub@localhost>")
+        found.last_push = None if pushed is None else asdict(pushed)
+
+
+def _commit(git_dir: Path, rev: str, *, author: str | None = None) -> Commit | None:
+    """The commit ``rev`` names in ``git_dir`` (the newest one by ``author``); None when the
+    repository or the commit is not there."""
+    if not (git_dir / "HEAD").exists():
+        return None
+    args = ["git", f"--git-dir={git_dir}", "log", "-1", "--format=%H%x00%ct%x00%s"]
+    if author is not None:
+        args += ["--fixed-strings", f"--author={author}"]
+    result = subprocess.run(
+        [*args, rev, "--"], capture_output=True, timeout=TIMEOUT, check=False, text=True
+    )
+    parts = result.stdout.strip().split("\0")
+    if result.returncode != 0 or len(parts) != 3:
+        return None
+    return Commit(parts[0], int(parts[1]), parts[2])
+
+
+def _ago(seconds_since_epoch: int) -> str:
+    seconds = max(0, int(time.time()) - seconds_since_epoch)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return f"{seconds} seconds ago"
+
+
+def _describe(commit: dict[str, Any]) -> str:
+    return f"{commit['sha'][:12]}, {_ago(commit['time'])}: {commit['subject']}"
+
+
+def _screen(found: Status) -> list[str]:
+    db = found.database
+    if db.get("embedded"):
+        state = "running" if db["running"] else "not running (any command starts it)"
+        lines = [f"database:   embedded PostgreSQL in {db['where']}, {state}"]
+    else:
+        lines = [f"database:   {db['url']}"]
+    if "error" in db:
+        lines.append(f"            unreachable: {db['error']}")
+    index = found.index
+    lines.append(f"index:      {index['url']}")
+    if "error" in index:
+        lines.append(f"            unreachable: {index['error']}")
+    elif "tip" in index:
+        branch = index.get("branch", "?")
+        commit = index.get("tip_commit")
+        described = _describe(commit) if commit else index["tip"][:12]
+        lines.append(f"  tip:      {branch} at {described}")
+    else:
+        lines.append("  tip:      none (the remote's HEAD names no commit)")
+    if found.jobs is None:
+        lines.append("jobs:       unknown (no database)")
+    else:
+        by_state = found.jobs["by_state"]
+        counts = ", ".join(f"{state} {by_state.get(state, 0)}" for state in JOB_STATES)
+        lines.append(f"jobs:       {counts}")
+        for queue, states in sorted(found.jobs["by_queue"].items()):
+            counts = ", ".join(
+                f"{state} {states[state]}" for state in JOB_STATES if state in states
+            )
+            lines.append(f"  {queue + ':':<9} {counts}")
+    consumer = found.consumer
+    if found.jobs is not None:
+        if consumer is None:
+            lines.append("worker:     none holds the index queue (start one: indexpub worker)")
+        else:
+            lines.append(
+                f"worker:     {consumer['name']} (backend pid {consumer['pid']},"
+                f" connected since {consumer['since'][:19]})"
+            )
+    push = found.last_push
+    lines.append(f"last push:  {_describe(push) if push else 'none seen by this data dir'}")
+    return lines
