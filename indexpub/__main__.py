@@ -2,4 +2,4 @@
 
 from indexpub.cli import main
 
-main()
+main(prog_name="indexpub")

@@ -942,7 +942,11 @@ def _remote_head_branch(path: Path, remote: GitRemote, timeout: float) -> str:
         if name == "HEAD" and target.startswith("ref: refs/heads/"):
             return target.removeprefix("ref: refs/heads/")
     raise GitError(
-        scrub_secrets(f"the remote {remote.url} has no HEAD naming a branch; pass branch=")
+        scrub_secrets(
+            f"the HEAD of {remote.url} names no branch with commits, and cargo reads the branch"
+            " HEAD names (point it at the index's branch: git symbolic-ref HEAD refs/heads/BRANCH"
+            " in the remote)"
+        )
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from indexpub import config
+from indexpub import __version__, config
 from indexpub.cli import database, demo, http, queue, registry, status
 from indexpub.cli.common import EXIT_CODES_HELP, Settings, failure_of
 
@@ -37,7 +37,7 @@ class _Main(click.Group):
 
 
 @click.group(cls=_Main, epilog=EXIT_CODES_HELP)
-@click.version_option(package_name="indexpub", message="%(prog)s %(version)s")
+@click.version_option(__version__, prog_name="indexpub", message="%(prog)s %(version)s")
 @click.option(
     "--database-url",
     envvar="INDEXPUB_DATABASE_URL",

@@ -7,7 +7,9 @@ imports this one, and ``indexpub --help`` must not pay for what only running a c
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,13 @@ class RemoteUnusable(CommandError):
 class DataDirUnwritable(CommandError):
     exit_code = EXIT_DATA_DIR
 
+    @classmethod
+    def of(cls, data_dir: Path, path: object) -> DataDirUnwritable:
+        return cls(
+            f"cannot write the data directory {data_dir}: permission denied on {path} (choose "
+            "one you can write with --data-dir or INDEXPUB_DATA_DIR)"
+        )
+
 
 def announce(message: str) -> None:
     """Tell the person running the command about something it made for them (on stderr, so
@@ -78,6 +87,8 @@ class Settings:
     def url(self) -> str:
         """The database URL, starting (and on first use creating) the embedded server."""
         created = self.embedded and not (self.pgdata / "PG_VERSION").exists()
+        if created:
+            self.check_writable()
         url = config.database_url(self.database_url, self.data_dir)
         if created:
             announce(f"created an embedded PostgreSQL server in {self.pgdata}")
@@ -95,10 +106,22 @@ class Settings:
             return self.index_location
         path = config.local_index_path(self.data_dir)
         created = not (path / "HEAD").exists()
+        if created:
+            self.check_writable()
         config.local_index(self.data_dir)
         if created:
             announce(f"created a local index remote in {path}")
         return str(path)
+
+    def check_writable(self) -> None:
+        """Before the first thing is made in the data directory: can we write there at all?
+        (The server and git would otherwise fail with messages of their own, far from it.)"""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.data_dir):
+                pass
+        except PermissionError as exc:
+            raise DataDirUnwritable.of(self.data_dir, exc.filename or self.data_dir) from None
 
     def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
         import psycopg
@@ -136,7 +159,7 @@ def failure_of(exc: BaseException, settings: Settings | None) -> CommandError | 
         remote = "" if settings is None else f" {scrub_secrets(settings.index_location)}"
         return RemoteUnusable(
             f"the index remote{remote} cannot be used: {first_line(scrub_secrets(str(exc)))}"
-            " (set --index-url or INDEXPUB_INDEX_URL to the index's git URL)"
+            " (check --index-url or INDEXPUB_INDEX_URL)"
         )
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.OperationalError):
@@ -151,10 +174,7 @@ def failure_of(exc: BaseException, settings: Settings | None) -> CommandError | 
     if isinstance(exc, PermissionError):
         path = Path(exc.filename) if exc.filename else None
         if settings is not None and path is not None and _inside(path, settings.data_dir):
-            return DataDirUnwritable(
-                f"cannot write the data directory {settings.data_dir}: permission denied on "
-                f"{path} (choose one you can write with --data-dir or INDEXPUB_DATA_DIR)"
-            )
+            return DataDirUnwritable.of(settings.data_dir, path)
         return CommandError(f"permission denied: {path or exc}")
     return None
 
@@ -183,11 +203,29 @@ def _database(settings: Settings) -> str:
 
 def redact_url(url: str) -> str:
     """A PostgreSQL URL or conninfo string without its password."""
+    import urllib.parse
+
+    if url.startswith(("postgres://", "postgresql://")):
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     try:
         info = conninfo_to_dict(url)
     except Exception:
         return "(an unparsable database URL)"
-    info.pop("password", None)
+    if "password" in info:
+        info["password"] = "***"
     return make_conninfo(**info)  # type: ignore[arg-type]
+
+
+def invocation() -> str:
+    """How the person ran this command, so that a hint can be pasted back as it is."""
+    script = Path(sys.argv[0])
+    if script.name == "indexpub":
+        return "indexpub" if shutil.which("indexpub") == str(script) else str(script)
+    return f"{Path(sys.executable).name} -m indexpub"

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from indexpub import config
-from indexpub.cli.common import CommandError, Settings, pass_settings, redact_url
+from indexpub.cli.common import CommandError, Settings, invocation, pass_settings, redact_url
 
 
 def fixture_crates() -> tuple[list[Path], str]:
@@ -80,7 +80,7 @@ def demo(settings: Settings) -> None:
 
 def where_things_are(settings: Settings, remote: str) -> list[str]:
     """Three lines: where the index and the database live, how to look, how to stop."""
-    base = f"indexpub --data-dir {settings.data_dir}"
+    base = f"{invocation()} --data-dir {settings.data_dir}"
     lines = [f"the index: {remote} (look: git --git-dir {remote} log --stat)"]
     if settings.embedded:
         lines += [

@@ -94,6 +94,8 @@ def init_index_command(
 
     if path is None:
         path = _configured_local_index(settings)
+        if path.absolute() == config.local_index_path(settings.data_dir):
+            settings.check_writable()
         announce(f"initialising the configured index {path}")
     if dl is None:
         if path.absolute() != config.local_index_path(settings.data_dir):

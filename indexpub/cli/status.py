@@ -72,9 +72,9 @@ def _database(settings: Settings, found: Status) -> None:
             stats = app.store.stats(conn)
             holder = app.store.consumer(conn, INDEX_QUEUE)
     except psycopg.Error as exc:
-        found.database["error"] = first_line(str(exc))
+        found.database["error"] = f"unreachable: {first_line(str(exc))}"
         return
-    by_state: dict[str, int] = {}
+    by_state = dict.fromkeys(JOB_STATES, 0)
     by_queue: dict[str, dict[str, int]] = {}
     for row in stats:
         by_state[row.state] = by_state.get(row.state, 0) + row.count
@@ -96,6 +96,9 @@ def _index(settings: Settings, found: Status) -> None:
 
     remote_url = settings.index_location
     found.index = {"url": scrub_secrets(remote_url)}
+    if config.configured_index_url(settings.index_url) is None and not Path(remote_url).exists():
+        found.index["error"] = "not created yet (the first command that needs it creates it)"
+        return
     clone = config.clone_path(settings.data_dir, remote_url)
     askpass = clone / "indexpub-askpass"
     remote = GitRemote.parse(remote_url, askpass=askpass if askpass.exists() else None)
@@ -107,7 +110,9 @@ def _index(settings: Settings, found: Status) -> None:
             remote=remote,
         )
     except GitError as exc:
-        found.index["error"] = first_line(scrub_secrets(str(exc), remote))
+        # failure_message joins git's lines with " | ": its first says what went wrong.
+        error = first_line(scrub_secrets(str(exc), remote)).split(" | ")[0]
+        found.index["error"] = f"unreachable: {error}"
         return
     for line in listed.stdout.decode(errors="replace").splitlines():
         target, _, name = line.partition("\t")
@@ -166,11 +171,11 @@ def _screen(found: Status) -> list[str]:
     else:
         lines = [f"database:   {db['url']}"]
     if "error" in db:
-        lines.append(f"            unreachable: {db['error']}")
+        lines.append(f"            {db['error']}")
     index = found.index
     lines.append(f"index:      {index['url']}")
     if "error" in index:
-        lines.append(f"            unreachable: {index['error']}")
+        lines.append(f"            {index['error']}")
     elif "tip" in index:
         branch = index.get("branch", "?")
         commit = index.get("tip_commit")
