@@ -931,23 +931,45 @@ def _check_clone(path: Path, remote_url: str) -> None:
 
 
 def _remote_head_branch(path: Path, remote: GitRemote, timeout: float) -> str:
-    result = run_git(
-        [f"--git-dir={path}", "ls-remote", "--symref", REMOTE, "HEAD"],
-        timeout=timeout,
-        what="git ls-remote",
-        remote=remote,
-    )
+    branch, _ = remote_head(remote, timeout, git_dir=path)
+    if branch is None:
+        raise GitError(
+            scrub_secrets(
+                f"the HEAD of {remote.url} names no branch with commits, and cargo reads the"
+                " branch HEAD names (point it at the index's branch: git symbolic-ref HEAD"
+                " refs/heads/BRANCH in the remote)"
+            )
+        )
+    return branch
+
+
+def remote_head_by_url(url: str, timeout: float) -> tuple[str | None, str | None]:
+    """:func:`remote_head` without a clone, with the credentials the worker would use (the
+    URL's own, else the environment's), for checks that must not touch the worker's clone."""
+    with tempfile.TemporaryDirectory(prefix="indexpub-ls-remote-") as tmp:
+        askpass = Path(tmp) / "indexpub-askpass"
+        write_askpass(askpass)
+        return remote_head(GitRemote.parse(url, askpass=askpass), timeout)
+
+
+def remote_head(
+    remote: GitRemote, timeout: float, *, git_dir: Path | None = None
+) -> tuple[str | None, str | None]:
+    """The branch the remote's HEAD names and the commit it points at, read with ``git
+    ls-remote`` (through the clone at ``git_dir``, else by URL); Nones when HEAD names no
+    branch with commits."""
+    args = ["ls-remote", "--symref", REMOTE if git_dir else remote.url, "HEAD"]
+    if git_dir is not None:
+        args.insert(0, f"--git-dir={git_dir}")
+    result = run_git(args, timeout=timeout, what="git ls-remote", remote=remote)
+    branch = sha = None
     for line in result.stdout.decode(errors="replace").splitlines():
         target, _, name = line.partition("\t")
         if name == "HEAD" and target.startswith("ref: refs/heads/"):
-            return target.removeprefix("ref: refs/heads/")
-    raise GitError(
-        scrub_secrets(
-            f"the HEAD of {remote.url} names no branch with commits, and cargo reads the branch"
-            " HEAD names (point it at the index's branch: git symbolic-ref HEAD refs/heads/BRANCH"
-            " in the remote)"
-        )
-    )
+            branch = target.removeprefix("ref: refs/heads/")
+        elif name == "HEAD":
+            sha = target
+    return branch, sha
 
 
 def _check_branch(branch: str, timeout: float) -> None:

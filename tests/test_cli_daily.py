@@ -211,7 +211,7 @@ def test_index_remote_whose_head_names_a_missing_branch(url: str, tmp_path: Path
     one_line_failure(
         cli(*common, "worker", "--drain", env=_env(index=remote)),
         EXIT_REMOTE,
-        f"the index remote {remote} cannot be used: the HEAD of {remote} names no branch",
+        f"the index remote {remote} has a HEAD that names no branch with commits",
         "git symbolic-ref HEAD refs/heads/BRANCH",
     )
 

@@ -65,12 +65,15 @@ def worker(
     url = settings.url()
     settings.migrated().close()
     remote = settings.index()
-    clone = config.clone_path(settings.data_dir, remote)
     if not queues or INDEX_QUEUE in queues:
         # A remote that cannot be used stops the worker here, with one line, instead of failing
         # every job of the queue in the background.
-        check_index_remote(remote, clone)
-    configure_index(remote, clone, config.sparse_dir(settings.data_dir))
+        check_index_remote(remote)
+    configure_index(
+        remote,
+        config.clone_path(settings.data_dir, remote),
+        config.sparse_dir(settings.data_dir),
+    )
     try:
         supervisor = app.supervisor(
             url,
@@ -85,22 +88,37 @@ def worker(
     sys.exit(supervisor.run())
 
 
-def check_index_remote(remote: str, clone: Path) -> None:
-    """Open the index (cloning it on first use) and check that the tip cargo will read holds
-    config.json; a remote that cannot be read raises GitError, which names it."""
-    from indexpub.git_index import GitIndex
+def check_index_remote(remote: str) -> None:
+    """Check, without the worker's clone (which only the active consumer may touch), that the
+    remote answers and its HEAD names a branch with commits; for a remote on this machine, that
+    the branch holds config.json too. A remote that cannot be read raises GitError."""
+    import subprocess
+
+    from indexpub.git_index import remote_head_by_url
     from indexpub.git_process import scrub_secrets
 
-    index = GitIndex.open(remote, clone)
-    try:
-        if index.read_file("config.json", index.fetch()) is None:
+    branch, _ = remote_head_by_url(remote, timeout=60.0)
+    shown = scrub_secrets(remote)
+    if branch is None:
+        raise RemoteUnusable(
+            f"the index remote {shown} has a HEAD that names no branch with commits: cargo reads"
+            " the branch HEAD names (point it at the index's branch: git symbolic-ref HEAD"
+            " refs/heads/BRANCH in the remote)"
+        )
+    local = Path(remote.removeprefix("file://"))
+    if (local / "HEAD").is_file():
+        found = subprocess.run(
+            ["git", f"--git-dir={local}", "cat-file", "-e", f"refs/heads/{branch}:config.json"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if found.returncode != 0:
             raise RemoteUnusable(
-                f"the index remote {scrub_secrets(remote)} has no config.json on its branch"
-                f" {index.branch!r}: cargo needs it (create the index with `indexpub"
-                " init-index`, or commit a config.json with its dl URL)"
+                f"the index remote {shown} has no config.json on its branch {branch!r}: cargo"
+                " needs it (create the index with `indexpub init-index`, or commit a"
+                " config.json with its dl URL)"
             )
-    finally:
-        index.close()
 
 
 @click.group()

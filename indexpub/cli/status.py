@@ -92,7 +92,8 @@ def _database(settings: Settings, found: Status) -> None:
 
 
 def _index(settings: Settings, found: Status) -> None:
-    from indexpub.git_process import GitError, GitRemote, run_git, scrub_secrets
+    from indexpub.git_index import remote_head_by_url
+    from indexpub.git_process import GitError, scrub_secrets
 
     remote_url = settings.index_location
     found.index = {"url": scrub_secrets(remote_url)}
@@ -100,34 +101,23 @@ def _index(settings: Settings, found: Status) -> None:
         found.index["error"] = "not created yet (the first command that needs it creates it)"
         return
     clone = config.clone_path(settings.data_dir, remote_url)
-    askpass = clone / "indexpub-askpass"
-    remote = GitRemote.parse(remote_url, askpass=askpass if askpass.exists() else None)
     try:
-        listed = run_git(
-            ["ls-remote", "--symref", remote.url, "HEAD"],
-            timeout=TIMEOUT,
-            what="git ls-remote",
-            remote=remote,
-        )
+        branch, tip = remote_head_by_url(remote_url, TIMEOUT)
     except GitError as exc:
         # failure_message joins git's lines with " | ": its first says what went wrong.
-        error = first_line(scrub_secrets(str(exc), remote)).split(" | ")[0]
+        error = first_line(scrub_secrets(str(exc))).split(" | ")[0]
         found.index["error"] = f"unreachable: {error}"
         return
-    for line in listed.stdout.decode(errors="replace").splitlines():
-        target, _, name = line.partition("\t")
-        if name == "HEAD" and target.startswith("ref: refs/heads/"):
-            found.index["branch"] = target.removeprefix("ref: refs/heads/")
-        elif name == "HEAD":
-            found.index["tip"] = target
-    tip = found.index.get("tip")
-    for where in (clone, Path(remote_url)):
-        commit = _commit(where, tip) if tip else None
-        if commit is not None:
-            found.index["tip_commit"] = asdict(commit)
-            break
-    branch = found.index.get("branch")
-    if branch:
+    if branch is not None:
+        found.index["branch"] = branch
+    if tip is not None:
+        found.index["tip"] = tip
+        for where in (clone, Path(remote_url)):
+            commit = _commit(where, tip)
+            if commit is not None:
+                found.index["tip_commit"] = asdict(commit)
+                break
+    if branch is not None:
         # The newest commit of ours that the clone knows on the branch: the last push.
         pushed = _commit(clone, f"refs/remotes/origin/{branch}", author="<indexpub@localhost>")
         found.last_push = None if pushed is None else asdict(pushed)
