@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from indexpub import config
-from indexpub.cli.common import RemoteUnusable, Settings, first_line, pass_settings
+from indexpub.cli.common import RemoteUnusable, Settings, pass_settings
 
 # jobs.store.STATES, written out so that `indexpub jobs list --help` need not import the queue
 # (and psycopg); tests/test_cli_startup.py checks that the two agree.
@@ -48,6 +48,7 @@ def worker(
     grace_period: float,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
+    from indexpub.git_process import ssh_command
     from indexpub.local_publish import local_push_mode
     from indexpub.tasks import INDEX_QUEUE, app, configure_index
 
@@ -57,6 +58,8 @@ def worker(
         local_push_mode()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    # An SSH remote without a pinned host key is refused (GitError) before the database starts.
+    ssh_command(settings.index_location)
     unknown = [q for q in queues if q not in app.registry.queues]
     if unknown:
         raise click.UsageError(
@@ -86,22 +89,14 @@ def worker(
 
 
 def check_index_remote(remote: str, clone: Path) -> None:
-    """Open the index (cloning it on first use) and check the tip cargo will read: the branch
-    the remote's HEAD names exists, and holds config.json."""
+    """Open the index (cloning it on first use) and check that the tip cargo will read holds
+    config.json; a remote that cannot be read raises GitError, which names it."""
     from indexpub.git_index import GitIndex
-    from indexpub.git_process import GitError, scrub_secrets
+    from indexpub.git_process import scrub_secrets
 
     index = GitIndex.open(remote, clone)
     try:
-        try:
-            tip = index.fetch()
-        except GitError as exc:
-            raise RemoteUnusable(
-                f"the index remote {scrub_secrets(remote)} has no branch {index.branch!r}, which"
-                f" its HEAD names ({first_line(str(exc))}); point HEAD at the index's branch"
-                " (git symbolic-ref HEAD refs/heads/BRANCH in the remote)"
-            ) from None
-        if index.read_file("config.json", tip) is None:
+        if index.read_file("config.json", index.fetch()) is None:
             raise RemoteUnusable(
                 f"the index remote {scrub_secrets(remote)} has no config.json on its branch"
                 f" {index.branch!r}: cargo needs it (create the index with `indexpub"
