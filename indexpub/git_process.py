@@ -6,8 +6,7 @@ or `GIT_SSH_COMMAND`), never through argv, and every message we raise is scrubbe
 
 An SSH remote is only ever reached with its host key pinned: ssh checks it strictly against the
 known_hosts file named by `INDEXPUB_GIT_KNOWN_HOSTS` and nothing else, so a first connection cannot
-silently trust whoever answers (trust on first use), and without that file an SSH
-remote is refused.
+silently trust whoever answers (trust on first use), and without that file an SSH remote is refused.
 """
 
 from __future__ import annotations
