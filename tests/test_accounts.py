@@ -103,15 +103,21 @@ def test_two_owners_removing_each_other_at_once_leave_one(database_url: str) -> 
     assert str(error) == "user 'bob' is not an owner of crate 'shared'"
 
 
-def test_the_last_owner_can_never_be_removed(database_url: str) -> None:
-    url = database_url
-    with psycopg.connect(url) as conn:
+@pytest.fixture
+def solo(database_url: str) -> accounts.User:
+    """alice, the one owner of crate ``solo``."""
+    with psycopg.connect(database_url) as conn:
         store.migrate(conn)
-    alice = user(url, "alice")
-    with psycopg.connect(url) as conn:
+    alice = user(database_url, "alice")
+    with psycopg.connect(database_url) as conn:
         accounts.publish(conn, entry("solo"), alice)
-        with pytest.raises(store.Conflict) as refused:
-            accounts.remove_owners(conn, "solo", ["alice"], alice)
+    return alice
+
+
+def test_the_last_owner_can_never_be_removed(database_url: str, solo: accounts.User) -> None:
+    url, alice = database_url, solo
+    with psycopg.connect(url) as conn, pytest.raises(store.Conflict) as refused:
+        accounts.remove_owners(conn, "solo", ["alice"], alice)
     assert (
         str(refused.value) == "cannot remove every owner of crate 'solo': it must keep at least one"
     )
@@ -119,14 +125,11 @@ def test_the_last_owner_can_never_be_removed(database_url: str) -> None:
 
 
 @pytest.mark.parametrize("login", BAD_LOGINS)
-def test_bad_logins_are_invalid_input_in_the_python_api(database_url: str, login: str) -> None:
-    url = database_url
+def test_bad_logins_are_invalid_input_in_the_python_api(
+    database_url: str, solo: accounts.User, login: str
+) -> None:
+    url, alice = database_url, solo
     with psycopg.connect(url) as conn:
-        store.migrate(conn)
-    alice = user(url, "alice")
-    with psycopg.connect(url) as conn:
-        accounts.publish(conn, entry("solo"), alice)
-        conn.commit()
         for call in (
             lambda: accounts.create_token(conn, login),
             lambda: accounts.add_owners(conn, "solo", [login], alice),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from cargo_registry import free_port
+from cargo_registry import free_port, stop_groups
 
 from indexpub import accounts, store
 
@@ -57,12 +56,7 @@ def serving(database_url: str, tmp: Path, *options: str) -> Iterator[int]:
                 time.sleep(0.05)
         yield port
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_groups([process])
 
 
 def connect(port: int) -> socket.socket:
