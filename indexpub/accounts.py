@@ -8,6 +8,7 @@ change the owners.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -15,13 +16,23 @@ from typing import Any
 import psycopg
 
 from indexpub import queries, store
-from indexpub.entries import IndexEntry
+from indexpub.entries import IndexEntry, _shorten
 from indexpub.errors import InvalidInput
 from indexpub.names import canonical_name, validate_crate_name
 
 Conn = psycopg.Connection[Any]
 
 TOKEN_PREFIX = "ipub_"
+
+# crates.io's logins are GitHub's: ASCII letters, digits and '-', starting with a letter or digit,
+# at most 39 characters; '_' is allowed too (GitHub's managed users have it). ASCII only, so
+# that a login cannot imitate another with look-alike letters.
+LOGIN_MAX = 39
+_LOGIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# A token's label is free text, but PostgreSQL cannot store NUL and no encoding stores a lone
+# surrogate (Python decodes undecodable argv bytes to those).
+_UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
+LABEL_MAX = 100
 
 
 class NotAllowed(Exception):
@@ -47,16 +58,31 @@ def _hash(token: str) -> bytes:
 
 
 def _check_login(login: str) -> str:
-    if not login or len(login) > 64 or not all(c.isalnum() or c in "-_." for c in login):
+    """``login`` if it follows crates.io's rules; checked before any query, so that a NUL or a
+    lone surrogate is a refusal naming the login and never a database or encoding error."""
+    if len(login) > LOGIN_MAX or not _LOGIN_RE.fullmatch(login):
         raise InvalidInput(
-            f"invalid user name {login!r}: use 1 to 64 letters, digits, '-', '_' or '.'"
+            f"invalid user name {_shorten(login)}: use 1 to {LOGIN_MAX} ASCII letters, digits,"
+            " '-' or '_', starting with a letter or digit"
         )
     return login
 
 
+def _check_storable(text: str, what: str, limit: int) -> str:
+    """``text`` if PostgreSQL can store it as text and it is not absurdly long."""
+    if len(text) > limit or _UNSTORABLE_RE.search(text):
+        raise InvalidInput(
+            f"invalid {what} {_shorten(text)}: at most {limit} characters, no NUL and no"
+            " unpaired surrogate"
+        )
+    return text
+
+
 def create_token(conn: Conn, login: str, name: str = "") -> str:
     """A new token for ``login`` (created if new); the only time the token is ever visible."""
-    row = conn.execute(_sql(queries.UPSERT_USER), (_check_login(login),)).fetchone()
+    _check_login(login)
+    _check_storable(name, "token name", LABEL_MAX)
+    row = conn.execute(_sql(queries.UPSERT_USER), (login,)).fetchone()
     assert row is not None
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     conn.execute(_sql(queries.INSERT_TOKEN), (int(row[0]), name, _hash(token)))
@@ -64,7 +90,14 @@ def create_token(conn: Conn, login: str, name: str = "") -> str:
 
 
 def revoke_tokens(conn: Conn, login: str, name: str | None = None) -> int:
-    """Revoke the user's tokens (or only those with ``name``); how many were revoked."""
+    """Revoke the user's tokens (or only those with ``name``); how many were revoked.
+
+    Only storable text is asked for, not today's login rules: a user made under older, looser
+    rules must stay revocable.
+    """
+    _check_storable(login, "user name", 64)
+    if name is not None:
+        _check_storable(name, "token name", LABEL_MAX)
     return conn.execute(_sql(queries.REVOKE_TOKENS), {"login": login, "name": name}).rowcount
 
 
@@ -76,9 +109,12 @@ def authenticate(conn: Conn, token: str | None) -> User | None:
     return None if row is None else User(int(row[0]), str(row[1]))
 
 
-def _crate(conn: Conn, name: str) -> tuple[int, str]:
+def _crate(conn: Conn, name: str, *, lock: bool = False) -> tuple[int, str]:
+    """The crate's id and published name; with ``lock``, its row is locked until the caller's
+    transaction ends, which serializes every change of its owners (see :func:`remove_owners`)."""
     validate_crate_name(name)
-    row = conn.execute(_sql(queries.CRATE_ID), (canonical_name(name),)).fetchone()
+    query = queries.LOCK_CRATE if lock else queries.CRATE_ID
+    row = conn.execute(_sql(query), (canonical_name(name),)).fetchone()
     if row is None:
         raise store.NotFound(f"no crate named {name!r}")
     return int(row[0]), str(row[1])
@@ -86,10 +122,14 @@ def _crate(conn: Conn, name: str) -> tuple[int, str]:
 
 def require_owner(conn: Conn, name: str, user: User) -> str:
     """The crate's published name, if ``user`` owns it; otherwise NotAllowed."""
-    crate_id, published = _crate(conn, name)
+    return _require_owner(conn, name, user)[1]
+
+
+def _require_owner(conn: Conn, name: str, user: User, *, lock: bool = False) -> tuple[int, str]:
+    crate_id, published = _crate(conn, name, lock=lock)
     if conn.execute(_sql(queries.IS_OWNER), (crate_id, user.id)).fetchone() is None:
         raise NotAllowed(f"user {user.login!r} is not an owner of crate {published!r}")
-    return published
+    return crate_id, published
 
 
 def publish(conn: Conn, entry: IndexEntry, user: User) -> store.Change:
@@ -112,7 +152,10 @@ def publish(conn: Conn, entry: IndexEntry, user: User) -> store.Change:
 
 
 def list_owners(conn: Conn, name: str) -> list[User]:
-    crate_id, _ = _crate(conn, name)
+    return _owners(conn, _crate(conn, name)[0])
+
+
+def _owners(conn: Conn, crate_id: int) -> list[User]:
     return [
         User(int(r[0]), str(r[1])) for r in conn.execute(_sql(queries.LIST_OWNERS), (crate_id,))
     ]
@@ -120,7 +163,7 @@ def list_owners(conn: Conn, name: str) -> list[User]:
 
 def _add_owner(conn: Conn, crate_id: int, login: str) -> tuple[str, bool]:
     """Add an existing user as an owner: (their login, False if they already were one)."""
-    row = conn.execute(_sql(queries.FIND_USER), (login,)).fetchone()
+    row = conn.execute(_sql(queries.FIND_USER), (_check_login(login),)).fetchone()
     if row is None:
         raise UnknownUser(f"no user named {login!r}")
     added = conn.execute(_sql(queries.ADD_OWNER), (crate_id, int(row[0]))).rowcount
@@ -128,9 +171,13 @@ def _add_owner(conn: Conn, crate_id: int, login: str) -> tuple[str, bool]:
 
 
 def add_owners(conn: Conn, name: str, logins: list[str], by: User) -> list[str]:
-    """Add existing users as owners (an owner may add others); the logins added."""
-    require_owner(conn, name, by)
-    crate_id, _ = _crate(conn, name)
+    """Add existing users as owners (an owner may add others); the logins added.
+
+    Like every change of owners, it locks the crate's row first (see :func:`remove_owners`).
+    """
+    for login in logins:
+        _check_login(login)
+    crate_id, _ = _require_owner(conn, name, by, lock=True)
     return [_add_owner(conn, crate_id, login)[0] for login in logins]
 
 
@@ -140,20 +187,29 @@ def add_owner_as_admin(conn: Conn, name: str, login: str) -> tuple[str, bool]:
 
     Returns the crate's published name and whether the user was added.
     """
-    crate_id, published = _crate(conn, name)
+    crate_id, published = _crate(conn, name, lock=True)
     return published, _add_owner(conn, crate_id, login)[1]
 
 
 def remove_owners(conn: Conn, name: str, logins: list[str], by: User) -> list[str]:
-    """Remove owners; the last owner cannot be removed (the crate would be orphaned)."""
-    require_owner(conn, name, by)
-    crate_id, published = _crate(conn, name)
-    current = {u.login: u for u in list_owners(conn, name)}
+    """Remove owners; the last owner cannot be removed (the crate would be orphaned).
+
+    The crate's row is locked before the owners are read: two owners removing each other at
+    once would otherwise each see the other still there and leave the crate with nobody. The
+    second waits for the first to commit, then reads the owners anew (READ COMMITTED takes a
+    new snapshot per statement) and finds that it is no longer one.
+    """
+    for login in logins:
+        _check_storable(login, "user name", 64)
+    crate_id, published = _require_owner(conn, name, by, lock=True)
+    current = {u.login: u for u in _owners(conn, crate_id)}
     missing = [login for login in logins if login not in current]
     if missing:
-        raise store.NotFound(f"{missing[0]!r} is not an owner of crate {published!r}")
+        raise store.NotFound(f"{_shorten(missing[0])} is not an owner of crate {published!r}")
     if set(current) <= set(logins):
-        raise store.Conflict(f"cannot remove every owner of crate {published!r}")
+        raise store.Conflict(
+            f"cannot remove every owner of crate {published!r}: it must keep at least one"
+        )
     for login in logins:
         conn.execute(_sql(queries.REMOVE_OWNER), (crate_id, current[login].id))
     return logins

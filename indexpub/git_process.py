@@ -3,6 +3,10 @@
 Every git process runs with a timeout in its own process group, because a hung push would hold the
 single-consumer lock forever. Credentials reach git only through the environment (an askpass helper
 or `GIT_SSH_COMMAND`), never through argv, and every message we raise is scrubbed of them.
+
+An SSH remote is only ever reached with its host key pinned: ssh checks it strictly against the
+known_hosts file named by `INDEXPUB_GIT_KNOWN_HOSTS` and nothing else, so a first connection cannot
+silently trust whoever answers (trust on first use), and without that file an SSH remote is refused.
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from indexpub.entries import _shorten
+
 __all__ = [
     "GitError",
     "GitRemote",
     "GitTimeout",
+    "HostKeyRejected",
     "PushRejected",
     "failure_message",
     "kill_git",
     "run_git",
     "scrub_secrets",
+    "ssh_command",
     "start_git",
     "write_askpass",
 ]
@@ -60,6 +68,10 @@ class GitError(Exception):
 
 class GitTimeout(GitError):
     """A git process outlived its timeout and was killed with its whole process group."""
+
+
+class HostKeyRejected(GitError):
+    """ssh refused the remote's host key: not in the pinned known_hosts file, or changed."""
 
 
 class PushRejected(GitError):
@@ -123,6 +135,60 @@ def scrub_secrets(text: str, remote: GitRemote | None = None) -> str:
     return text
 
 
+KNOWN_HOSTS_VAR = "INDEXPUB_GIT_KNOWN_HOSTS"
+# ssh splits UserKnownHostsFile on whitespace and expands %-tokens and ~ in it.
+_UNSAFE_SSH_PATH_RE = re.compile(r"[\s\"'%~]")
+
+
+def is_ssh_url(url: str) -> bool:
+    """Whether git reaches ``url`` over SSH: ssh:// (and its git+ssh aliases) or the scp-like
+    ``[user@]host:path``, which git takes for SSH when no slash comes before the first colon."""
+    scheme, sep, _ = url.partition("://")
+    if sep:
+        return scheme.lower() in ("ssh", "git+ssh", "ssh+git")
+    head, colon, _ = url.partition(":")
+    return bool(colon) and bool(head) and "/" not in head and not url.startswith(f"{head}::")
+
+
+def ssh_command(remote_url: str) -> str | None:
+    """The GIT_SSH_COMMAND for this remote (None when it is not reached over SSH).
+
+    Host keys are checked strictly against the pinned file alone (no global file, no updates
+    written to it); without one the remote is refused: a first connection that trusts whatever
+    key it is shown is exactly the attack host keys exist to stop.
+    """
+    if not is_ssh_url(remote_url):
+        return None
+    known_hosts = os.environ.get(KNOWN_HOSTS_VAR)
+    if not known_hosts:
+        raise GitError(
+            scrub_secrets(
+                f"the index remote {remote_url} is reached over SSH, but no known_hosts file is "
+                f"configured: set {KNOWN_HOSTS_VAR} (or --git-known-hosts) to a file holding the "
+                "server's host key"
+            )
+        )
+    path = Path(known_hosts).expanduser().absolute()
+    if _UNSAFE_SSH_PATH_RE.search(str(path)):
+        raise GitError(
+            f"{KNOWN_HOSTS_VAR} must be a path without spaces, quotes, '%' or '~' (ssh would "
+            f"misread it): {_shorten(str(path))}"
+        )
+    if not path.is_file():
+        raise GitError(f"{KNOWN_HOSTS_VAR} names {_shorten(str(path))}, which is not a file")
+    options = [
+        "-o StrictHostKeyChecking=yes",
+        f"-o UserKnownHostsFile={shlex.quote(str(path))}",
+        "-o GlobalKnownHostsFile=/dev/null",
+        "-o UpdateHostKeys=no",
+        "-o BatchMode=yes",
+    ]
+    key = os.environ.get("INDEXPUB_GIT_SSH_KEY")
+    if key:
+        options[:0] = [f"-i {shlex.quote(key)}", "-o IdentitiesOnly=yes"]
+    return " ".join(["ssh", *options])
+
+
 def _git_env(remote: GitRemote | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
     env["GIT_TERMINAL_PROMPT"] = "0"
@@ -132,12 +198,12 @@ def _git_env(remote: GitRemote | None) -> dict[str, str]:
         if credentials:
             env.update(credentials)
             env["GIT_ASKPASS"] = str(remote.askpass)
-    key = os.environ.get("INDEXPUB_GIT_SSH_KEY")
-    if key:
-        env["GIT_SSH_COMMAND"] = (
-            f"ssh -i {shlex.quote(key)} -o IdentitiesOnly=yes"
-            " -o StrictHostKeyChecking=accept-new -o BatchMode=yes"
-        )
+    command = ssh_command(remote.url) if remote is not None else None
+    if command is not None:
+        # Ours wins over any GIT_SSH_COMMAND, GIT_SSH or core.sshCommand: none may loosen the
+        # host key check.
+        env.pop("GIT_SSH", None)
+        env["GIT_SSH_COMMAND"] = command
     return env
 
 
@@ -182,7 +248,8 @@ def run_git(
         ) from None
     result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     if check and result.returncode != 0:
-        raise GitError(failure_message(what, result, remote))
+        message = failure_message(what, result, remote)
+        raise (HostKeyRejected if _host_key_failure(result) else GitError)(message)
     return result
 
 
@@ -217,9 +284,37 @@ def kill_git(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _host_key_failure(result: subprocess.CompletedProcess[bytes]) -> str | None:
+    """ "changed" or "unknown" when ssh refused the host key, from what ssh printed."""
+    stderr = result.stderr or b""
+    if b"REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        return "changed"
+    if b"Host key verification failed" in stderr:
+        return "unknown"
+    return None
+
+
 def failure_message(
     what: str, result: subprocess.CompletedProcess[bytes], remote: GitRemote | None
 ) -> str:
+    """One line saying why git failed, without secrets; a refused SSH host key gets its own
+    line (ssh's warning is twenty lines of ASCII art that would hide the point)."""
+    host_key = _host_key_failure(result)
+    if host_key is not None and remote is not None:
+        known_hosts = _shorten(str(Path(os.environ.get(KNOWN_HOSTS_VAR, "")).absolute()))
+        if host_key == "changed":
+            problem = (
+                f"has CHANGED from the one pinned in {known_hosts} ({KNOWN_HOSTS_VAR}); confirm "
+                "the new key with the server's administrator before replacing the pinned one"
+            )
+        else:
+            problem = (
+                f"is not in the pinned {known_hosts} ({KNOWN_HOSTS_VAR}); add the server's key "
+                "there once it is checked against its published fingerprint"
+            )
+        return scrub_secrets(
+            f"{what} refused: the SSH host key of the index remote {remote.url} {problem}", remote
+        )
     detail = (result.stderr or result.stdout).decode(errors="replace").strip()
     lines = [line for line in detail.splitlines() if line.strip() and not line.startswith("hint:")]
     lines = lines[-5:]

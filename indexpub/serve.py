@@ -13,6 +13,7 @@ pool, so one slow upload or query never stalls the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import importlib
@@ -51,6 +52,9 @@ DEFAULT_MAX_METADATA_BYTES = 1 * MiB
 # PUT/DELETE .../owners bodies: a list of logins.
 MAX_OWNERS_BODY_BYTES = 64 * KiB
 MAX_OWNERS_PER_REQUEST = 100
+# The longest wait for the next piece of a request body: a client that stalls mid-upload gets
+# 408 and loses its connection instead of holding a worker slot and the body's memory forever.
+DEFAULT_BODY_TIMEOUT = 30.0
 
 Conn = psycopg.Connection[Any]
 Handler = Callable[[Request], Awaitable[Response]]
@@ -171,23 +175,31 @@ class _Body:
 
     Every length cargo declares is checked against the limits and against Content-Length
     before the bytes it announces are read, so an oversized or lying upload is refused without
-    buffering it; a body without Content-Length (chunked) is cut off at ``limit``.
+    buffering it; a body without Content-Length (chunked) is cut off at ``limit``. Each wait for
+    the next chunk is bounded by ``timeout``: a stalled client gets 408, not a slot for ever.
     """
 
-    def __init__(self, request: Request, limit: int) -> None:
+    def __init__(self, request: Request, limit: int, timeout: float) -> None:
         self._chunks = request.stream().__aiter__()
         self._buffer = bytearray()
         self._ended = False
         self._limit = limit
+        self._timeout = timeout
         self.received = 0
 
     async def _fill(self, wanted: int) -> None:
         while len(self._buffer) < wanted and not self._ended:
             try:
-                chunk = await self._chunks.__anext__()
+                chunk = await asyncio.wait_for(self._chunks.__anext__(), self._timeout)
             except StopAsyncIteration:
                 self._ended = True
                 break
+            except TimeoutError:
+                raise ApiError(
+                    408,
+                    f"the request body stalled: no data for {self._timeout:g} s after "
+                    f"{self.received} bytes",
+                ) from None
             self.received += len(chunk)
             if self.received > self._limit:
                 raise ApiError(
@@ -220,11 +232,13 @@ def _parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     return parsed
 
 
-async def _read_limited_json(request: Request, limit: int, what: str) -> dict[str, Any]:
+async def _read_limited_json(
+    request: Request, limit: int, timeout: float, what: str
+) -> dict[str, Any]:
     declared = _content_length(request)
     if declared is not None and declared > limit:
         raise ApiError(413, f"{what} of {declared} bytes is larger than the limit of {limit}")
-    body = _Body(request, limit)
+    body = _Body(request, limit, timeout)
     data = await body.take(await body.rest()) or b""
     return _parse_json_object(data, what)
 
@@ -280,6 +294,7 @@ class _Registry:
     max_crate_bytes: int
     max_metadata_bytes: int
     index_urls: tuple[str, ...]
+    body_timeout: float
 
     # ------------------------------------------------------------------ blocking parts
 
@@ -343,8 +358,9 @@ class _Registry:
         with self.db.connection() as conn:
             return accounts.list_owners(conn, name)
 
-    def change_owners(self, token: str, name: str, logins: list[str], add: bool) -> list[str]:
-        user = self.authenticate(token)
+    def change_owners(
+        self, user: accounts.User, name: str, logins: list[str], add: bool
+    ) -> list[str]:
         with self.db.connection() as conn:
             change = accounts.add_owners if add else accounts.remove_owners
             changed = change(conn, name, logins, user)
@@ -373,7 +389,7 @@ class _Registry:
         self, request: Request, declared: int | None, limit: int
     ) -> tuple[dict[str, Any], bytes]:
         """cargo's framing: u32 LE JSON length, the JSON, u32 LE .crate length, the .crate."""
-        body = _Body(request, limit)
+        body = _Body(request, limit, self.body_timeout)
         head = await body.take(4)
         if head is None:
             raise ApiError(
@@ -450,8 +466,12 @@ class _Registry:
             return JSONResponse(
                 {"users": [{"id": u.id, "login": u.login, "name": None} for u in owners]}
             )
-        token = _token(request)
-        body = await _read_limited_json(request, MAX_OWNERS_BODY_BYTES, "the owners request")
+        # Authenticated before a byte of the body is read: a stranger's request costs one
+        # token lookup, never a wait for (or the memory of) a body.
+        user = await run_in_threadpool(self.authenticate, _token(request))
+        body = await _read_limited_json(
+            request, MAX_OWNERS_BODY_BYTES, self.body_timeout, "the owners request"
+        )
         logins = body.get("users")
         if (
             not isinstance(logins, list)
@@ -462,7 +482,7 @@ class _Registry:
         if len(logins) > MAX_OWNERS_PER_REQUEST:
             raise ApiError(400, f"at most {MAX_OWNERS_PER_REQUEST} users per request")
         add = request.method == "PUT"
-        changed = await run_in_threadpool(self.change_owners, token, name, logins, add)
+        changed = await run_in_threadpool(self.change_owners, user, name, logins, add)
         who = ", ".join(changed)
         msg = (
             f"user(s) {who} added as owner(s) of crate {name}"
@@ -485,32 +505,42 @@ class _Registry:
 def _api(handler: Handler) -> Handler:
     """Turn every refusal into cargo's error shape with a fitting status; never leak a bug.
 
-    The order matters: ``NotFound`` and ``Conflict`` are kinds of ``InvalidInput``.
+    The order matters: ``NotFound`` and ``Conflict`` are kinds of ``InvalidInput``. A refusal
+    of a request that may carry a body closes the connection: the refusal may come before the
+    body was read (a bad token, a stalled or oversized upload), and the unread rest would
+    otherwise keep the connection busy for as long as the client cares to trickle it.
     """
 
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
-        except ApiError as exc:
-            return error_response(exc.status, exc.detail)
-        except store.NotFound as exc:
-            return error_response(404, str(exc))
-        except store.Conflict as exc:
-            return error_response(409, str(exc))
-        except accounts.NotAllowed as exc:
-            return error_response(403, str(exc))
-        except InvalidInput as exc:
-            return error_response(400, str(exc))
-        except ClientDisconnect:
-            return error_response(400, "the client disconnected before sending the whole body")
-        except psycopg.OperationalError:
-            log.exception("database unavailable in %s %s", request.method, request.url.path)
-            return error_response(503, "the registry's database is unavailable; try again")
-        except Exception:
-            log.exception("unexpected error in %s %s", request.method, request.url.path)
-            return error_response(500, "internal server error")
+        except Exception as exc:
+            status, detail = _refusal(request, exc)
+        close = {"connection": "close"} if request.method in ("PUT", "DELETE") else None
+        return error_response(status, detail, close)
 
     return wrapped
+
+
+def _refusal(request: Request, exc: Exception) -> tuple[int, str]:
+    """The status and detail for an exception of a handler; bugs are logged, never shown."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.detail
+    if isinstance(exc, store.NotFound):
+        return 404, str(exc)
+    if isinstance(exc, store.Conflict):
+        return 409, str(exc)
+    if isinstance(exc, accounts.NotAllowed):
+        return 403, str(exc)
+    if isinstance(exc, InvalidInput):
+        return 400, str(exc)
+    if isinstance(exc, ClientDisconnect):
+        return 400, "the client disconnected before sending the whole body"
+    if isinstance(exc, psycopg.OperationalError):
+        log.exception("database unavailable in %s %s", request.method, request.url.path)
+        return 503, "the registry's database is unavailable; try again"
+    log.exception("unexpected error in %s %s", request.method, request.url.path)
+    return 500, "internal server error"
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -542,6 +572,7 @@ def create_app(
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     index_urls: Sequence[str] = (),
     pool: bool | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """The registry Web API and the sparse index as an ASGI application.
 
@@ -549,13 +580,16 @@ def create_app(
     index's ``config.json`` sends cargo there for the API and the downloads. ``index_urls`` are
     the other URLs of this registry's index (its git remote), so that dependencies of uploaded
     crates on this registry become ``registry: null`` in the index. ``pool``: None uses
-    ``psycopg_pool`` when it is installed, False never, True requires it.
+    ``psycopg_pool`` when it is installed, False never, True requires it. ``body_timeout``:
+    the longest wait, in seconds, for the next piece of a request body (then 408).
     """
     public_url = public_url.rstrip("/")
     if not public_url.startswith(("http://", "https://")):
         raise ValueError(f"the public URL {public_url!r} must start with http:// or https://")
     if max_crate_bytes < 1 or max_metadata_bytes < 1:
         raise ValueError("the upload limits must be positive")
+    if not body_timeout > 0:
+        raise ValueError("the body read timeout must be positive")
     database = Database(database_url, pool=pool)
     registry = _Registry(
         db=database,
@@ -564,6 +598,7 @@ def create_app(
         max_crate_bytes=max_crate_bytes,
         max_metadata_bytes=max_metadata_bytes,
         index_urls=registry_urls(public_url, index_urls),
+        body_timeout=body_timeout,
     )
     crate = "/api/v1/crates/{name}"
     routes = [

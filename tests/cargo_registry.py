@@ -37,6 +37,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_groups(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process's group (started with start_new_session), then wait; SIGKILL what
+    is still there after 15 s."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @dataclass
 class CargoRegistry:
     tmp: Path
@@ -106,15 +120,7 @@ class CargoRegistry:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_groups(self.processes)
 
     # --- cargo ------------------------------------------------------------------------------
 

@@ -528,11 +528,15 @@ def test_hung_remote_times_out_and_leaves_no_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, branch: str | None
 ) -> None:
     # Without branch, open() hangs in ls-remote; with it, in the first fetch.
-    fake_ssh = tmp_path / "fake-ssh"
+    # indexpub's own GIT_SSH_COMMAND runs `ssh`: the first one on PATH is this fake.
+    (tmp_path / "bin").mkdir()
+    fake_ssh = tmp_path / "bin" / "ssh"
     pids = tmp_path / "pids"
     fake_ssh.write_text(f"#!/bin/sh\necho $$ >> {pids}\nsleep 30 &\necho $! >> {pids}\nwait\n")
     fake_ssh.chmod(0o755)
-    monkeypatch.setenv("GIT_SSH_COMMAND", str(fake_ssh))
+    monkeypatch.setenv("PATH", f"{fake_ssh.parent}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "known_hosts").write_text("")
+    monkeypatch.setenv("INDEXPUB_GIT_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
     monkeypatch.setenv("GIT_SSH_VARIANT", "ssh")
     monkeypatch.delenv("INDEXPUB_GIT_SSH_KEY", raising=False)
     started = time.monotonic()

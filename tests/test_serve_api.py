@@ -676,3 +676,36 @@ def test_chunked_uploads_without_content_length(reg: Registry, alice: str) -> No
         response = client.put("/api/v1/crates/new", content=chunks(body), headers=auth(alice))
         assert response.status_code == 200, response.text
     assert counts(reg.url)["versions"] == 1
+
+
+@pytest.mark.parametrize(
+    ("login", "removal"),
+    [
+        # Text PostgreSQL cannot store is refused on both ways; removing asks no more than
+        # that (owners made under older, looser rules stay removable), so it finds no owner.
+        (r"a\u0000b", 400),
+        (r"\ud800", 400),
+        (r"bad\udcffname", 400),
+        ("y" * 5000, 400),
+        (r"jos\u00e9", 404),
+        ("-dash", 404),
+        ("a.b", 404),
+    ],
+)
+def test_bad_logins_in_owner_changes_are_refused_not_database_errors(
+    reg: Registry, client: TestClient, alice: str, login: str, removal: int
+) -> None:
+    assert put_crate(client, alice, fixture_body("plain", "0.1.0")).status_code == 200
+    before = counts(reg.url)
+    body = b'{"users": ["' + login.encode() + b'"]}'  # JSON escapes: NUL, lone surrogates
+    for method, status, start in (
+        ("PUT", 400, "invalid user name "),
+        ("DELETE", removal, "invalid user name " if removal == 400 else ""),
+    ):
+        response = client.request(
+            method, "/api/v1/crates/plain/owners", headers=auth(alice), content=body
+        )
+        assert response.status_code == status, (method, response.text)
+        message = detail(response)
+        assert message.startswith(start) and len(message) < 200, message
+    assert counts(reg.url) == before

@@ -8,6 +8,7 @@ are imported inside the commands that use them (tests/test_cli_startup.py keeps 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,12 @@ class _Main(click.Group):
     envvar="INDEXPUB_INDEX_URL",
     help="The index's git remote. Unset: a local bare repository under the data dir.",
 )
+@click.option(
+    "--git-known-hosts",
+    envvar="INDEXPUB_GIT_KNOWN_HOSTS",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The known_hosts file pinning an SSH remote's host key (required for SSH remotes).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 @click.pass_context
 def main(
@@ -61,6 +68,7 @@ def main(
     database_url: str | None,
     data_dir: Path | None,
     index_url: str | None,
+    git_known_hosts: Path | None,
     verbose: bool,
 ) -> None:
     """Publish a Cargo registry's git index from a PostgreSQL job queue."""
@@ -69,6 +77,10 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if git_known_hosts:
+        # indexpub.git_process (KNOWN_HOSTS_VAR) and the worker's processes read it from the
+        # environment.
+        os.environ["INDEXPUB_GIT_KNOWN_HOSTS"] = str(git_known_hosts.expanduser().absolute())
     ctx.obj = Settings(database_url or None, config.data_dir(data_dir), index_url or None)
 
 

@@ -8,10 +8,14 @@ import click
 
 from indexpub.cli.common import CommandError, Settings, pass_settings
 
-# indexpub.serve's defaults, written out so that `indexpub serve --help` need not import the
-# HTTP stack; tests/test_cli_startup.py checks that they agree.
+# indexpub.serve's and indexpub.http_limits' defaults, written out so that `indexpub serve
+# --help` need not import the HTTP stack; tests/test_serve_limits.py checks that they agree.
 DEFAULT_MAX_CRATE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_METADATA_BYTES = 1024 * 1024
+DEFAULT_HEADER_TIMEOUT = 20.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_LIMIT_CONCURRENCY = 100
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5
 
 
 def _verbose(ctx: click.Context) -> bool:
@@ -54,6 +58,34 @@ class _DropUpgradeWarnings(logging.Filter):
     show_default=True,
     help="Limit of the publish JSON (it carries the README).",
 )
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HEADER_TIMEOUT,
+    show_default=True,
+    help="Seconds a client may take to send a request's headers; then the connection closes.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_BODY_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for the next piece of a request body; then 408 and close.",
+)
+@click.option(
+    "--limit-concurrency",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMIT_CONCURRENCY,
+    show_default=True,
+    help="Connections served at once; requests beyond are answered 503.",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=click.IntRange(min=1),
+    default=DEFAULT_KEEP_ALIVE_TIMEOUT,
+    show_default=True,
+    help="Seconds an idle connection is kept open between requests.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -62,6 +94,10 @@ def serve(
     public_url: str | None,
     max_crate_bytes: int,
     max_metadata_bytes: int,
+    header_timeout: float,
+    body_timeout: float,
+    limit_concurrency: int,
+    keep_alive_timeout: int,
 ) -> None:
     """Serve cargo's registry Web API (publish, yank, owners, downloads) and the sparse index
     (/index/) over HTTP, in one process.
@@ -72,6 +108,7 @@ def serve(
     """
     import uvicorn
 
+    from indexpub.http_limits import h11_with_header_timeout
     from indexpub.serve import create_app
 
     settings: Settings = ctx.obj
@@ -89,6 +126,7 @@ def serve(
             max_crate_bytes=max_crate_bytes,
             max_metadata_bytes=max_metadata_bytes,
             index_urls=[git_index],
+            body_timeout=body_timeout,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -103,6 +141,9 @@ def serve(
         log_level=logging.INFO if verbose else logging.WARNING,
         access_log=verbose,
         server_header=False,
+        http=h11_with_header_timeout(header_timeout),
+        timeout_keep_alive=keep_alive_timeout,
+        limit_concurrency=limit_concurrency,
     )
 
 

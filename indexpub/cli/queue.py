@@ -48,6 +48,7 @@ def worker(
     grace_period: float,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
+    from indexpub.git_process import ssh_command
     from indexpub.local_publish import local_push_mode
     from indexpub.tasks import INDEX_QUEUE, app, configure_index
 
@@ -57,6 +58,8 @@ def worker(
         local_push_mode()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    # An SSH remote without a pinned host key is refused (GitError) before the database starts.
+    ssh_command(settings.index_location)
     unknown = [q for q in queues if q not in app.registry.queues]
     if unknown:
         raise click.UsageError(
