@@ -156,11 +156,11 @@ def failure_of(exc: BaseException, settings: Settings | None) -> CommandError | 
     if isinstance(exc, InvalidInput):
         return CommandError(str(exc))
     if isinstance(exc, GitError):
-        remote = "" if settings is None else f" {scrub_secrets(settings.index_location)}"
-        return RemoteUnusable(
-            f"the index remote{remote} cannot be used: {first_line(scrub_secrets(str(exc)))}"
-            " (check --index-url or INDEXPUB_INDEX_URL)"
-        )
+        said = first_line(scrub_secrets(str(exc)))
+        remote = "" if settings is None else scrub_secrets(settings.index_location)
+        named = f" {remote}" if remote and remote not in said else ""
+        hint = "" if "INDEXPUB_" in said else " (check --index-url or INDEXPUB_INDEX_URL)"
+        return RemoteUnusable(f"the index remote{named} cannot be used: {said}{hint}")
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.OperationalError):
         where = "the database" if settings is None else f"the database {_database(settings)}"
