@@ -198,7 +198,7 @@ def test_index_remote_not_found(url: str, tmp_path: Path) -> None:
         cli(*common, "worker", "--drain", env=_env(index=missing)),
         EXIT_REMOTE,
         "the index remote cannot be used: git ls-remote failed",
-        "does not appear to be a git repository",
+        f"fatal: '{missing}' does not appear to be a git repository",
         "INDEXPUB_INDEX_URL",
     )
 
