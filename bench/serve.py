@@ -100,8 +100,7 @@ def free_port() -> int:
 
 
 def indexpub_command() -> str:
-    """The ``indexpub`` script of this interpreter's environment (``python -m indexpub.cli``
-    would load the CLI module twice and lose the commands registered by its imports)."""
+    """The ``indexpub`` script of this interpreter's environment."""
     script = Path(sys.executable).parent / "indexpub"
     if script.exists():
         return str(script)
