@@ -24,13 +24,6 @@ INDEX_QUEUE = "index"
 app.queue(INDEX_QUEUE, single_consumer=True)
 
 
-@app.job_type(queue="default", backoff=Backoff(base=0.5, cap=30.0))
-def demo(ctx: JobContext, payload: Any) -> None:
-    """A no-op job that shows the queue working end to end (``indexpub demo``)."""
-    row = ctx.conn.execute("SELECT now()").fetchone()
-    log.info("demo job %s ran at %s: %s", ctx.job_ids[0], row[0] if row else "?", payload)
-
-
 # The sparse index's files: many writers are fine (each file is renamed into place).
 SPARSE_QUEUE = "sparse"
 

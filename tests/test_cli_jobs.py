@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -33,7 +34,7 @@ def insert(url: str, job_type: str, *, dead: bool = False, error: str | None = N
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "INSERT INTO indexpub_jobs.jobs (queue, job_type, payload, dead, attempts, last_error)"
-            " VALUES ('default', %s, '{}', %s, %s, %s) RETURNING id",
+            " VALUES ('index', %s, '{}', %s, %s, %s) RETURNING id",
             (job_type, dead, 3 if dead else 0, error),
         ).fetchone()
         assert row is not None
@@ -41,9 +42,9 @@ def insert(url: str, job_type: str, *, dead: bool = False, error: str | None = N
 
 
 def test_stats_list_retry_delete_purge(url: str) -> None:
-    dead = insert(url, "demo", dead=True, error="Traceback...\nRuntimeError: remote down")
-    other_dead = insert(url, "demo", dead=True, error="boom")
-    ready = insert(url, "demo")
+    dead = insert(url, "sync_crate", dead=True, error="Traceback...\nRuntimeError: remote down")
+    other_dead = insert(url, "sync_crate", dead=True, error="boom")
+    ready = insert(url, "sync_crate")
     stats = json.loads(run(url, "jobs", "stats", "--json"))
     assert {(s["state"], s["count"]) for s in stats} == {("dead", 2), ("ready", 1)}
     listed = run(url, "jobs", "list", "--state", "dead")
@@ -53,15 +54,18 @@ def test_stats_list_retry_delete_purge(url: str) -> None:
     assert run(url, "jobs", "purge").strip() == "purged 1 dead job(s)"
     assert run(url, "jobs", "delete", str(ready)).strip() == "deleted 1 job(s)"
     remaining = json.loads(run(url, "jobs", "stats", "--json"))
-    assert remaining == [{"queue": "default", "job_type": "demo", "state": "ready", "count": 1}]
+    assert remaining == [{"queue": "index", "job_type": "sync_crate", "state": "ready", "count": 1}]
     assert other_dead not in {j.id for j in app.store.list_jobs(psycopg.connect(url))}
 
 
-def test_worker_drain_runs_the_jobs_and_exits(url: str) -> None:
+def test_worker_drain_runs_the_jobs_and_exits(url: str, tmp_path: Path) -> None:
     with psycopg.connect(url) as conn:
-        app.enqueue_many(conn, [app.registry["demo"].job({"n": i}) for i in range(3)])
+        app.enqueue_many(
+            conn, [app.registry["sync_crate"].job({"name": f"c{i}"}) for i in range(3)]
+        )
+    data = ["--data-dir", str(tmp_path / "data")]
     done = subprocess.run(
-        [sys.executable, "-m", "indexpub", "--database-url", url, "worker", "--drain"],
+        [sys.executable, "-m", "indexpub", *data, "--database-url", url, "worker", "--drain"],
         capture_output=True,
         timeout=60,
     )
