@@ -11,6 +11,7 @@ so an index served by indexpub diffs cleanly against one served by crates.io's c
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -98,8 +99,17 @@ def _fail(message: str) -> NoReturn:
 
 
 def _shorten(value: object, limit: int = 80) -> str:
-    """repr() of a value, cut so that a huge bad input still gives a readable message."""
-    text = repr(value)
+    """repr() of a value, cut so that a huge bad input still gives a readable message.
+
+    A long string is cut before repr() so that a 40 MiB name costs no 40 MiB copy, and a value
+    repr() cannot show (nested too deeply, an int of too many digits) is named by its type.
+    """
+    if isinstance(value, str | bytes) and len(value) > limit:
+        value = value[:limit]
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -694,10 +704,16 @@ class IndexEntry:
             _fail(f"invalid index line {_shorten(text)}: contains a line break")
         try:
             data = json.loads(
-                text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants
+                text,
+                object_pairs_hook=_no_duplicate_keys,
+                parse_constant=_no_constants,
+                parse_int=_json_int,
+                parse_float=_json_float,
             )
         except json.JSONDecodeError as problem:
             _fail(f"invalid index line {_shorten(text)}: not JSON ({problem.msg})")
+        except RecursionError:
+            _fail(f"invalid index line {_shorten(text)}: nested too deeply")
         return cls.from_json(data)
 
     @classmethod
@@ -839,6 +855,39 @@ def _expect_optional_int(value: object, what: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         _fail(f"invalid {what} {_shorten(value)}: expected an integer")
+    return value
+
+
+def load_json(data: str | bytes, what: str) -> object:
+    """JSON from a client, or InvalidEntry with one short line whatever the bytes hold.
+
+    ``json.loads`` raises more than JSONDecodeError: RecursionError for deep nesting and a
+    plain ValueError for an integer of thousands of digits. Integers are kept to 64 bits and
+    floats finite, as serde_json reads them for cargo and crates.io.
+    """
+    try:
+        return json.loads(
+            data, parse_int=_json_int, parse_float=_json_float, parse_constant=_no_constants
+        )
+    except json.JSONDecodeError as problem:
+        _fail(f"{what} is not valid JSON: {problem.msg} (line {problem.lineno})")
+    except UnicodeDecodeError:
+        _fail(f"{what} is not valid JSON: not UTF-8")
+    except RecursionError:
+        _fail(f"{what} is not valid JSON: nested too deeply")
+
+
+def _json_int(text: str) -> int:
+    value = int(text) if len(text) <= 20 else None
+    if value is None or not -(2**63) <= value < 2**64:
+        _fail(f"invalid JSON: the integer {_shorten(text, 30)} is out of range")
+    return value
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        _fail(f"invalid JSON: the number {_shorten(text, 30)} is out of range")
     return value
 
 
