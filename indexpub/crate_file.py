@@ -32,8 +32,8 @@ from indexpub.entries import (
     sort_dependencies,
     split_features,
 )
-from indexpub.entries import _shorten as _shorten
 from indexpub.errors import InvalidCrateFile, InvalidInput
+from indexpub.errors import shorten as _shorten
 from indexpub.versions import Version, normalize_version_req
 
 KiB = 1024
@@ -175,7 +175,6 @@ _REFUSED_KINDS = {
     b"6": "a FIFO",
     b"7": "a contiguous file",
     b"S": "a sparse file",
-    b"g": "a pax global header",
     b"V": "a volume label",
     b"M": "a multi-volume continuation",
 }
@@ -345,6 +344,9 @@ class _TarReader:
                     self.stream.finish()
                 return
             kind, size, raw_name = self._header(block)
+            if kind == b"g":
+                # It would change how every later member reads; cargo never writes one.
+                raise _fail("invalid .crate file: a pax global header is not allowed")
             if kind in _EXTENSIONS:
                 pending[kind] = self._extension(kind, size, pending)
                 continue

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Literal, NoReturn
 
 from indexpub.errors import InvalidEntry, InvalidInput, InvalidName
+from indexpub.errors import shorten as _shorten
 from indexpub.names import validate_crate_name, validate_dependency_name
 from indexpub.versions import Version, validate_rust_version, validate_version_req
 
@@ -96,21 +97,6 @@ _PUBLISH_DEP_FIELDS = frozenset(
 
 def _fail(message: str) -> NoReturn:
     raise InvalidEntry(message)
-
-
-def _shorten(value: object, limit: int = 80) -> str:
-    """repr() of a value, cut so that a huge bad input still gives a readable message.
-
-    A long string is cut before repr() so that a 40 MiB name costs no 40 MiB copy, and a value
-    repr() cannot show (nested too deeply, an int of too many digits) is named by its type.
-    """
-    if isinstance(value, str | bytes) and len(value) > limit:
-        value = value[:limit]
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _expect_str(value: object, what: str) -> str:
