@@ -255,7 +255,8 @@ class _Inflater:
         return first + self.read(_BLOCK - len(first), "a header")
 
     def finish(self) -> None:
-        """After the end-of-archive block: only zeros may follow, then nothing at all.
+        """After the end-of-archive block (or a clean end without one, which tar-rs accepts
+        too): only zeros may follow, then nothing at all.
 
         Other tar readers (``tar --ignore-zeros``) would find members hidden after the end,
         and a second gzip member is invisible to cargo but not to every other gzip reader.
@@ -340,8 +341,7 @@ class _TarReader:
             if block is None or block == _ZERO_BLOCK:
                 if pending:
                     raise _fail("invalid .crate file: the archive ends after an extension header")
-                if block is not None:
-                    self.stream.finish()
+                self.stream.finish()
                 return
             kind, size, raw_name = self._header(block)
             if kind == b"g":

@@ -888,7 +888,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 
 def _no_constants(name: str) -> NoReturn:
-    _fail(f"invalid index line: {name} is not valid JSON")
+    _fail(f"invalid JSON: {name} is not valid JSON")
 
 
 def _publish_dependency(data: object, position: int) -> Dependency:

@@ -14,24 +14,14 @@ import shutil
 import struct
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cargo_registry import CargoRegistry
 from hostile_crates import symlink_chain
+from test_cargo_acceptance import registry  # noqa: F401 (a fixture: serve, worker, cargo)
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
-
-
-@pytest.fixture
-def registry(database_url: str, tmp_path: Path) -> Iterator[CargoRegistry]:
-    reg = CargoRegistry(tmp_path, database_url)
-    reg.start()
-    try:
-        yield reg
-    finally:
-        reg.stop()
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -59,7 +49,7 @@ def upload(reg: CargoRegistry, meta: dict[str, object], crate: bytes) -> tuple[i
 
 
 def test_a_symlink_chain_cannot_overwrite_another_crate_s_unpacked_sources(
-    registry: CargoRegistry,
+    registry: CargoRegistry,  # noqa: F811
 ) -> None:
     home = registry.cargo_home("victim-user", "sparse")
     registry.publish("plain-0.1.0", home)

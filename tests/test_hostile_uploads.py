@@ -16,7 +16,7 @@ from hostile_crates import MANIFEST, NAME, TOP, VERSION, crate, hostile_corpus, 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from index_helpers import Registry
-from test_publish_refusals import cli, refused, url  # noqa: F401 (url is a fixture)
+from test_publish_refusals import cli, publish_json, refused, url  # noqa: F401 (url: fixture)
 from test_publish_refusals import counts as cli_counts
 from test_serve_api import (  # noqa: F401 (reg and alice are fixtures)
     NOTHING,
@@ -137,18 +137,7 @@ def test_bad_publish_json_is_a_400_in_cargo_s_shape(
 
 def test_bad_publish_json_is_one_line_from_the_cli(url: str, tmp_path: Path) -> None:  # noqa: F811
     for case_id, body, fragment in BAD_JSON:
-        result = cli(
-            url,
-            tmp_path,
-            "publish",
-            "-",
-            "--format",
-            "publish-json",
-            "--cksum",
-            "0" * 64,
-            input=body,
-        )
-        assert len(refused(result, fragment)) < MAX_MESSAGE, case_id
+        assert len(refused(publish_json(url, tmp_path, body), fragment)) < MAX_MESSAGE, case_id
         assert cli_counts(url) == (0, 0, 0), case_id
 
 
@@ -166,6 +155,8 @@ def test_padding_zeros_after_the_end_marker_and_no_end_marker_are_fine() -> None
     """tarfile pads to 10 KiB records with zeros; tar-rs stops at a clean end without one."""
     assert read_crate_bytes(crate(member(f"{TOP}/a", b"x"), end=bytes(20 * 512))).name == NAME
     assert read_crate_bytes(crate(member(f"{TOP}/a", b"x"), end=b"")).name == NAME
+    with pytest.raises(InvalidInput, match="data after the end of the gzip stream"):
+        read_crate_bytes(crate(member(f"{TOP}/a", b"x"), end=b"") + b"\x00")
 
 
 # --------------------------------------------------------------------------- fuzzing

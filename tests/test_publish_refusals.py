@@ -66,20 +66,15 @@ def test_corpus_of_bad_index_lines(url: str, tmp_path: Path) -> None:
     assert len(messages) == len(BAD_LINES)
 
 
+def publish_json(url: str, tmp_path: Path, body: bytes) -> Result:
+    """``indexpub publish - --format publish-json`` with ``body`` on stdin."""
+    args = ["publish", "-", "--format", "publish-json", "--cksum", "0" * 64]
+    return cli(url, tmp_path, *args, input=body)
+
+
 def test_corpus_of_bad_publish_json(url: str, tmp_path: Path) -> None:
     for case_id, meta, fragment in BAD_PUBLISH_JSON:
-        result = cli(
-            url,
-            tmp_path,
-            "publish",
-            "-",
-            "--format",
-            "publish-json",
-            "--cksum",
-            "0" * 64,
-            input=json.dumps(meta).encode(),
-        )
-        refused(result, fragment)
+        refused(publish_json(url, tmp_path, json.dumps(meta).encode()), fragment)
         assert counts(url) == (0, 0, 0), case_id
 
 
