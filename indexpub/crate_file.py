@@ -50,6 +50,7 @@ MAX_EXTENSION_TOTAL_BYTES = 4 * MiB
 MAX_MANIFEST_BYTES = 1 * MiB
 MAX_MANIFEST_NESTING = 64
 MAX_MANIFEST_DOTS = 10_000
+MAX_MANIFEST_BRACKETS = 50_000  # arrays and tables: 340,000 empty inline tables cost 29 MiB
 # What a `.crate` manifest means by a dependency without `registry-index`.
 CRATES_IO_INDEX = "https://github.com/rust-lang/crates.io-index"
 
@@ -551,15 +552,21 @@ def _parse_manifest(data: bytes) -> dict[str, object]:
 
 
 def _check_manifest_shape(text: str) -> None:
-    depth = dots = 0
+    depth = dots = brackets = 0
     for match in _TOML_SHAPE.finditer(text):
         group = match.lastindex
         if group == 1:
             depth += 1
+            brackets += 1
             if depth > MAX_MANIFEST_NESTING:
                 raise _fail(
                     "invalid Cargo.toml in the .crate file: arrays or tables nested deeper than"
                     f" {MAX_MANIFEST_NESTING}"
+                )
+            if brackets > MAX_MANIFEST_BRACKETS:
+                raise _fail(
+                    f"invalid Cargo.toml in the .crate file: more than {MAX_MANIFEST_BRACKETS}"
+                    " arrays and tables"
                 )
         elif group == 2:
             depth -= 1

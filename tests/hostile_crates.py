@@ -296,6 +296,11 @@ def hostile_corpus(full_size: bool = False) -> tuple[tuple[str, bytes, str], ...
         ),
         ("toml-dotted-bomb", _manifest_crate("x" + ".b" * 200_000 + " = 1\n"), "dotted key parts"),
         (
+            "toml-many-tables",
+            _manifest_crate("[package.metadata]\nx = [" + "{}," * 340_000 + "]\n"),
+            "more than 50000 arrays and tables",
+        ),
+        (
             "toml-huge-int",
             _manifest_crate("[package.metadata]\nx = " + "9" * 5000),
             "integer is out",
