@@ -2,24 +2,27 @@
 
 The archive comes from a client, so it is treated as hostile: the size is checked before the
 file is read, decompression is bounded (a few kilobytes of gzip can expand to gigabytes), and
-every member path is checked even though nothing is extracted, because the same bytes are later
-served to every ``cargo build`` that unpacks them. The entry is derived from the normalized
+every member is checked even though nothing is extracted, because the same bytes are later
+served to every ``cargo build`` that unpacks them: only regular files and folders inside the
+``{name}-{version}/`` folder, no two paths that a case-insensitive file system would merge, and
+no tar or gzip construct that two readers could read differently. The rules and limits are
+listed in the README ("What an upload may contain"). The entry is derived from the normalized
 ``Cargo.toml`` inside, following what ``cargo publish`` would have sent for it, so that the
 registry does not have to trust the JSON metadata a client sends alongside.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
+import math
 import os
-import posixpath
-import tarfile
+import re
 import tomllib
+import unicodedata
 import zlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from indexpub.entries import (
     Dependency,
@@ -30,16 +33,24 @@ from indexpub.entries import (
     split_features,
 )
 from indexpub.errors import InvalidCrateFile, InvalidInput
+from indexpub.errors import shorten as _shorten
 from indexpub.versions import Version, normalize_version_req
 
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
-
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 DEFAULT_MAX_BYTES = 10 * MiB
 DEFAULT_MAX_UNPACKED_BYTES = 512 * MiB  # crates.io's default limit
 DEFAULT_MAX_MEMBERS = 50_000
-MAX_MANIFEST_BYTES = 8 * MiB
+# One pax extended header or GNU long (link) name, and all of them in one archive: cargo writes
+# a GNU long name only for a path over 100 bytes, so real crates stay far below both.
+MAX_EXTENSION_HEADER_BYTES = 64 * KiB
+MAX_EXTENSION_TOTAL_BYTES = 4 * MiB
+# A normalized Cargo.toml is kilobytes; parsing TOML costs far more memory than its text
+# (each dotted key part or inline table is a dict), so its size and shape are bounded first.
+MAX_MANIFEST_BYTES = 1 * MiB
+MAX_MANIFEST_NESTING = 64
+MAX_MANIFEST_DOTS = 10_000
+MAX_MANIFEST_BRACKETS = 50_000  # arrays and tables: 340,000 empty inline tables cost 29 MiB
 # What a `.crate` manifest means by a dependency without `registry-index`.
 CRATES_IO_INDEX = "https://github.com/rust-lang/crates.io-index"
 
@@ -135,145 +146,481 @@ def read_crate_bytes(
 
 
 # =========================================================================== the archive
+#
+# A small tar reader of our own rather than ``tarfile``: ``tarfile`` reads a pax extended
+# header or a GNU long name whole into memory before anyone can look at its size (a 450 MiB
+# pax header in a 459 KB upload took 10.5 s and 1.4 GiB), quietly skips what it does not
+# understand, and follows rules (a pax ``size`` over the header's, old-style directories,
+# ``ignore_zeros``) that cargo's tar crate does not share. Here every length is checked before
+# the bytes it announces are read, only one extension header is held at a time, and whatever
+# two tar readers could read differently is refused rather than guessed at.
+
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+_CHUNK = 64 * KiB
+_REGULAR = (b"0", b"\x00")
+_DIRECTORY = b"5"
+_PAX = b"x"
+_LONG_NAME = b"L"
+_LONG_LINK = b"K"
+_EXTENSIONS = {
+    _PAX: "pax extended header",
+    _LONG_NAME: "GNU long name",
+    _LONG_LINK: "GNU long link name",
+}
+_REFUSED_KINDS = {
+    b"1": "a hard link",
+    b"2": "a symbolic link",
+    b"3": "a character device",
+    b"4": "a block device",
+    b"6": "a FIFO",
+    b"7": "a contiguous file",
+    b"S": "a sparse file",
+    b"V": "a volume label",
+    b"M": "a multi-volume continuation",
+}
+_USTAR = b"ustar\x0000"
+_GNU = b"ustar  \x00"
 
 
-class _BoundedReader(io.RawIOBase):
-    """Decompressed bytes, counted, so that a gzip bomb stops at the limit."""
+class _Inflater:
+    """The decompressed tar stream, produced only as far as it is read, and counted.
 
-    def __init__(self, source: gzip.GzipFile, limit: int) -> None:
-        super().__init__()
-        self.source = source
-        self.limit = limit
+    zlib is asked for at most the bytes wanted, so a gzip bomb costs no memory, and the total
+    stops at ``limit``. Exactly one gzip member is read (cargo's decoder reads one): anything
+    after it is refused by :meth:`finish`.
+    """
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        self._data = memoryview(data)
+        self._position = 0
+        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._limit = limit
         self.total = 0
 
-    def readable(self) -> bool:
-        return True
+    def _some(self, wanted: int) -> bytes:
+        """Up to ``wanted`` (> 0) decompressed bytes; b"" only at the end of the input."""
+        while not self._zlib.eof:
+            source: bytes | memoryview = self._zlib.unconsumed_tail
+            if not source:
+                if self._position >= len(self._data):
+                    return b""
+                source = self._data[self._position : self._position + _CHUNK]
+                self._position += len(source)
+            try:
+                out = self._zlib.decompress(source, wanted)
+            except zlib.error as problem:
+                raise _fail(f"invalid .crate file: corrupt gzip data ({problem})") from None
+            if out:
+                self.total += len(out)
+                if self.total > self._limit:
+                    raise _fail(
+                        f"invalid .crate file: unpacks to more than the limit of {self._limit}"
+                        " bytes"
+                    )
+                return out
+        return b""
 
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        chunk = self.source.read(len(view))
-        self.total += len(chunk)
-        if self.total > self.limit:
+    def _ended(self, what: str) -> InvalidCrateFile:
+        if not self._zlib.eof:
+            return _fail("invalid .crate file: truncated gzip data (the stream ends early)")
+        return _fail(f"invalid .crate file: the tar archive ends inside {what}")
+
+    def read(self, size: int, what: str) -> bytes:
+        """Exactly ``size`` bytes (the caller has bounded ``size``)."""
+        parts = bytearray()
+        while len(parts) < size:
+            chunk = self._some(size - len(parts))
+            if not chunk:
+                raise self._ended(what)
+            parts += chunk
+        return bytes(parts)
+
+    def skip(self, size: int, what: str) -> None:
+        """Decompress and drop ``size`` bytes, holding at most one chunk of them."""
+        while size > 0:
+            chunk = self._some(min(size, _CHUNK))
+            if not chunk:
+                raise self._ended(what)
+            size -= len(chunk)
+
+    def header_block(self) -> bytes | None:
+        """The next 512-byte header; None when the stream ends cleanly before it."""
+        first = self._some(_BLOCK)
+        if not first:
+            if not self._zlib.eof:
+                raise self._ended("a header")
+            return None
+        if len(first) == _BLOCK:
+            return first
+        return first + self.read(_BLOCK - len(first), "a header")
+
+    def finish(self) -> None:
+        """After the end-of-archive block (or a clean end without one, which tar-rs accepts
+        too): only zeros may follow, then nothing at all.
+
+        Other tar readers (``tar --ignore-zeros``) would find members hidden after the end,
+        and a second gzip member is invisible to cargo but not to every other gzip reader.
+        """
+        while chunk := self._some(_CHUNK):
+            if chunk.count(0) != len(chunk):
+                raise _fail("invalid .crate file: data after the end of the tar archive")
+        if not self._zlib.eof:
+            raise self._ended("the end-of-archive marker")
+        if self._zlib.unused_data or self._position < len(self._data):
+            raise _fail("invalid .crate file: data after the end of the gzip stream")
+
+
+@dataclass
+class _Member:
+    """One tar member as every mainstream reader would see it."""
+
+    name: str
+    kind: bytes
+    size: int
+    raw_name: bytes
+
+
+def _number(field: bytes, what: str) -> int:
+    """A numeric header field: octal digits, or GNU base-256 (first byte 0x80)."""
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    if field[:1] == b"\xff":
+        raise _fail(f"invalid .crate file: not a readable tar archive (negative {what})")
+    text = field.split(b"\x00", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    if not all(48 <= byte <= 55 for byte in text):
+        raise _fail(
+            f"invalid .crate file: not a readable tar archive ({what} {_shorten(text)}"
+            " is not octal)"
+        )
+    return int(text, 8)
+
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _fail(f"invalid .crate member {_shorten(raw)}: {what} is not UTF-8") from None
+
+
+def _parse_pax(payload: bytes) -> dict[bytes, bytes]:
+    """Records ``"%d %s=%s\\n"`` whose length counts itself, tiling the payload exactly."""
+    records: dict[bytes, bytes] = {}
+    position = 0
+    while position < len(payload):
+        space = payload.find(b" ", position, position + 20)
+        digits = payload[position:space] if space > position else b""
+        if not digits.isdigit() or digits[:1] == b"0":
+            raise _fail("invalid .crate file: malformed pax extended header record")
+        end = position + int(digits)
+        if end > len(payload) or payload[end - 1 : end] != b"\n":
+            raise _fail("invalid .crate file: malformed pax extended header record")
+        key, equals, value = payload[space + 1 : end - 1].partition(b"=")
+        if not equals or not key:
+            raise _fail("invalid .crate file: malformed pax extended header record")
+        if key in records:
+            raise _fail(f"invalid .crate file: pax key {_shorten(key)} appears twice")
+        records[key] = value
+        position = end
+    return records
+
+
+class _TarReader:
+    """Members of the tar stream, with every extension header bounded before it is read."""
+
+    def __init__(self, stream: _Inflater) -> None:
+        self.stream = stream
+        self.extension_bytes = 0
+        self._unread = 0
+
+    def members(self) -> Iterator[_Member]:
+        pending: dict[bytes, bytes] = {}
+        while True:
+            block = self.stream.header_block()
+            if block is None or block == _ZERO_BLOCK:
+                if pending:
+                    raise _fail("invalid .crate file: the archive ends after an extension header")
+                self.stream.finish()
+                return
+            kind, size, raw_name = self._header(block)
+            if kind == b"g":
+                # It would change how every later member reads; cargo never writes one.
+                raise _fail("invalid .crate file: a pax global header is not allowed")
+            if kind in _EXTENSIONS:
+                pending[kind] = self._extension(kind, size, pending)
+                continue
+            member = self._member(kind, size, raw_name, pending)
+            self._unread = member.size
+            yield member
+            self.stream.skip(self._unread + (-member.size % _BLOCK), "a member's data")
+            pending = {}
+
+    def read_data(self, member: _Member) -> bytes:
+        """The data of the member just yielded (whose size the caller has bounded)."""
+        data = self.stream.read(member.size, "a member's data")
+        self._unread = 0
+        return data
+
+    def _header(self, block: bytes) -> tuple[bytes, int, bytes]:
+        stored = _number(block[148:156], "checksum")
+        if stored != sum(block[:148]) + 8 * 32 + sum(block[156:]):
             raise _fail(
-                f"invalid .crate file: unpacks to more than the limit of {self.limit} bytes"
+                "invalid .crate file: not a readable tar archive (a header's checksum is wrong)"
             )
-        view[: len(chunk)] = chunk
-        return len(chunk)
+        magic = block[257:265]
+        if magic not in (_USTAR, _GNU):
+            raise _fail(
+                f"invalid .crate file: tar header format {_shorten(magic)} (not ustar or GNU)"
+            )
+        raw_name = block[:100].split(b"\x00", 1)[0]
+        if magic == _USTAR:
+            prefix = block[345:500].split(b"\x00", 1)[0]
+            if prefix:
+                raw_name = prefix + b"/" + raw_name
+        return block[156:157], _number(block[124:136], "size"), raw_name
+
+    def _extension(self, kind: bytes, size: int, pending: dict[bytes, bytes]) -> bytes:
+        what = _EXTENSIONS[kind]
+        if kind in pending:
+            raise _fail(f"invalid .crate file: two {what}s for one member")
+        if size > MAX_EXTENSION_HEADER_BYTES:
+            raise _fail(
+                f"invalid .crate file: a {what} of {size} bytes (the limit is"
+                f" {MAX_EXTENSION_HEADER_BYTES})"
+            )
+        self.extension_bytes += size
+        if self.extension_bytes > MAX_EXTENSION_TOTAL_BYTES:
+            raise _fail(
+                "invalid .crate file: its pax headers and GNU long names add up to more than"
+                f" {MAX_EXTENSION_TOTAL_BYTES} bytes"
+            )
+        payload = self.stream.read(size, f"a {what}")
+        self.stream.skip(-size % _BLOCK, f"a {what}")
+        return payload
+
+    def _member(
+        self, kind: bytes, size: int, raw_name: bytes, pending: dict[bytes, bytes]
+    ) -> _Member:
+        pax = _parse_pax(pending[_PAX]) if _PAX in pending else {}
+        long_name = pending.get(_LONG_NAME)
+        if long_name is not None:
+            long_name = long_name.split(b"\x00", 1)[0]
+            if b"path" in pax:
+                raise _fail("invalid .crate file: a member has both a GNU long name and a pax path")
+            raw_name = long_name
+        raw_name = pax.get(b"path", raw_name)
+        if any(key.startswith(b"GNU.sparse.") for key in pax):
+            kind = b"S"
+        pax_size = pax.get(b"size")
+        # As crates.io: readers that trust different size fields must not disagree.
+        if pax_size is not None and (
+            not pax_size.isdigit() or len(pax_size) > 20 or int(pax_size) != size
+        ):
+            raise _fail(
+                f"invalid .crate member {_shorten(raw_name)}: its pax size"
+                f" {_shorten(pax[b'size'])} differs from its tar header's {size}"
+            )
+        return _Member(_text(raw_name, "its path"), kind, size, raw_name)
 
 
 def _scan_archive(data: bytes, max_unpacked_bytes: int, max_members: int) -> tuple[str, bytes]:
     """Check every member of the archive; return the top directory and Cargo.toml's bytes."""
-    source = gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
-    reader = io.BufferedReader(_BoundedReader(source, max_unpacked_bytes))
-    try:
-        with tarfile.open(fileobj=reader, mode="r|") as archive:
-            return _scan_members(archive, max_unpacked_bytes, max_members)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as problem:
-        raise _fail(f"invalid .crate file: corrupt gzip data ({problem})") from None
-    except tarfile.TarError as problem:
-        raise _fail(f"invalid .crate file: not a readable tar archive ({problem})") from None
-
-
-def _scan_members(
-    archive: tarfile.TarFile, max_unpacked_bytes: int, max_members: int
-) -> tuple[str, bytes]:
+    reader = _TarReader(_Inflater(data, max_unpacked_bytes))
     top = ""
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     declared = 0
     manifest: bytes | None = None
-    for count, member in enumerate(archive, start=1):
+    for count, member in enumerate(reader.members(), start=1):
         if count > max_members:
             raise _fail(f"invalid .crate file: more than {max_members} members")
         path = _check_member_path(member.name)
         top = top or path.split("/", 1)[0]
         if path != top and not path.startswith(top + "/"):
-            raise _fail(f"invalid .crate member {member.name!r}: outside the {top + '/'!r} folder")
-        if path in seen:
-            raise _fail(f"invalid .crate member {member.name!r}: appears twice")
-        seen.add(path)
-        _check_member_type(member, path, top)
-        declared += max(member.size, 0)
+            raise _fail(
+                f"invalid .crate member {_shorten(member.name)}: outside the"
+                f" {_shorten(top + '/')} folder"
+            )
+        _check_member_kind(member, path, top)
+        _check_unique(seen, path)
+        declared += member.size
         if declared > max_unpacked_bytes:
             raise _fail(
                 f"invalid .crate file: unpacks to more than the limit of {max_unpacked_bytes} bytes"
             )
         if path == f"{top}/Cargo.toml":
-            manifest = _read_manifest(archive, member)
+            if member.size > MAX_MANIFEST_BYTES:
+                raise _fail(
+                    f"invalid .crate file: Cargo.toml is larger than {MAX_MANIFEST_BYTES} bytes"
+                )
+            manifest = reader.read_data(member)
     if manifest is None:
-        raise _fail(f"invalid .crate file: no Cargo.toml in {top + '/' if top else 'it'!r}")
+        raise _fail(f"invalid .crate file: no Cargo.toml in {_shorten(top + '/' if top else 'it')}")
     return top, manifest
 
 
 def _check_member_path(name: str) -> str:
     """A member path, refused when absolute, escaping with ``..``, or ambiguous."""
     if not name or name.startswith("/") or "\\" in name or "\x00" in name:
-        raise _fail(f"invalid .crate member {name!r}: not a relative POSIX path")
+        raise _fail(f"invalid .crate member {_shorten(name)}: not a relative POSIX path")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise _fail(f"invalid .crate member {name!r}: contains '..'")
+        raise _fail(f"invalid .crate member {_shorten(name)}: contains '..'")
     if not parts:
-        raise _fail(f"invalid .crate member {name!r}: empty path")
+        raise _fail(f"invalid .crate member {_shorten(name)}: empty path")
     return "/".join(parts)
 
 
-def _check_member_type(member: tarfile.TarInfo, path: str, top: str) -> None:
-    if member.isreg() or member.isdir():
-        return
-    if member.issym() or member.islnk():
-        target = member.linkname
-        if member.issym():
-            target = posixpath.join(posixpath.dirname(path), target)
-        resolved = posixpath.normpath(target)
-        if path == top or member.linkname.startswith("/") or not resolved.startswith(top + "/"):
+def _check_member_kind(member: _Member, path: str, top: str) -> None:
+    """Only regular files and folders, as crates.io and cargo's unpacker allow.
+
+    Links are refused whatever their target: a chain of links that each stay inside the folder
+    (``a/b -> ../c``, then ``a/b/l -> ../../other-1.0.0/src``, then ``a/b/l/lib.rs``) still
+    writes outside it when unpacked.
+    """
+    if member.kind in _REGULAR:
+        if member.raw_name.endswith(b"/"):
+            # Old tar readers take such a file for a folder, newer ones for a file.
             raise _fail(
-                f"invalid .crate member {member.name!r}: link to {member.linkname!r}"
-                f" points outside {top + '/'!r}"
+                f"invalid .crate member {_shorten(member.name)}: a file named like a folder"
             )
+        if path == top:
+            raise _fail(f"invalid .crate member {_shorten(member.name)}: a file, not the folder")
         return
-    raise _fail(f"invalid .crate member {member.name!r}: not a file, folder or link")
+    if member.kind == _DIRECTORY:
+        if member.size:
+            # Readers disagree on whether a folder's data blocks follow its header.
+            raise _fail(f"invalid .crate member {_shorten(member.name)}: a folder with content")
+        return
+    kind = _REFUSED_KINDS.get(member.kind, f"an entry of tar type {_shorten(member.kind)}")
+    raise _fail(
+        f"invalid .crate member {_shorten(member.name)}: {kind}; only files and folders are allowed"
+    )
 
 
-def _read_manifest(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    if not member.isreg():
-        raise _fail(f"invalid .crate member {member.name!r}: Cargo.toml is not a regular file")
-    if member.size > MAX_MANIFEST_BYTES:
-        raise _fail(f"invalid .crate file: Cargo.toml is larger than {MAX_MANIFEST_BYTES} bytes")
-    stream = archive.extractfile(member)
-    if stream is None:  # pragma: no cover - isreg() members always have data
-        raise _fail(f"invalid .crate member {member.name!r}: unreadable")
-    return stream.read()
+def _check_unique(seen: dict[str, str], path: str) -> None:
+    """Refuse a path seen before, also once case-folded (and in Unicode NFC form): on macOS
+    and Windows cargo would unpack one of the two over the other."""
+    key = unicodedata.normalize("NFC", path).casefold()
+    other = seen.get(key)
+    if other == path:
+        raise _fail(f"invalid .crate member {_shorten(path)}: appears twice")
+    if other is not None:
+        raise _fail(
+            f"invalid .crate member {_shorten(path)}: the same path as {_shorten(other)}"
+            " on a case-insensitive file system"
+        )
+    seen[key] = key if key == path else path
 
 
 # =========================================================================== the manifest
 
 
+# Outside strings and comments: opening and closing brackets and dots (a multi-line string may
+# end with up to two extra quotes, which belong to it).
+_TOML_SHAPE = re.compile(
+    r'''"""(?:[^"\\]|\\[\s\S]|"(?!""))*"{3,5}|''\'[\s\S]*?'{3,5}'''
+    r"""|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|\#[^\n]*|([\[{])|([\]}])|(\.)"""
+)
+
+
 def _parse_manifest(data: bytes) -> dict[str, object]:
+    """Parse Cargo.toml into one clear refusal whatever it holds.
+
+    ``tomllib`` recurses on nested arrays and inline tables, builds a dict per dotted key part
+    (megabytes of memory per kilobyte of text), and raises ValueError for integers of thousands
+    of digits: the shape is checked before parsing, and the values after.
+    """
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise _fail("invalid Cargo.toml in the .crate file: not UTF-8") from None
+    _check_manifest_shape(text)
+    try:
+        manifest = tomllib.loads(text, parse_float=_toml_float)
     except tomllib.TOMLDecodeError as problem:
         raise _fail(f"invalid Cargo.toml in the .crate file: not TOML ({problem})") from None
+    except RecursionError:
+        raise _fail("invalid Cargo.toml in the .crate file: nested too deeply") from None
+    except InvalidInput:
+        raise
+    except ValueError:  # int(): more digits than sys.get_int_max_str_digits()
+        raise _fail("invalid Cargo.toml in the .crate file: an integer is out of range") from None
+    _check_manifest_values(manifest)
+    return manifest
+
+
+def _check_manifest_shape(text: str) -> None:
+    depth = dots = brackets = 0
+    for match in _TOML_SHAPE.finditer(text):
+        group = match.lastindex
+        if group == 1:
+            depth += 1
+            brackets += 1
+            if depth > MAX_MANIFEST_NESTING:
+                raise _fail(
+                    "invalid Cargo.toml in the .crate file: arrays or tables nested deeper than"
+                    f" {MAX_MANIFEST_NESTING}"
+                )
+            if brackets > MAX_MANIFEST_BRACKETS:
+                raise _fail(
+                    f"invalid Cargo.toml in the .crate file: more than {MAX_MANIFEST_BRACKETS}"
+                    " arrays and tables"
+                )
+        elif group == 2:
+            depth -= 1
+        elif group == 3:
+            dots += 1
+            if dots > MAX_MANIFEST_DOTS:
+                raise _fail(
+                    f"invalid Cargo.toml in the .crate file: more than {MAX_MANIFEST_DOTS}"
+                    " dotted key parts or decimal points"
+                )
+
+
+def _toml_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value) and "inf" not in text:
+        raise _fail(
+            f"invalid Cargo.toml in the .crate file: the float {_shorten(text)} is out of range"
+        )
+    return value
+
+
+def _check_manifest_values(manifest: dict[str, object]) -> None:
+    """TOML integers are 64-bit (cargo refuses others); tomllib takes any up to 4300 digits."""
+    stack: list[object] = [manifest]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and not -(2**63) <= item < 2**63:
+            raise _fail("invalid Cargo.toml in the .crate file: an integer is out of range")
 
 
 def _table(value: object, what: str) -> Mapping[str, object]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise _fail(f"invalid Cargo.toml: {what} {value!r} is not a table")
+        raise _fail(f"invalid Cargo.toml: {what} {_shorten(value)} is not a table")
     return value
 
 
 def _bool(value: object, what: str) -> bool:
     if not isinstance(value, bool):
-        raise _fail(f"invalid Cargo.toml: {what} {value!r} is not true or false")
+        raise _fail(f"invalid Cargo.toml: {what} {_shorten(value)} is not true or false")
     return value
 
 
 def _string(value: object, what: str) -> str:
     if not isinstance(value, str):
         # Workspace inheritance (`{ workspace = true }`) lands here: cargo package resolves it.
-        raise _fail(f"invalid Cargo.toml: {what} {value!r} is not a string (not normalized?)")
+        raise _fail(
+            f"invalid Cargo.toml: {what} {_shorten(value)} is not a string (not normalized?)"
+        )
     return value
 
 
@@ -307,7 +654,7 @@ def _features(value: object) -> dict[str, list[str]]:
     features: dict[str, list[str]] = {}
     for key, values in _table(value, "[features]").items():
         if not isinstance(values, list) or not all(isinstance(item, str) for item in values):
-            raise _fail(f"invalid Cargo.toml: feature {key!r} is not a list of strings")
+            raise _fail(f"invalid Cargo.toml: feature {_shorten(key)} is not a list of strings")
         features[key] = values
     return features
 
@@ -320,8 +667,8 @@ def _dependencies(manifest: Mapping[str, object], index_url: str | None) -> list
     for platform, tables in _table(manifest.get("target"), "[target]").items():
         target = normalize_target(platform, what="target")
         for table_name, kind in _DEP_TABLES.items():
-            where = f"[target.{platform!r}.{table_name}]"
-            table = _table(_table(tables, f"[target.{platform!r}]").get(table_name), where)
+            where = f"[target.{_shorten(platform)}.{table_name}]"
+            table = _table(_table(tables, f"[target.{_shorten(platform)}]").get(table_name), where)
             deps.extend(
                 _dependency(key, spec, kind, target, index_url) for key, spec in table.items()
             )
@@ -334,32 +681,36 @@ def _dependency(
     """One manifest dependency, turned into what cargo publish sends for it."""
     if isinstance(spec, str):
         spec = {"version": spec}
-    table = _table(spec, f"dependency {key!r}")
+    table = _table(spec, f"dependency {_shorten(key)}")
     for unsupported in _UNSUPPORTED_DEP_KEYS:
         if unsupported in table:
-            raise _fail(f"invalid Cargo.toml: dependency {key!r} uses {unsupported!r}")
+            raise _fail(
+                f"invalid Cargo.toml: dependency {_shorten(key)} uses {_shorten(unsupported)}"
+            )
     if "version" not in table:
-        raise _fail(f"invalid Cargo.toml: dependency {key!r} has no version requirement")
+        raise _fail(f"invalid Cargo.toml: dependency {_shorten(key)} has no version requirement")
     default_features = table.get("default-features", table.get("default_features", True))
     features = table.get("features", [])
     if not isinstance(features, list):
-        raise _fail(f"invalid Cargo.toml: features of dependency {key!r} are not a list")
+        raise _fail(f"invalid Cargo.toml: features of dependency {_shorten(key)} are not a list")
     package = table.get("package")
-    version = _string(table["version"], f"version of dependency {key!r}")
+    version = _string(table["version"], f"version of dependency {_shorten(key)}")
     try:
         req = normalize_version_req(version, what="req")
     except InvalidInput as problem:
-        raise type(problem)(f"dependency {key!r}: {problem}") from None
+        raise type(problem)(f"dependency {_shorten(key)}: {problem}") from None
     return Dependency(
         name=key,
         req=req,
         features=tuple(features),
-        optional=_bool(table.get("optional", False), f"optional of dependency {key!r}"),
-        default_features=_bool(default_features, f"default-features of dependency {key!r}"),
+        optional=_bool(table.get("optional", False), f"optional of dependency {_shorten(key)}"),
+        default_features=_bool(default_features, f"default-features of dependency {_shorten(key)}"),
         target=target,
         kind=kind,
         registry=_dependency_registry(table.get("registry-index"), index_url),
-        package=None if package is None else _string(package, f"package of dependency {key!r}"),
+        package=None
+        if package is None
+        else _string(package, f"package of dependency {_shorten(key)}"),
     )
 
 
@@ -380,15 +731,16 @@ def _check_identity(
     own = f"{entry.name}-{entry.vers}"
     if prefix != own:
         raise _fail(
-            f"invalid .crate file: its folder {prefix!r} does not match Cargo.toml's"
-            f" name and version {own!r}"
+            f"invalid .crate file: its folder {_shorten(prefix)} does not match Cargo.toml's"
+            f" name and version {_shorten(own)}"
         )
     if expected_name is not None and expected_name != entry.name:
         raise _fail(
-            f"invalid .crate file: Cargo.toml names the crate {entry.name!r}, not {expected_name!r}"
+            f"invalid .crate file: Cargo.toml names the crate {_shorten(entry.name)},"
+            f" not {_shorten(expected_name)}"
         )
     if expected_version is not None and expected_version != str(entry.vers):
         raise _fail(
-            f"invalid .crate file: Cargo.toml has version {str(entry.vers)!r},"
-            f" not {expected_version!r}"
+            f"invalid .crate file: Cargo.toml has version {_shorten(str(entry.vers))},"
+            f" not {_shorten(expected_version)}"
         )

@@ -11,6 +11,7 @@ so an index served by indexpub diffs cleanly against one served by crates.io's c
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,9 +19,12 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Literal, NoReturn
 
-from indexpub.errors import InvalidEntry, InvalidInput, InvalidName
+from indexpub.errors import InvalidEntry, InvalidInput, InvalidName, shorten
 from indexpub.names import validate_crate_name, validate_dependency_name
 from indexpub.versions import Version, validate_rust_version, validate_version_req
+
+# Its old name here, which other modules import (it lives in errors.py for names and versions).
+_shorten = shorten
 
 DepKind = Literal["normal", "build", "dev"]
 Features = Mapping[str, tuple[str, ...]]
@@ -95,12 +99,6 @@ _PUBLISH_DEP_FIELDS = frozenset(
 
 def _fail(message: str) -> NoReturn:
     raise InvalidEntry(message)
-
-
-def _shorten(value: object, limit: int = 80) -> str:
-    """repr() of a value, cut so that a huge bad input still gives a readable message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _expect_str(value: object, what: str) -> str:
@@ -694,10 +692,16 @@ class IndexEntry:
             _fail(f"invalid index line {_shorten(text)}: contains a line break")
         try:
             data = json.loads(
-                text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants
+                text,
+                object_pairs_hook=_no_duplicate_keys,
+                parse_constant=_no_constants,
+                parse_int=_json_int,
+                parse_float=_json_float,
             )
         except json.JSONDecodeError as problem:
             _fail(f"invalid index line {_shorten(text)}: not JSON ({problem.msg})")
+        except RecursionError:
+            _fail(f"invalid index line {_shorten(text)}: nested too deeply")
         return cls.from_json(data)
 
     @classmethod
@@ -842,6 +846,39 @@ def _expect_optional_int(value: object, what: str) -> int | None:
     return value
 
 
+def load_json(data: str | bytes, what: str) -> object:
+    """JSON from a client, or InvalidEntry with one short line whatever the bytes hold.
+
+    ``json.loads`` raises more than JSONDecodeError: RecursionError for deep nesting and a
+    plain ValueError for an integer of thousands of digits. Integers are kept to 64 bits and
+    floats finite, as serde_json reads them for cargo and crates.io.
+    """
+    try:
+        return json.loads(
+            data, parse_int=_json_int, parse_float=_json_float, parse_constant=_no_constants
+        )
+    except json.JSONDecodeError as problem:
+        _fail(f"{what} is not valid JSON: {problem.msg} (line {problem.lineno})")
+    except UnicodeDecodeError:
+        _fail(f"{what} is not valid JSON: not UTF-8")
+    except RecursionError:
+        _fail(f"{what} is not valid JSON: nested too deeply")
+
+
+def _json_int(text: str) -> int:
+    value = int(text) if len(text) <= 20 else None
+    if value is None or not -(2**63) <= value < 2**64:
+        _fail(f"invalid JSON: the integer {_shorten(text, 30)} is out of range")
+    return value
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        _fail(f"invalid JSON: the number {_shorten(text, 30)} is out of range")
+    return value
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     # Python keeps the last duplicate where cargo's serde refuses the line: refuse too.
     data: dict[str, object] = {}
@@ -853,7 +890,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 
 def _no_constants(name: str) -> NoReturn:
-    _fail(f"invalid index line: {name} is not valid JSON")
+    _fail(f"invalid JSON: {name} is not valid JSON")
 
 
 def _publish_dependency(data: object, position: int) -> Dependency:

@@ -4,10 +4,25 @@ Everything a client can get wrong (a name, a version, an index line, a ``.crate`
 reported as :class:`InvalidInput`, so the API layer needs a single ``except`` to turn it into
 a 4xx answer, while bugs keep surfacing as other exceptions. The message is a single line that
 names the problem and quotes the offending value, because it is shown verbatim to the person
-who ran ``cargo publish``.
+who ran ``cargo publish``; :func:`shorten` keeps a quoted value short whatever its size.
 """
 
 from __future__ import annotations
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """repr() of a value, cut so that a huge bad input still gives a readable message.
+
+    A long string is cut before repr() so that a 40 MiB name costs no 40 MiB copy, and a value
+    repr() cannot show (nested too deeply, an int of too many digits) is named by its type.
+    """
+    if isinstance(value, str | bytes) and len(value) > limit:
+        value = value[:limit]
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InvalidInput(ValueError):

@@ -8,7 +8,7 @@ like a sysroot crate (``std``, ``core``) shadows it in confusing ways.
 
 from __future__ import annotations
 
-from indexpub.errors import InvalidName
+from indexpub.errors import InvalidName, shorten
 
 MAX_NAME_LENGTH = 64
 
@@ -70,25 +70,26 @@ _NAME_CHARS = _LETTERS | frozenset("0123456789-_")
 def _check_syntax(name: object, what: str, *, leading_underscore: bool) -> str:
     """Check the character rules shared by crate and dependency names."""
     if not isinstance(name, str):
-        raise InvalidName(f"invalid {what} {name!r}: expected a string")
+        raise InvalidName(f"invalid {what} {shorten(name)}: expected a string")
     if not name:
         raise InvalidName(f"invalid {what} '': the name is empty")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(
-            f"invalid {what} {name!r}: longer than {MAX_NAME_LENGTH} characters ({len(name)})"
+            f"invalid {what} {shorten(name)}: longer than {MAX_NAME_LENGTH} characters"
+            f" ({len(name)})"
         )
     bad = sorted({char for char in name if char not in _NAME_CHARS})
     if bad:
         shown = ", ".join(repr(char) for char in bad)
         raise InvalidName(
-            f"invalid {what} {name!r}: only ASCII letters, digits, '-' and '_' are allowed"
+            f"invalid {what} {shorten(name)}: only ASCII letters, digits, '-' and '_' are allowed"
             f" (found {shown})"
         )
     first = name[0]
     if first in _LETTERS or (leading_underscore and first == "_"):
         return name
     allowed = "an ASCII letter or '_'" if leading_underscore else "an ASCII letter"
-    raise InvalidName(f"invalid {what} {name!r}: the first character must be {allowed}")
+    raise InvalidName(f"invalid {what} {shorten(name)}: the first character must be {allowed}")
 
 
 def validate_crate_name(name: object, *, what: str = "crate name") -> str:
@@ -96,9 +97,9 @@ def validate_crate_name(name: object, *, what: str = "crate name") -> str:
     checked = _check_syntax(name, what, leading_underscore=False)
     lowered = checked.lower()
     if lowered in WINDOWS_DEVICE_NAMES:
-        raise InvalidName(f"invalid {what} {checked!r}: it is a Windows device name")
+        raise InvalidName(f"invalid {what} {shorten(checked)}: it is a Windows device name")
     if canonical_name(checked) in RESERVED_NAMES:
-        raise InvalidName(f"invalid {what} {checked!r}: the name is reserved")
+        raise InvalidName(f"invalid {what} {shorten(checked)}: the name is reserved")
     return checked
 
 

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hashlib
 import importlib
-import json
 import logging
 import struct
 import threading
@@ -39,7 +38,7 @@ from starlette.types import Scope
 from indexpub import accounts, config, store
 from indexpub.crate_file import read_crate_bytes
 from indexpub.crate_storage import crate_file_path, store_crate_file
-from indexpub.entries import IndexEntry, sort_dependencies
+from indexpub.entries import IndexEntry, load_json, sort_dependencies
 from indexpub.errors import InvalidInput
 
 log = logging.getLogger("indexpub.serve")
@@ -224,9 +223,9 @@ class _Body:
 
 def _parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        parsed = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ApiError(400, f"{what} is not valid JSON: {exc}") from None
+        parsed = load_json(data, what)
+    except InvalidInput as exc:  # never a 500, whatever the bytes (deep, huge numbers)
+        raise ApiError(400, str(exc)) from None
     if not isinstance(parsed, dict):
         raise ApiError(400, f"{what} must be a JSON object, not {type(parsed).__name__}")
     return parsed

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from indexpub.errors import InvalidVersion
+from indexpub.errors import InvalidVersion, shorten
 
 U64_MAX = 2**64 - 1
 MAX_COMPARATORS = 32
@@ -111,22 +111,22 @@ class Version:
         for part, what in ((self.pre, PRE), (self.build, BUILD)):
             for identifier in part:
                 if not isinstance(identifier, str) or not _IDENTIFIER_RE.fullmatch(identifier):
-                    raise InvalidVersion(f"invalid {what} {identifier!r}")
+                    raise InvalidVersion(f"invalid {what} {shorten(identifier)}")
                 numeric = identifier.isdigit()
                 if what == PRE and numeric and len(identifier) > 1 and identifier[0] == "0":
-                    raise InvalidVersion(f"invalid {what} {identifier!r}: leading zero")
+                    raise InvalidVersion(f"invalid {what} {shorten(identifier)}: leading zero")
 
     @classmethod
     def parse(cls, text: object, *, what: str = "version") -> Version:
         """Parse ``text`` with cargo's rules; ``what`` names the field in the error message."""
         if not isinstance(text, str):
-            raise InvalidVersion(f"invalid {what} {text!r}: expected a string")
+            raise InvalidVersion(f"invalid {what} {shorten(text)}: expected a string")
         if not text:
             raise InvalidVersion(f"invalid {what} '': empty string, expected a semver version")
         try:
             return _parse_version(text)
         except _Problem as problem:
-            raise InvalidVersion(f"invalid {what} {text!r}: {problem}") from None
+            raise InvalidVersion(f"invalid {what} {shorten(text)}: {problem}") from None
 
     def __str__(self) -> str:
         text = f"{self.major}.{self.minor}.{self.patch}"
@@ -349,11 +349,11 @@ def _parse_req(text: str) -> VersionReq:
 def parse_version_req(text: object, *, what: str = "version requirement") -> VersionReq:
     """Parse a dependency requirement (``^1.2``, ``>=1, <2``, ``1.*``, ``*``) like cargo."""
     if not isinstance(text, str):
-        raise InvalidVersion(f"invalid {what} {text!r}: expected a string")
+        raise InvalidVersion(f"invalid {what} {shorten(text)}: expected a string")
     try:
         return _parse_req(text)
     except _Problem as problem:
-        raise InvalidVersion(f"invalid {what} {text!r}: {problem}") from None
+        raise InvalidVersion(f"invalid {what} {shorten(text)}: {problem}") from None
 
 
 def validate_version_req(text: object, *, what: str = "version requirement") -> str:
@@ -379,9 +379,11 @@ def validate_rust_version(text: object, *, what: str = "rust_version") -> str:
     cargo takes one to three numbers and refuses operators, pre-releases and build metadata.
     """
     if not isinstance(text, str):
-        raise InvalidVersion(f"invalid {what} {text!r}: expected a string")
+        raise InvalidVersion(f"invalid {what} {shorten(text)}: expected a string")
     if not _RUST_VERSION_RE.fullmatch(text):
-        raise InvalidVersion(f'invalid {what} {text!r}: expected a version like "1.70" or "1.70.0"')
+        raise InvalidVersion(
+            f'invalid {what} {shorten(text)}: expected a version like "1.70" or "1.70.0"'
+        )
     if any(len(part) > 20 or int(part) > U64_MAX for part in text.split(".")):
-        raise InvalidVersion(f"invalid {what} {text!r}: a number exceeds u64::MAX")
+        raise InvalidVersion(f"invalid {what} {shorten(text)}: a number exceeds u64::MAX")
     return text

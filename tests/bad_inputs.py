@@ -104,6 +104,9 @@ BAD_LINES: list[tuple[str, str, str]] = [
         "duplicate key 'yanked'",
     ),
     ("nan", line().replace('"yanked":false', '"yanked":NaN'), "NaN is not valid JSON"),
+    ("huge-int", line().replace('"yanked":false', '"v":' + "9" * 5000), "'99999999999999"),
+    ("huge-float", line().replace('"yanked":false', '"v":1e999'), "the number '1e999' is out"),
+    ("deep", line().replace('"yanked":false', '"x":' + "[" * 50_000), "nested too deeply"),
     ("line-break", line().replace(",", ",\n", 1), "contains a line break"),
     ("oversized", _OVERSIZED, f"longer than the limit of {MAX_LINE_BYTES}"),
     # ---- cksum

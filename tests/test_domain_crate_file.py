@@ -165,16 +165,10 @@ def test_pubtime_is_passed_through() -> None:
     assert entry.pubtime == "2025-01-02T03:04:05Z"
 
 
-def test_internal_links_and_directories_are_allowed() -> None:
+def test_directories_are_allowed() -> None:
     folder = tarfile.TarInfo("demo-0.1.0/src")
     folder.type = tarfile.DIRTYPE
-    data = build_crate(
-        (folder, None),
-        *good_members(),
-        link("demo-0.1.0/src/alias.rs", "lib.rs"),
-        link("demo-0.1.0/README", "demo-0.1.0/src/lib.rs", hard=True),
-    )
-    assert read_crate_bytes(data).name == "demo"
+    assert read_crate_bytes(build_crate((folder, None), *good_members())).name == "demo"
 
 
 def test_old_underscore_spellings_are_understood() -> None:
@@ -207,7 +201,8 @@ def test_truncated_gzip() -> None:
 
 
 def test_trailing_garbage_after_the_gzip_stream() -> None:
-    assert "corrupt gzip data" in refusal(build_crate(*good_members()) + b"garbage!")
+    data = build_crate(*good_members()) + b"garbage!"
+    assert "data after the end of the gzip stream" in refusal(data)
 
 
 def test_member_outside_the_prefix() -> None:
@@ -231,26 +226,24 @@ def test_member_with_backslash() -> None:
 
 
 @pytest.mark.parametrize(
-    "member",
+    ("member", "kind"),
     [
-        link("demo-0.1.0/escape", "../../etc/passwd"),
-        link("demo-0.1.0/src/up", "../../other"),
-        link("demo-0.1.0/abs", "/etc/passwd"),
-        link("demo-0.1.0/hard", "etc/passwd", hard=True),
-        link("demo-0.1.0/hard2", "demo-0.1.0/../x", hard=True),
-        link("demo-0.1.0", "demo-0.1.0/src"),
+        (link("demo-0.1.0/escape", "../../etc/passwd"), "a symbolic link"),
+        (link("demo-0.1.0/src/alias.rs", "lib.rs"), "a symbolic link"),
+        (link("demo-0.1.0/abs", "/etc/passwd"), "a symbolic link"),
+        (link("demo-0.1.0/hard", "etc/passwd", hard=True), "a hard link"),
+        (link("demo-0.1.0/README", "demo-0.1.0/src/lib.rs", hard=True), "a hard link"),
+        (special("demo-0.1.0/pipe", tarfile.FIFOTYPE), "a FIFO"),
+        (special("demo-0.1.0/dev", tarfile.CHRTYPE), "a character device"),
+        (special("demo-0.1.0/blk", tarfile.BLKTYPE), "a block device"),
+        (special("demo-0.1.0/big", tarfile.CONTTYPE), "a contiguous file"),
     ],
-    ids=["symlink-up", "symlink-up-nested", "symlink-absolute", "hardlink", "hardlink-up", "top"],
+    ids=["up", "inside", "absolute", "hard", "hard-inside", "fifo", "chr", "blk", "contiguous"],
 )
-def test_links_escaping_the_prefix(member: Member) -> None:
-    assert "points outside 'demo-0.1.0/'" in refusal(build_crate(*good_members(), member))
-
-
-def test_device_and_fifo_members() -> None:
-    fifo = build_crate(*good_members(), special("demo-0.1.0/pipe", tarfile.FIFOTYPE))
-    assert "'demo-0.1.0/pipe': not a file, folder or link" in refusal(fifo)
-    device = build_crate(*good_members(), special("demo-0.1.0/dev", tarfile.CHRTYPE))
-    assert "'demo-0.1.0/dev': not a file, folder or link" in refusal(device)
+def test_only_files_and_folders(member: Member, kind: str) -> None:
+    """Links of any target too: a chain of links that each stay inside can write outside."""
+    message = refusal(build_crate(*good_members(), member))
+    assert f"'{member[0].name}': {kind}; only files and folders are allowed" in message
 
 
 def test_duplicate_members() -> None:
@@ -271,7 +264,7 @@ def test_cargo_toml_must_be_a_regular_file() -> None:
     data = build_crate(
         file("demo-0.1.0/real.toml", MANIFEST), link("demo-0.1.0/Cargo.toml", "real.toml")
     )
-    assert "Cargo.toml is not a regular file" in refusal(data)
+    assert "'demo-0.1.0/Cargo.toml': a symbolic link" in refusal(data)
 
 
 def test_folder_must_match_the_manifest() -> None:

@@ -66,20 +66,15 @@ def test_corpus_of_bad_index_lines(url: str, tmp_path: Path) -> None:
     assert len(messages) == len(BAD_LINES)
 
 
+def publish_json(url: str, tmp_path: Path, body: bytes) -> Result:
+    """``indexpub publish - --format publish-json`` with ``body`` on stdin."""
+    args = ["publish", "-", "--format", "publish-json", "--cksum", "0" * 64]
+    return cli(url, tmp_path, *args, input=body)
+
+
 def test_corpus_of_bad_publish_json(url: str, tmp_path: Path) -> None:
     for case_id, meta, fragment in BAD_PUBLISH_JSON:
-        result = cli(
-            url,
-            tmp_path,
-            "publish",
-            "-",
-            "--format",
-            "publish-json",
-            "--cksum",
-            "0" * 64,
-            input=json.dumps(meta).encode(),
-        )
-        refused(result, fragment)
+        refused(publish_json(url, tmp_path, json.dumps(meta).encode()), fragment)
         assert counts(url) == (0, 0, 0), case_id
 
 
@@ -105,10 +100,15 @@ def test_store_conflicts_collisions_and_duplicates(url: str, tmp_path: Path) -> 
 def test_bad_files_and_oversized_input(url: str, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.crate"
     garbage.write_bytes(b"not a crate at all")
-    refused(cli(url, tmp_path, "publish", str(garbage)), "neither a .crate file nor JSON")
+    refused(
+        cli(url, tmp_path, "publish", str(garbage)),
+        "(not a .crate file: no gzip header) is not valid JSON",
+    )
     truncated = tmp_path / "truncated.crate"
     truncated.write_bytes(next(iter(fixture_files().values())).read_bytes()[:200])
-    refused(cli(url, tmp_path, "publish", str(truncated)), "invalid .crate file: corrupt gzip data")
+    refused(
+        cli(url, tmp_path, "publish", str(truncated)), "invalid .crate file: truncated gzip data"
+    )
     big = tmp_path / "big.json"
     big.write_bytes(b" " * 2000)
     refused(

@@ -510,7 +510,7 @@ def test_malformed_bodies_are_refused_each_with_its_own_detail(reg: Registry, al
             "01.0.0",
         ),
         ("not gzip", framed(meta, b"PK\x03\x04 zip"), 400, "not a gzip file"),
-        ("corrupt gzip", framed(meta, plain[:200]), 400, "corrupt gzip data"),
+        ("corrupt gzip", framed(meta, plain[:200]), 400, "truncated gzip data"),
         (
             "name mismatch",
             framed(simple_meta("abc", "0.1.0"), plain),

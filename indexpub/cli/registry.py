@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,19 +48,14 @@ def entry_from_input(
     packaged Cargo.toml (``registry-index``): their dependencies on it become ``registry: null``.
     """
     from indexpub.crate_file import read_crate_bytes
-    from indexpub.entries import IndexEntry
+    from indexpub.entries import IndexEntry, load_json
     from indexpub.errors import InvalidInput
 
     if input_format == "crate" or (input_format == "auto" and data.startswith(GZIP_MAGIC)):
         return read_crate_bytes(data, index_url=registry_index), data
     if input_format == "index-line":
         return IndexEntry.from_line(data), None
-    try:
-        parsed = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(
-            f"the input is neither a .crate file nor JSON: {exc.__class__.__name__}: {exc}"
-        ) from None
+    parsed = load_json(data, "the input (not a .crate file: no gzip header)")
     if not isinstance(parsed, dict):
         raise InvalidInput(f"the JSON input must be an object, not {type(parsed).__name__}")
     if input_format == "auto" and "cksum" in parsed:
