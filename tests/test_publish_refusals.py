@@ -134,7 +134,10 @@ def test_publish_crate_file_yank_unyank_cli(url: str, tmp_path: Path) -> None:
     path = fixture_files()[("plain", "0.1.0")]
     result = cli(url, tmp_path, "publish", str(path), "--registry-index", "x")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "published plain 0.1.0"
+    assert result.stderr.strip() == f"storing .crate files in {tmp_path / 'data' / 'crates'}"
+    assert result.stdout.strip() == "published plain 0.1.0"
+    again = cli(url, tmp_path, "publish", str(path), "--registry-index", "x")
+    assert again.output.strip() == "plain 0.1.0 is already published with this content"
     stored = tmp_path / "data" / "crates" / "plain" / "plain-0.1.0.crate"
     assert stored.read_bytes() == path.read_bytes()
     with psycopg.connect(url) as conn:

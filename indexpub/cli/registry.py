@@ -162,7 +162,11 @@ def publish(
         # After the database accepted it (a refused upload must not overwrite the bytes of
         # a published version), before the commit (no version without its file).
         if crate_bytes is not None:
+            crates = config.crate_files_dir(settings.data_dir)
+            created = not crates.exists()
             store_crate_file(settings.data_dir, entry, crate_bytes)
+            if created:
+                announce(f"storing .crate files in {crates}")
     if change.outcome is store.Outcome.UNCHANGED:
         click.echo(f"{change.name} {entry.vers} is already published with this content")
     else:
