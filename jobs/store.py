@@ -244,9 +244,11 @@ class JobStore:
         else:
             query = self._sql(queries.LOCK_CLAIMED)
             params = {"ids": [j.id for j in claimed], "attempts": [j.attempt for j in claimed]}
-        with conn.pipeline():
+        with conn.pipeline() as pipeline:
             if stop_waiting is not None:
                 conn.execute(self._sql(queries.STOP_WAITING), {"queue": stop_waiting})
+                # Committed now, not with the run: a pipeline without a sync is one transaction.
+                pipeline.sync()
             conn.execute(queries.BEGIN)
             cursor = conn.execute(query, params)
         return {int(row[0]) for row in cursor.fetchall()}

@@ -126,13 +126,8 @@ class Worker:
                         continue
                     if self.drain:
                         break
-                    if not self._waiting:
-                        # Ask to be notified, then claim once more: a job committed before the
-                        # listener row was visible got no NOTIFY.
-                        self._waiting = True
-                        self._next = self.store.start_waiting(self._control, self.queue)
-                        if self._next:
-                            continue
+                    if not self._waiting and self._start_waiting():
+                        continue
                     self._wait()
                 except psycopg.OperationalError as exc:
                     # The database went away (restart, failover, a killed backend): keep the
@@ -161,6 +156,14 @@ class Worker:
             except psycopg.Error as exc:
                 # It waits out its lease instead, with the attempt counted.
                 log.warning("%s: could not release claimed jobs: %s", self.name, exc)
+
+    def _start_waiting(self) -> bool:
+        """Ask to be notified, then claim once more (a job committed before the listener row was
+        visible got no NOTIFY); True when that claim found a job, to run next."""
+        assert self._control is not None
+        self._waiting = True
+        self._next = self.store.start_waiting(self._control, self.queue)
+        return bool(self._next)
 
     def _stop_waiting(self) -> None:
         """Delete this worker's listener row, if it has one and its connection is alive."""
@@ -219,7 +222,11 @@ class Worker:
             time.sleep(min(left, _WAIT_SLICE))
 
     def _wait(self) -> None:
-        """Sleep until a NOTIFY for this queue, the next scheduled job, or the poll interval."""
+        """Sleep until a NOTIFY for this queue, the next scheduled job, or the poll interval.
+
+        The trigger notifies only while the listener row is there (see _start_waiting); a job
+        whose enqueuing transaction ran its trigger before the row was visible and committed
+        after the last claim began is left to the poll interval."""
         assert self._control is not None
         timeout = self.poll_interval
         due = self.store.seconds_until_next(self._control, self.queue)

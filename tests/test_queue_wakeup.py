@@ -33,17 +33,21 @@ def url(database_url: str) -> str:
 
 
 class SteppedStore(JobStore):
-    """A store that runs ``before_waiting`` (once) just before a worker asks to be notified."""
+    """A store that runs ``before_waiting`` (once) just before a worker asks to be notified,
+    and keeps what each claim after asking found."""
 
     def __init__(self) -> None:
         super().__init__(app.registry, app.schema)
         self.before_waiting: Callable[[], None] | None = None
+        self.found_after_asking: list[list[int]] = []
 
     def start_waiting(self, conn: psycopg.Connection[Any], queue: str) -> list[ClaimedJob]:
         hook, self.before_waiting = self.before_waiting, None
         if hook is not None:
             hook()
-        return super().start_waiting(conn, queue)
+        found = super().start_waiting(conn, queue)
+        self.found_after_asking.append([job.id for job in found])
+        return found
 
 
 class SteppedWorker(Worker):
@@ -116,6 +120,7 @@ def test_a_worker_that_sleeps_before_a_job_is_enqueued_is_notified_at_once(url: 
     """The listener row is visible before the enqueue's trigger runs: the trigger notifies."""
     with running(url, poll_interval=POLL) as worker, channel(url) as ears:
         assert worker.sleeping.wait(10)
+        assert listeners(url) == [("default", worker.pid)]
         enqueue(url, "noop", {})
         delay = pickup_after(worker, 1, time.monotonic())
         assert delay < AT_ONCE, delay
@@ -126,17 +131,17 @@ def test_a_job_committed_before_the_listener_row_is_found_by_the_last_claim(url:
     """The worker's first claim found nothing; the job commits, without a NOTIFY, before the
     worker's row is written: the claim after the row finds it."""
     store = SteppedStore()
-    committed: list[float] = []
+    committed: list[tuple[int, float]] = []
 
     def enqueue_now() -> None:
-        enqueue(url, "noop", {})
-        committed.append(time.monotonic())
+        committed.append((enqueue(url, "noop", {}), time.monotonic()))
 
     store.before_waiting = enqueue_now
     with channel(url) as ears, running(url, poll_interval=POLL, store=store) as worker:
-        delay = pickup_after(worker, 1, wait_for(lambda: committed)[0])
+        delay = pickup_after(worker, 1, wait_for(lambda: committed)[0][1])
         assert delay < AT_ONCE, delay
         assert heard(ears) == []  # nobody was waiting when its trigger ran
+    assert store.found_after_asking[0] == [committed[0][0]]
 
 
 def test_a_job_whose_trigger_ran_before_the_listener_row_waits_for_the_poll_not_longer(
@@ -162,11 +167,12 @@ def test_enqueues_send_no_notify_while_no_worker_of_the_queue_waits(url: str) ->
         enqueue(url, "noop", {})  # no worker at all
         assert heard(ears) == []
         with running(url) as worker:
+            assert worker.sleeping.wait(10)  # after it ran the first job
             enqueue(url, "record", {"key": "busy", "sleep": 2.0})
+            assert heard(ears, stop_after=1) == ["default"]  # it woke it
             wait_for(lambda: scalar(url, "SELECT count(*) FROM runs WHERE job_key = 'busy'"))
-            # Its claim found work: the run that followed deleted its row.
+            # Its claim found work: the run that followed deleted its row (and committed that).
             assert listeners(url) == []
-            heard(ears, timeout=0.1)  # the NOTIFY that woke it, if it was asleep
             enqueue(url, "noop", {})
             assert heard(ears) == []  # the only worker is busy
             wait_for(lambda: worker.jobs_run == 3, timeout=10)
@@ -194,3 +200,17 @@ def test_rows_of_gone_backends_are_removed_when_a_worker_connects(url: str) -> N
             assert listeners(url) == sorted(
                 [("default", worker.pid), ("other", alive.info.backend_pid)]
             )
+
+
+def test_the_listener_row_commits_before_the_claim_after_it_starts(url: str) -> None:
+    """start_waiting sends the row and the claim in one round trip but as two transactions: a
+    claim in the row's transaction would run before the row is visible to enqueues."""
+    job_id = enqueue(url, "noop", {})
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert [job.id for job in app.store.start_waiting(conn, "default")] == [job_id]
+        row = conn.execute(
+            "SELECT l.xmin::text::bigint, j.xmin::text::bigint"
+            " FROM jobs.listeners AS l, jobs.jobs AS j WHERE j.id = %s",
+            (job_id,),
+        ).fetchone()
+    assert row is not None and row[0] < row[1], row
