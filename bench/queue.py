@@ -907,6 +907,10 @@ def _median_rate(runs: Sequence[ProcessRun]) -> float:
     return statistics.median(r.rate for r in runs)
 
 
+def _median_or_none(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def _fmt_rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
@@ -1048,34 +1052,30 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             f"is {_ratio(ours_enqueue, floor)} of it. No enqueue that commits durably once per "
             "job can pass the floor on one connection."
         )
-        if results.enqueue_without_notify:
-            quiet = statistics.median(results.enqueue_without_notify)
-            out.append(
-                f"The same enqueue with its NOTIFY trigger switched off (a diagnostic: workers "
-                f"would wake only on their poll): {quiet:,.0f}/s, {_ratio(quiet, floor)} of the "
-                "floor. What it gains over the enqueue above is what the trigger costs while no "
-                "worker waits (no worker runs here: the trigger sends no NOTIFY)."
-            )
-        if results.enqueue_notifying:
-            loud = statistics.median(results.enqueue_notifying)
-            out.append(
-                f"While a worker of the queue waits, every enqueue sends a NOTIFY: "
-                f"{loud:,.0f}/s, {_ratio(loud, floor)} of the floor."
-            )
+        diagnostics = (
+            (
+                results.enqueue_without_notify,
+                "The same enqueue with its NOTIFY trigger switched off (a diagnostic: workers "
+                "would wake only on their poll): {rate}, {ratio} of the floor. What it gains over "
+                "the enqueue above is what the trigger costs while no worker waits (no worker "
+                "runs here: the trigger sends no NOTIFY).",
+            ),
+            (
+                results.enqueue_notifying,
+                "While a worker of the queue waits, every enqueue sends a NOTIFY: {rate}, {ratio} "
+                "of the floor.",
+            ),
+        )
+        for values, text in diagnostics:
+            rate = _median_or_none(values)
+            if rate is not None:
+                out.append(text.format(rate=f"{rate:,.0f}/s", ratio=_ratio(rate, floor)))
         out.append("")
     if results.enqueue_concurrent_floor:
         ours_concurrent = med(results.enqueue_concurrent, "jobs")
         floor_k = statistics.median(results.enqueue_concurrent_floor)
-        quiet_k = (
-            statistics.median(results.enqueue_concurrent_without_notify)
-            if results.enqueue_concurrent_without_notify
-            else None
-        )
-        loud_k = (
-            statistics.median(results.enqueue_concurrent_notifying)
-            if results.enqueue_concurrent_notifying
-            else None
-        )
+        quiet_k = _median_or_none(results.enqueue_concurrent_without_notify)
+        loud_k = _median_or_none(results.enqueue_concurrent_notifying)
         out.append(
             f"With {args.producers} processes enqueuing at once, the floor is {floor_k:,.0f}/s "
             "(the server flushes the commits of several connections at once) and jobs' "
