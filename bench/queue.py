@@ -173,7 +173,9 @@ FLOOR_INSERT = "INSERT INTO public.bench_floor (payload) VALUES (%s) RETURNING i
 
 # A diagnostic beside the floor: our enqueue with the statement trigger that sends the NOTIFY
 # switched off, to tell what the trigger costs from what the insert costs. Not a way to run the
-# queue: its workers would then wake only on their poll.
+# queue: its workers would then wake only on their poll. (No worker runs during the enqueue
+# measurements, so the trigger finds no listener row and sends nothing: what it costs there is
+# its look at jobs.listeners.)
 NOTIFY_TRIGGER_OFF = "ALTER TABLE jobs.jobs DISABLE TRIGGER jobs_notify_inserted"
 NOTIFY_TRIGGER_ON = "ALTER TABLE jobs.jobs ENABLE TRIGGER jobs_notify_inserted"
 
@@ -186,6 +188,23 @@ def notify_trigger_off(url: str) -> Iterator[None]:
             yield
         finally:
             conn.execute(NOTIFY_TRIGGER_ON)
+
+
+# Another: our enqueue while a worker of the queue waits, so that every enqueuing transaction
+# sends a NOTIFY, as every one did before the trigger looked at jobs.listeners. The row stands
+# for a sleeping worker (the trigger does not look at who LISTENs).
+LISTENER_ROW = "INSERT INTO jobs.listeners (queue, pid) VALUES (%s, pg_backend_pid())"
+NO_LISTENER_ROW = "DELETE FROM jobs.listeners WHERE pid = pg_backend_pid()"
+
+
+@contextlib.contextmanager
+def worker_waiting(url: str) -> Iterator[None]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(LISTENER_ROW, (QUEUE,))
+        try:
+            yield
+        finally:
+            conn.execute(NO_LISTENER_ROW)
 
 
 def floor_reset(url: str) -> None:
@@ -741,10 +760,13 @@ class Results:
     # The durable-commit floor (see FLOOR_INSERT), measured beside each run of ours.
     enqueue_floor: list[float] = field(default_factory=list)
     enqueue_without_notify: list[float] = field(default_factory=list)
-    # The same three, with PRODUCERS processes enqueuing at once.
+    # Ours while a worker waits: a NOTIFY with every enqueue (see worker_waiting).
+    enqueue_notifying: list[float] = field(default_factory=list)
+    # The same four, with PRODUCERS processes enqueuing at once.
     enqueue_concurrent: dict[str, list[float]] = field(default_factory=dict)
     enqueue_concurrent_floor: list[float] = field(default_factory=list)
     enqueue_concurrent_without_notify: list[float] = field(default_factory=list)
+    enqueue_concurrent_notifying: list[float] = field(default_factory=list)
     enqueue_batch: dict[str, list[float]] = field(default_factory=dict)
     process: dict[str, list[ProcessRun]] = field(default_factory=dict)
     process_batch: dict[str, list[ProcessRun]] = field(default_factory=dict)
@@ -809,6 +831,10 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
             reset_all()
             seconds = system.enqueue_each_without_notify(urls[name], n)
             results.enqueue_without_notify.append(n / seconds)
+            reset_all()
+            with worker_waiting(urls[name]):
+                seconds = system.enqueue_each(urls[name], n)
+            results.enqueue_notifying.append(n / seconds)
 
     def enqueue_concurrent(name: str) -> None:
         system = SYSTEMS[name]
@@ -823,6 +849,10 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
             with notify_trigger_off(url):
                 rate = enqueue_concurrently(system.enqueuer, url, n, k)
             results.enqueue_concurrent_without_notify.append(rate)
+            reset_all()
+            with worker_waiting(url):
+                rate = enqueue_concurrently(system.enqueuer, url, n, k)
+            results.enqueue_concurrent_notifying.append(rate)
 
     def enqueue_batch(name: str) -> None:
         system = SYSTEMS[name]
@@ -875,6 +905,10 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
 
 def _median_rate(runs: Sequence[ProcessRun]) -> float:
     return statistics.median(r.rate for r in runs)
+
+
+def _median_or_none(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def _fmt_rate(value: float | None) -> str:
@@ -1018,29 +1052,39 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             f"is {_ratio(ours_enqueue, floor)} of it. No enqueue that commits durably once per "
             "job can pass the floor on one connection."
         )
-        if results.enqueue_without_notify:
-            quiet = statistics.median(results.enqueue_without_notify)
-            out.append(
-                f"The same enqueue with its NOTIFY trigger switched off (a diagnostic: workers "
-                f"would wake only on their poll): {quiet:,.0f}/s, {_ratio(quiet, floor)} of the "
-                "floor. What it gains over the enqueue above is what the trigger costs."
-            )
+        diagnostics = (
+            (
+                results.enqueue_without_notify,
+                "The same enqueue with its NOTIFY trigger switched off (a diagnostic: workers "
+                "would wake only on their poll): {rate}, {ratio} of the floor. What it gains over "
+                "the enqueue above is what the trigger costs while no worker waits (no worker "
+                "runs here: the trigger sends no NOTIFY).",
+            ),
+            (
+                results.enqueue_notifying,
+                "While a worker of the queue waits, every enqueue sends a NOTIFY: {rate}, {ratio} "
+                "of the floor.",
+            ),
+        )
+        for values, text in diagnostics:
+            rate = _median_or_none(values)
+            if rate is not None:
+                out.append(text.format(rate=f"{rate:,.0f}/s", ratio=_ratio(rate, floor)))
         out.append("")
     if results.enqueue_concurrent_floor:
         ours_concurrent = med(results.enqueue_concurrent, "jobs")
         floor_k = statistics.median(results.enqueue_concurrent_floor)
-        quiet_k = (
-            statistics.median(results.enqueue_concurrent_without_notify)
-            if results.enqueue_concurrent_without_notify
-            else None
-        )
+        quiet_k = _median_or_none(results.enqueue_concurrent_without_notify)
+        loud_k = _median_or_none(results.enqueue_concurrent_notifying)
         out.append(
             f"With {args.producers} processes enqueuing at once, the floor is {floor_k:,.0f}/s "
             "(the server flushes the commits of several connections at once) and jobs' "
-            f"enqueue {_ratio(ours_concurrent, floor_k)} of it; with its NOTIFY trigger off, "
-            f"{_fmt_rate(quiet_k)}/s ({_ratio(quiet_k, floor_k)}). A transaction that has "
-            "sent a NOTIFY holds a server-wide lock from just before its commit until the "
-            "commit is flushed, so such commits do not share flushes (docs/architecture.md)."
+            f"enqueue (no worker waiting: no NOTIFY) {_ratio(ours_concurrent, floor_k)} of it; "
+            f"with its NOTIFY trigger off, {_fmt_rate(quiet_k)}/s ({_ratio(quiet_k, floor_k)}); "
+            f"while a worker waits, so that every enqueue notifies, {_fmt_rate(loud_k)}/s "
+            f"({_ratio(loud_k, floor_k)}). A transaction that has sent a NOTIFY holds a "
+            "server-wide lock from just before its commit until the commit is flushed, so such "
+            "commits do not share flushes (docs/architecture.md)."
         )
         out.append("")
 
@@ -1087,6 +1131,7 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         ),
         ("durable-commit floor (bare INSERT)", {"jobs": results.enqueue_floor}),
         ("enqueue with the NOTIFY trigger off", {"jobs": results.enqueue_without_notify}),
+        ("enqueue while a worker waits (NOTIFY)", {"jobs": results.enqueue_notifying}),
         (f"enqueue, {args.producers} processes at once", results.enqueue_concurrent),
         (
             f"durable-commit floor, {args.producers} processes at once",
@@ -1095,6 +1140,10 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         (
             f"enqueue, {args.producers} processes at once, NOTIFY trigger off",
             {"jobs": results.enqueue_concurrent_without_notify},
+        ),
+        (
+            f"enqueue, {args.producers} processes at once, while a worker waits (NOTIFY)",
+            {"jobs": results.enqueue_concurrent_notifying},
         ),
         ("enqueue batched", results.enqueue_batch),
         ("process", {k: [r.rate for r in v] for k, v in results.process.items()}),

@@ -264,6 +264,23 @@ WHERE queue = %(queue)s AND NOT dead"""
 
 LISTEN = "LISTEN {channel}"
 
+# --- waiting workers (the listeners table, sql/0003_listeners.sql) -----------------------------
+
+# A worker that found nothing to claim notes that it waits, by its control connection's backend
+# pid, so that the insert trigger notifies its queue; it deletes the row when a claim finds work
+# again and when it exits. ON CONFLICT: a worker whose delete was lost with its transaction.
+START_WAITING = """
+INSERT INTO {schema}.listeners (queue, pid) VALUES (%(queue)s, pg_backend_pid())
+ON CONFLICT DO NOTHING"""
+
+STOP_WAITING = "DELETE FROM {schema}.listeners WHERE queue = %(queue)s AND pid = pg_backend_pid()"
+
+# The rows of backends that are gone (killed workers, lost connections), removed by a worker when
+# it connects. Until then such a row only costs an enqueue of its queue a needless NOTIFY.
+REMOVE_GONE_LISTENERS = """
+DELETE FROM {schema}.listeners AS l
+WHERE NOT EXISTS (SELECT FROM pg_stat_activity AS a WHERE a.pid = l.pid)"""
+
 # The run's transaction sits idle, holding the row lock, for as long as the job runs; a server-wide
 # timeout meant for forgotten sessions must not end it.
 SESSION_SETUP = "SET idle_in_transaction_session_timeout = 0"

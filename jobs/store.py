@@ -188,10 +188,16 @@ class JobStore:
         self, conn: Conn, queue: str, limit: int = 1, job_type: str | None = None
     ) -> list[ClaimedJob]:
         """Claim and commit (``conn`` is in autocommit mode): the attempt counts from here."""
+        return _claimed(conn.execute(*self._claim(queue, limit, job_type)).fetchall())
+
+    def _claim(
+        self, queue: str, limit: int = 1, job_type: str | None = None
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The claim statement and its parameters (see claim)."""
         shared, backoff = self._backoff_params(queue)
         params = {**backoff, "queue": queue, "limit": limit, "job_type": job_type}
         statement = queries.claim(of_type=job_type is not None, shared_backoff=shared)
-        return _claimed(conn.execute(self._sql(statement), params).fetchall())
+        return self._sql(statement), params
 
     def _backoff_params(self, queue: str) -> tuple[bool, dict[str, Any]]:
         """Whether the queue's job types share one backoff, and the claim's backoff parameters
@@ -223,11 +229,14 @@ class JobStore:
             cached = self._backoff_cache[queue] = (len(shared) == 1, params)
         return cached
 
-    def open_run(self, conn: Conn, claimed: Sequence[ClaimedJob]) -> set[int]:
+    def open_run(
+        self, conn: Conn, claimed: Sequence[ClaimedJob], *, stop_waiting: str | None = None
+    ) -> set[int]:
         """Begin the run's transaction and take the claimed rows' locks: one round trip.
 
         Returns the ids locked; a claimed job missing from it was claimed again by someone else
-        after its lease ran out, and is theirs now.
+        after its lease ran out, and is theirs now. ``stop_waiting``: a queue this connection
+        waits for (see start_waiting), whose listener row goes in the same round trip.
         """
         if len(claimed) == 1:
             query = self._sql(queries.LOCK_ONE)
@@ -235,7 +244,11 @@ class JobStore:
         else:
             query = self._sql(queries.LOCK_CLAIMED)
             params = {"ids": [j.id for j in claimed], "attempts": [j.attempt for j in claimed]}
-        with conn.pipeline():
+        with conn.pipeline() as pipeline:
+            if stop_waiting is not None:
+                conn.execute(self._sql(queries.STOP_WAITING), {"queue": stop_waiting})
+                # Committed now, not with the run: a pipeline without a sync is one transaction.
+                pipeline.sync()
             conn.execute(queries.BEGIN)
             cursor = conn.execute(query, params)
         return {int(row[0]) for row in cursor.fetchall()}
@@ -314,7 +327,30 @@ class JobStore:
         return None if row is None or row[0] is None else float(row[0])
 
     def listen(self, conn: Conn) -> None:
+        """LISTEN on the schema's channel, and remove the listener rows of backends that are gone
+        (see queries.REMOVE_GONE_LISTENERS): a worker does this whenever it connects."""
         conn.execute(queries.compose(queries.LISTEN, self.schema, self.channel))
+        conn.execute(self._sql(queries.REMOVE_GONE_LISTENERS))
+
+    def start_waiting(self, conn: Conn, queue: str) -> list[ClaimedJob]:
+        """Note that this connection waits for jobs of ``queue``, then claim once more, each in
+        its own transaction (``conn`` in autocommit, LISTENing): one round trip.
+
+        From the commit of the listener row on, an enqueue of the queue sends a NOTIFY. A job
+        whose enqueuing transaction ran its trigger before that commit got none, but if it
+        committed before the claim's snapshot, the claim finds it; only one committed after
+        that (its transaction was open through both) waits for the poll. The sync between the
+        two statements ends the first one's transaction before the claim starts.
+        """
+        with conn.pipeline() as pipeline:
+            conn.execute(self._sql(queries.START_WAITING), {"queue": queue})
+            pipeline.sync()
+            cursor = conn.execute(*self._claim(queue))
+        return _claimed(cursor.fetchall())
+
+    def stop_waiting(self, conn: Conn, queue: str) -> None:
+        """Delete this connection's listener row of ``queue`` (see start_waiting)."""
+        conn.execute(self._sql(queries.STOP_WAITING), {"queue": queue})
 
     def try_consumer_lock(self, conn: Conn, key: int) -> bool:
         row = conn.execute(queries.TRY_CONSUMER_LOCK, (key,)).fetchone()

@@ -79,6 +79,10 @@ class Worker:
         # run's transaction, opened in the same round trip, already holds (None: not opened).
         self._next: list[ClaimedJob] = []
         self._next_locked: set[int] | None = None
+        # This worker's listener row for its queue is committed (see JobStore.start_waiting):
+        # enqueues of the queue notify it. Set from before its last claim that found nothing
+        # until a claim finds work again.
+        self._waiting = False
         self.jobs_run = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -122,6 +126,8 @@ class Worker:
                         continue
                     if self.drain:
                         break
+                    if not self._waiting and self._start_waiting():
+                        continue
                     self._wait()
                 except psycopg.OperationalError as exc:
                     # The database went away (restart, failover, a killed backend): keep the
@@ -137,6 +143,7 @@ class Worker:
                     delay = min(delay * 2, self.reconnect_max_delay)
         finally:
             self._release_next()
+            self._stop_waiting()
             self._disconnect()
 
     def _release_next(self) -> None:
@@ -149,6 +156,24 @@ class Worker:
             except psycopg.Error as exc:
                 # It waits out its lease instead, with the attempt counted.
                 log.warning("%s: could not release claimed jobs: %s", self.name, exc)
+
+    def _start_waiting(self) -> bool:
+        """Ask to be notified, then claim once more (a job committed before the listener row was
+        visible got no NOTIFY); True when that claim found a job, to run next."""
+        assert self._control is not None
+        self._waiting = True
+        self._next = self.store.start_waiting(self._control, self.queue)
+        return bool(self._next)
+
+    def _stop_waiting(self) -> None:
+        """Delete this worker's listener row, if it has one and its connection is alive."""
+        if self._waiting and self._control is not None and not self._control.closed:
+            try:
+                self.store.stop_waiting(self._control, self.queue)
+            except psycopg.Error as exc:
+                # The next worker that connects removes it; until then it costs a NOTIFY or two.
+                log.warning("%s: could not delete its listener row: %s", self.name, exc)
+        self._waiting = False
 
     # --- connections --------------------------------------------------------------------------
 
@@ -179,6 +204,8 @@ class Worker:
         self._job_conn = None
         self._is_consumer = False
         self._next, self._next_locked = [], None
+        # A listener row of the closed session is removed by the next worker that connects.
+        self._waiting = False
 
     def _job_connection(self) -> psycopg.Connection[Any]:
         if self._job_conn is None or self._job_conn.closed:
@@ -195,7 +222,11 @@ class Worker:
             time.sleep(min(left, _WAIT_SLICE))
 
     def _wait(self) -> None:
-        """Sleep until a NOTIFY for this queue, the next scheduled job, or the poll interval."""
+        """Sleep until a NOTIFY for this queue, the next scheduled job, or the poll interval.
+
+        The trigger notifies only while the listener row is there (see _start_waiting); a job
+        whose enqueuing transaction ran its trigger before the row was visible and committed
+        after the last claim began is left to the poll interval."""
         assert self._control is not None
         timeout = self.poll_interval
         due = self.store.seconds_until_next(self._control, self.queue)
@@ -258,7 +289,11 @@ class Worker:
         assert control is not None
         try:
             if locked is None:
-                locked = self.store.open_run(control, claimed)
+                # The first run after waiting also deletes the listener row: a busy worker
+                # costs enqueues no NOTIFY.
+                stop_waiting = self.queue if self._waiting else None
+                locked = self.store.open_run(control, claimed, stop_waiting=stop_waiting)
+                self._waiting = False
             batch = tuple(job for job in claimed if job.id in locked)
             if not batch:
                 self.store.abort_run(control)

@@ -131,6 +131,8 @@ def test_absorbing_enqueue_keeps_the_twin_unclaimable_until_commit(url: str) -> 
 def test_enqueue_many_folds_duplicates_and_notifies_once(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as listener:
         listener.execute('LISTEN "jobs.jobs"')
+        # As a waiting worker of the queue does (see JobStore.start_waiting).
+        app.store.start_waiting(listener, "default")
         with psycopg.connect(url) as conn:
             results = app.enqueue_many(
                 conn,
@@ -371,9 +373,9 @@ def test_the_next_job_is_claimed_and_locked_in_the_last_runs_round_trip(
     opened: list[list[int]] = []
     open_run = app.store.open_run
 
-    def counting_open_run(conn: Any, claimed: Any) -> set[int]:
+    def counting_open_run(conn: Any, claimed: Any, **options: Any) -> set[int]:
         opened.append([job.id for job in claimed])
-        return open_run(conn, claimed)
+        return open_run(conn, claimed, **options)
 
     monkeypatch.setattr(app.store, "open_run", counting_open_run)
     object.__setattr__(

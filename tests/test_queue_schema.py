@@ -22,6 +22,9 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE n.nspname = 'jobs' AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind = 'r'
 UNION ALL
+SELECT 'table', c.relname || ' persistence=' || c.relpersistence::text FROM pg_class c
+WHERE c.relnamespace = 'jobs'::regnamespace AND c.relkind = 'r'
+UNION ALL
 SELECT 'index', indexdef FROM pg_indexes WHERE schemaname = 'jobs'
 UNION ALL
 SELECT 'constraint', conrelid::regclass::text || ' ' || pg_get_constraintdef(oid)
@@ -74,9 +77,37 @@ def test_concurrent_migrations_apply_each_version_once(database_url: str) -> Non
     for t in threads:
         t.join()
     assert not errors
-    assert sorted(len(a) for a in applied) == [0, 0, 0, 2]
+    versions = [m.version for m in migrations.load_migrations("jobs")]
+    assert sorted(len(a) for a in applied) == [0, 0, 0, len(versions)]
     with psycopg.connect(database_url) as conn:
-        assert migrations.applied_versions(conn, "jobs") == [1, 2]
+        assert migrations.applied_versions(conn, "jobs") == versions
+
+
+def test_the_listeners_migration_keeps_the_jobs_and_notifies_only_waiting_queues(
+    database_url: str,
+) -> None:
+    """0003 on a database that has jobs: they stay, the listeners table is unlogged, and the
+    trigger that used to notify every insert now notifies a queue only while it has a listener
+    row."""
+    with (
+        psycopg.connect(database_url, autocommit=True) as conn,
+        psycopg.connect(database_url, autocommit=True) as ears,
+    ):
+        ears.execute('LISTEN "jobs.jobs"')
+        assert app.migrate(conn, target=2) == [1, 2]
+        insert = "INSERT INTO jobs.jobs (queue, job_type, payload) VALUES (%s, 'noop', '{}')"
+        conn.execute(insert, ("default",))
+        assert [n.payload for n in ears.notifies(timeout=0.3)] == ["default"]
+        assert app.migrate(conn, target=3) == [3]
+        assert conn.execute("SELECT count(*) FROM jobs.jobs").fetchone() == (1,)
+        persistence = "SELECT relpersistence FROM pg_class WHERE oid = 'jobs.listeners'::regclass"
+        assert conn.execute(persistence).fetchone() == ("u",)
+        conn.execute(insert, ("default",))
+        assert list(ears.notifies(timeout=0.3)) == []
+        conn.execute("INSERT INTO jobs.listeners VALUES ('default', pg_backend_pid())")
+        conn.execute(insert, ("other",))
+        conn.execute(insert, ("default",))
+        assert [n.payload for n in ears.notifies(timeout=0.3)] == ["default"]
 
 
 def test_unknown_recorded_migration_is_refused(database_url: str) -> None:
