@@ -142,7 +142,12 @@ def test_status_shows_database_index_jobs_worker_and_last_push(url: str, tmp_pat
         start_new_session=True,
     )
     try:
-        after = _wait_for(lambda: _status(common), lambda s: s["last_push"] and s["consumer"])
+        after = _wait_for(
+            lambda: _status(common),
+            lambda s: (
+                s["consumer"] and (s["last_push"] or {}).get("subject") == "Create crate `plain`"
+            ),
+        )
     finally:
         worker.terminate()
         worker.wait(30)

@@ -130,7 +130,8 @@ def _commit(git_dir: Path, rev: str, *, author: str | None = None) -> Commit | N
         return None
     args = ["git", f"--git-dir={git_dir}", "log", "-1", "--format=%H%x00%ct%x00%s"]
     if author is not None:
-        args += ["--fixed-strings", f"--author={author}"]
+        # The commit that created the index is ours too, but no push of a crate's file.
+        args += ["--fixed-strings", f"--author={author}", "--min-parents=1"]
     result = subprocess.run(
         [*args, rev, "--"], capture_output=True, timeout=TIMEOUT, check=False, text=True
     )
