@@ -47,11 +47,6 @@ def configured_index_url(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("INDEXPUB_INDEX_URL") or None
 
 
-def index_url(explicit: str | None = None, data: Path | None = None) -> str:
-    """The index's git remote: configured, else a local bare repository under the data dir."""
-    return configured_index_url(explicit) or str(local_index(data or data_dir()))
-
-
 def local_index_path(data: Path) -> Path:
     """Where the embedded default's bare index remote lives under the data directory."""
     return data / "index.git"
