@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexpub.git_index import GitIndex, init_index
+from indexpub.gitindex.index import GitIndex, init_index
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_-"
 

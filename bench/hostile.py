@@ -42,7 +42,7 @@ TARGET_MIB = 50.0
 CHILD = r"""
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # old code may try for more
-from indexpub.crate_file import read_crate_bytes
+from indexpub.domain.crate_file import read_crate_bytes
 from indexpub.errors import InvalidInput
 data = open(sys.argv[1], "rb").read()
 def status(key):  # kB; VmHWM is the peak RSS of this program (ru_maxrss survives exec)

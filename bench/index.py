@@ -67,13 +67,14 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from indexpub import config, embedded, store
+from indexpub import config, embedded
 from indexpub.config import JOBS_SCHEMA
-from indexpub.entries import IndexEntry
-from indexpub.git_index import GitIndex, init_index
-from indexpub.names import canonical_name, index_path, validate_crate_name
-from indexpub.tasks import INDEX_QUEUE
-from indexpub.versions import parse_version
+from indexpub.domain.entries import IndexEntry
+from indexpub.domain.names import canonical_name, index_path, validate_crate_name
+from indexpub.domain.versions import parse_version
+from indexpub.gitindex.index import GitIndex, init_index
+from indexpub.registry import store
+from indexpub.registry.queue import INDEX_QUEUE
 
 BRANCH = "master"
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_-"

@@ -64,7 +64,7 @@ import psycopg
 from psycopg import sql
 
 from indexpub import embedded
-from indexpub.names import index_path
+from indexpub.domain.names import index_path
 
 BRANCH = "master"
 TARGET_P95_S = 1.0

@@ -60,7 +60,7 @@ def local_index_dl(data: Path) -> str:
 
 def local_index(data: Path) -> Path:
     """The embedded default's bare index remote, created with its config.json on first use."""
-    from indexpub.git_index import init_index
+    from indexpub.gitindex.index import init_index
 
     path = local_index_path(data)
     if not (path / "HEAD").exists():

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from indexpub import queries
+from indexpub.registry import sql as queries
 
 DATABASE = "indexpub"
 

@@ -50,23 +50,69 @@ class App:
         batch_size: int = 1,
         decode: Callable[[Any], Any] | None = None,
     ) -> Callable[[JobFunction], JobType]:
+        """Declare a job type and its function at once (the decorated function's name by
+        default)."""
+
         def register(func: JobFunction) -> JobType:
-            return self.registry.add(
-                JobType(
-                    name=name or func.__name__,
-                    func=func,
-                    queue=queue,
-                    priority=priority,
-                    max_attempts=max_attempts,
-                    backoff=backoff or Backoff(),
-                    timeout=timeout,
-                    dedup=dedup,
-                    batch_size=batch_size,
-                    decode=decode,
-                )
+            declared = self.declare(
+                name or func.__name__,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                timeout=timeout,
+                dedup=dedup,
+                batch_size=batch_size,
+                decode=decode,
             )
+            return self.implement(declared)(func)
 
         return register
+
+    def declare(
+        self,
+        name: str,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        max_attempts: int | None = 20,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        dedup: bool = False,
+        batch_size: int = 1,
+        decode: Callable[[Any], Any] | None = None,
+    ) -> JobType:
+        """Declare a job type without its function, for code that enqueues it but never runs it.
+
+        The enqueuing side needs only what goes into the row (queue, priority, deduplication,
+        attempts), so it can live in a module that does not import what the job's function
+        needs; the worker's process binds the function with :meth:`implement`. A worker refuses
+        to start on a queue with a type left unimplemented (procrastinate's ``configure_task``
+        serves the same split).
+        """
+        return self.registry.add(
+            JobType(
+                name=name,
+                func=None,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                backoff=backoff or Backoff(),
+                timeout=timeout,
+                dedup=dedup,
+                batch_size=batch_size,
+                decode=decode,
+            )
+        )
+
+    def implement(self, job_type: JobType | str) -> Callable[[JobFunction], JobType]:
+        """Bind the function that runs a type declared with :meth:`declare`."""
+        name = job_type if isinstance(job_type, str) else job_type.name
+
+        def bind(func: JobFunction) -> JobType:
+            return self.registry.implement(name, func)
+
+        return bind
 
     def queue(self, name: str, *, concurrency: int = 1, single_consumer: bool = False) -> None:
         self.registry.configure_queue(QueueConfig(name, concurrency, single_consumer))

@@ -60,14 +60,16 @@ def migrate(
     schema: str,
     package: str,
     *,
+    directory: str = "sql",
     target: int | None = None,
 ) -> list[int]:
-    """Apply the package's pending migrations into ``schema``; return the versions applied.
+    """Apply the pending migrations of ``package``'s ``directory`` into ``schema``; return the
+    versions applied.
 
     Commits on its own (a migration is an administrative act, not part of a caller's unit of
     work). ``target`` stops at that version, which the tests use to migrate step by step.
     """
-    migrations = load_migrations(package)
+    migrations = load_migrations(package, directory)
     applied_now: list[int] = []
     with conn.transaction():
         conn.execute(queries.ADVISORY_XACT_LOCK, (_lock_key(schema),))

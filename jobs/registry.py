@@ -8,7 +8,7 @@ ones the worker will honour.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from jobs.backoff import Backoff
@@ -55,7 +55,8 @@ class QueueConfig:
 @dataclass(frozen=True)
 class JobType:
     name: str
-    func: JobFunction
+    # None: declared for enqueuing only; the worker's process binds it (see App.declare).
+    func: JobFunction | None
     queue: str = DEFAULT_QUEUE
     priority: int = 0
     # None: retried for ever (with the backoff's cap between attempts).
@@ -108,6 +109,18 @@ class Registry:
         self._types[job_type.name] = job_type
         self._queues.setdefault(job_type.queue, QueueConfig(job_type.queue))
         return job_type
+
+    def implement(self, name: str, func: JobFunction) -> JobType:
+        """Bind the function of a type registered without one."""
+        declared = self[name]
+        if declared.func is not None:
+            raise ValueError(f"job type {name!r} is implemented twice")
+        self._types[name] = bound = replace(declared, func=func)
+        return bound
+
+    def unimplemented(self, queue: str) -> list[str]:
+        """The names of the queue's types that no function runs yet."""
+        return sorted(t.name for t in self._types.values() if t.queue == queue and t.func is None)
 
     def configure_queue(self, config: QueueConfig) -> None:
         self._queues[config.name] = config

@@ -65,6 +65,11 @@ class Worker:
         self.reconnect_max_delay = reconnect_max_delay
         self.name = name or f"jobs worker {queue} {os.getpid()}"
         self.single_consumer = registry.queue(queue).single_consumer
+        if missing := registry.unimplemented(queue):
+            raise ValueError(
+                f"queue {queue!r} has job types with no function in this process: "
+                f"{', '.join(missing)} (import the module that implements them)"
+            )
         self._consumer_key = consumer_lock_key(store.schema, queue)
         self._control: psycopg.Connection[Any] | None = None
         self._job_conn: psycopg.Connection[Any] | None = None
@@ -374,6 +379,7 @@ class Worker:
             watchdog.daemon = True
             watchdog.start()
         try:
+            assert job_type.func is not None  # checked when the worker started
             returned = job_type.func(context, payloads if job_type.batch_size > 1 else payloads[0])
             errors = _failures_by_id(batch, returned, type_name)
             self._end_job_transaction(commit=True)

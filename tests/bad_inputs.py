@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from indexpub.entries import MAX_LINE_BYTES
+from indexpub.domain.entries import MAX_LINE_BYTES
 
 GOOD_CKSUM = "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 

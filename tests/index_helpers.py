@@ -10,12 +10,14 @@ from typing import Any
 
 import psycopg
 
-from indexpub import config, store
-from indexpub.crate_file import read_crate_bytes
-from indexpub.entries import IndexEntry
-from indexpub.git_index import GitIndex, init_index
-from indexpub.names import index_path
-from indexpub.tasks import INDEX_QUEUE, SPARSE_QUEUE, app, configure_index
+from indexpub import config
+from indexpub.domain.crate_file import read_crate_bytes
+from indexpub.domain.entries import IndexEntry
+from indexpub.domain.names import index_path
+from indexpub.gitindex.index import GitIndex, init_index
+from indexpub.pipeline.jobs import configure_index
+from indexpub.registry import render, store
+from indexpub.registry.queue import INDEX_QUEUE, SPARSE_QUEUE, app
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "fixtures" / "crates-dist"
@@ -93,7 +95,7 @@ class Registry:
 
     def expected_file(self, name: str) -> str | None:
         with self.connect() as conn:
-            rendered = store.render_crate_file(conn, name.lower())
+            rendered = render.render_crate_file(conn, name.lower())
         return None if rendered is None else rendered.decode()
 
     def pending_jobs(self) -> int:

@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from indexpub import accounts, store
 from indexpub.cli import main
-from indexpub.entries import IndexEntry
+from indexpub.domain.entries import IndexEntry
 from indexpub.errors import InvalidInput
+from indexpub.registry import accounts, store
 
 # Logins crates.io would never have, each of which once reached PostgreSQL (NUL: a DataError;
 # a lone surrogate: an encoding error) or was accepted although it is not ASCII.

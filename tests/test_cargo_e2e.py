@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from index_helpers import Registry, fixture_files, fixtures_registry_url, make_registry
 
-from indexpub import store
-from indexpub.crate_file import read_crate_bytes
+from indexpub.domain.crate_file import read_crate_bytes
+from indexpub.registry import store
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from indexpub.cat_file import CatFile
-from indexpub.git_process import GitError, GitTimeout
+from indexpub.gitindex.cat_file import CatFile
+from indexpub.gitindex.process import GitError, GitTimeout
 
 
 def git(repo: Path, *args: str, input: bytes | None = None) -> str:

@@ -18,9 +18,10 @@ import pytest
 from click.testing import CliRunner, Result
 from index_helpers import fixture_files, git
 
-from indexpub import config, store
+from indexpub import config
 from indexpub.cli import main
 from indexpub.cli.common import EXIT_DATA_DIR, EXIT_DATABASE, EXIT_REMOTE
+from indexpub.registry import store
 
 T = TypeVar("T")
 

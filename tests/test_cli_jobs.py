@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from indexpub.cli import main
-from indexpub.tasks import app
+from indexpub.registry.queue import app
 
 
 def run(url: str, *args: str) -> str:

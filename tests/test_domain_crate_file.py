@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from indexpub import crate_file
-from indexpub.crate_file import (
+from indexpub.domain import crate_file
+from indexpub.domain.crate_file import (
     CRATES_IO_INDEX,
     read_bounded,
     read_crate_bytes,

@@ -16,7 +16,7 @@ from bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_CKSUM, line
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from indexpub.entries import (
+from indexpub.domain.entries import (
     Dependency,
     IndexEntry,
     format_pubtime,
@@ -27,9 +27,9 @@ from indexpub.entries import (
     validate_feature_name,
     validate_target,
 )
+from indexpub.domain.names import index_path
+from indexpub.domain.versions import Version
 from indexpub.errors import InvalidEntry, InvalidInput, InvalidName
-from indexpub.names import index_path
-from indexpub.versions import Version
 
 CKSUM = "b5d0e6a1c1fe2f71f65e3a8e43e4e9b7c1d8c4f1e3a0c2d9b6e8f7a1c3d5e7f9"
 

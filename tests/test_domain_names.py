@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexpub.errors import InvalidInput, InvalidName
-from indexpub.names import (
+from indexpub.domain.names import (
     RESERVED_NAMES,
     WINDOWS_DEVICE_NAMES,
     canonical_name,
@@ -14,6 +13,7 @@ from indexpub.names import (
     validate_crate_name,
     validate_dependency_name,
 )
+from indexpub.errors import InvalidInput, InvalidName
 
 
 @pytest.mark.parametrize("name", ["a", "serde", "Foo_Bar-9", "a" * 64, "x-", "con1", "com10"])

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from indexpub.errors import InvalidInput, InvalidVersion
-from indexpub.versions import (
+from indexpub.domain.versions import (
     U64_MAX,
     Version,
     parse_version,
@@ -17,6 +16,7 @@ from indexpub.versions import (
     validate_rust_version,
     validate_version_req,
 )
+from indexpub.errors import InvalidInput, InvalidVersion
 
 
 @pytest.mark.parametrize(

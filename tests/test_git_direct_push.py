@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from index_helpers import Registry, fixture_entry, make_registry
 
-import indexpub.git_index as git_index
-from indexpub.git_index import GitError, GitIndex, PushRejected, init_index
-from indexpub.local_publish import LOCAL_PUSH_ENV, place_packs
-from indexpub.sync import sync_crates
+import indexpub.gitindex.index as git_index
+from indexpub.gitindex.direct_publish import LOCAL_PUSH_ENV, place_packs
+from indexpub.gitindex.index import GitError, GitIndex, PushRejected, init_index
+from indexpub.pipeline.git_sync import sync_crates
 
 DL = "https://dl.example/crates"
 
@@ -258,7 +258,7 @@ def test_receive_hooks_force_git_push_and_run(
     marker = tmp_path / "ran"
     install_hook(remote / "hooks", "pre-receive", marker)  # added after open
     tip = commit_one(index, "1/b")
-    with caplog.at_level(logging.INFO, logger="indexpub.git_index"):
+    with caplog.at_level(logging.INFO, logger="indexpub.gitindex.index"):
         index.push(tip)
     assert index.last_push_mode == "git"
     assert marker.read_text() == "pre-receive\n"

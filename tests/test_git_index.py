@@ -1,4 +1,4 @@
-"""Tests for indexpub.git_index against real git: bare remotes in tmp_path, no mocks."""
+"""Tests for indexpub.gitindex.index against real git: bare remotes in tmp_path, no mocks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from indexpub.git_index import (
+from indexpub.gitindex.index import (
     GitError,
     GitIndex,
     GitTimeout,
@@ -26,7 +26,7 @@ from indexpub.git_index import (
     check_crate_path,
     init_index,
 )
-from indexpub.git_objects import (
+from indexpub.gitindex.objects import (
     BLOB_MODE,
     TREE_MODE,
     Tree,
@@ -735,7 +735,7 @@ def test_batch_writes_one_valid_pack(remote: Path, index: GitIndex) -> None:
 def test_batch_commits_on_an_older_parent_and_flushes_early(
     index: GitIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import indexpub.git_index as git_index
+    import indexpub.gitindex.index as git_index
 
     base = index.fetch()
     with index.batch():
@@ -772,7 +772,7 @@ def test_batch_ended_by_an_error_keeps_what_it_built(index: GitIndex) -> None:
 
 
 def test_pushes_keep_packs_and_loose_objects_few(tmp_path: Path) -> None:
-    import indexpub.git_index as git_index
+    import indexpub.gitindex.index as git_index
 
     remote = tmp_path / "remote.git"
     init_index(remote, dl=DL, api=API)
@@ -923,7 +923,7 @@ def test_tree_cache_is_bounded_and_drops_the_least_recently_used() -> None:
 def test_a_tiny_tree_cache_still_gives_right_answers(
     remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import indexpub.git_index as git_index
+    import indexpub.gitindex.index as git_index
 
     big = fast_import_crates(remote, "master", 200)
     monkeypatch.setattr(git_index, "TREE_CACHE_BYTES", 1)  # keeps one tree at a time
@@ -943,7 +943,7 @@ def test_superseded_trees_leave_the_cache_so_the_tips_stay(
 ) -> None:
     """A commit drops the trees it replaced: kept, they would push the tip's untouched
     directories out of a bounded cache, and the next batch would read those again."""
-    import indexpub.git_index as git_index
+    import indexpub.gitindex.index as git_index
 
     big = fast_import_crates(remote, "master", 300)
     files = sorted(p for p in ls_tree(remote, big) if p != "config.json")
@@ -1066,7 +1066,7 @@ def test_tree_parse_refuses_malformed_data() -> None:
 
 
 def test_a_batch_stores_its_root_trees_as_deltas_git_reads(remote: Path, tmp_path: Path) -> None:
-    import indexpub.git_index as git_index
+    import indexpub.gitindex.index as git_index
 
     big = fast_import_crates(remote, "master", 400)
     index = GitIndex.open(str(remote), tmp_path / "clone")

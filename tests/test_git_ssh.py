@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from ssh_server import NO_REPOSITORY, SshServer, write_client_key
 
 from indexpub.cli import main
-from indexpub.entries import _shorten
-from indexpub.git_process import (
+from indexpub.domain.entries import _shorten
+from indexpub.gitindex.process import (
     GitError,
     GitRemote,
     HostKeyRejected,

@@ -32,7 +32,7 @@ from test_serve_api import (  # noqa: F401 (reg and alice are fixtures)
 )
 from test_serve_api import counts as api_counts
 
-from indexpub.crate_file import read_crate_bytes
+from indexpub.domain.crate_file import read_crate_bytes
 from indexpub.errors import InvalidInput
 
 CORPUS = hostile_corpus()

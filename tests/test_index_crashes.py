@@ -15,7 +15,7 @@ import pytest
 from index_helpers import Registry, fixture_entry, make_registry
 from queue_helpers import wait_for
 
-from indexpub.faults import ENV as CRASH_ENV
+from indexpub.pipeline.faults import ENV as CRASH_ENV
 
 
 @pytest.fixture

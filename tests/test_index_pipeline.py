@@ -10,10 +10,11 @@ import psycopg
 import pytest
 from index_helpers import Registry, fixture_entry, git, make_registry
 
-from indexpub import store, tasks
-from indexpub.entries import IndexEntry
-from indexpub.sync import sync_crates
-from indexpub.versions import Version
+from indexpub.domain.entries import IndexEntry
+from indexpub.domain.versions import Version
+from indexpub.pipeline import jobs
+from indexpub.pipeline.git_sync import sync_crates
+from indexpub.registry import store
 
 
 @pytest.fixture
@@ -101,8 +102,8 @@ def test_another_writer_on_the_remote_is_kept_and_ours_lands_on_top(
     reg.drain()
     # The worker published into the local bare remote directly, and lost and won the
     # compare-and-swap there as git push would have (tests/test_git_direct_push.py).
-    assert tasks._IndexTarget.index is not None
-    assert tasks._IndexTarget.index.last_push_mode == "direct"
+    assert jobs._IndexTarget.index is not None
+    assert jobs._IndexTarget.index.last_push_mode == "direct"
     assert reg.messages() == [
         "Create crate `q`",
         "Edit config.json",

@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from index_helpers import Registry, make_registry
 
-from indexpub import store
-from indexpub.entries import IndexEntry
+from indexpub.domain.entries import IndexEntry
+from indexpub.domain.names import index_path
 from indexpub.errors import InvalidInput
-from indexpub.names import index_path
-from indexpub.sparse import sync_sparse
-from indexpub.sync import sync_crates
+from indexpub.pipeline.git_sync import sync_crates
+from indexpub.pipeline.sparse_sync import sync_sparse
+from indexpub.registry import store
 
 NAMES = ["a", "bb", "c-d", "Eee", "ffff_g"]
 VERSIONS = ["0.1.0", "0.1.1", "1.0.0-beta.1", "1.0.0", "2.0.0+build.5"]

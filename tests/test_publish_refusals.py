@@ -16,10 +16,10 @@ from bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_ENTRY
 from click.testing import CliRunner, Result
 from index_helpers import fixture_files
 
-from indexpub import store
 from indexpub.cli import main
-from indexpub.entries import MAX_LINE_BYTES, IndexEntry
+from indexpub.domain.entries import MAX_LINE_BYTES, IndexEntry
 from indexpub.errors import InvalidEntry
+from indexpub.registry import render, store
 
 
 @pytest.fixture
@@ -194,8 +194,8 @@ def test_stored_lines_render_as_stored_and_a_yank_flips_only_the_flag(url: str) 
         stored = entry.to_line()[:-1] + ',"links":"' + "x" * MAX_LINE_BYTES + '"}'
         conn.execute("UPDATE indexpub.versions SET line = %s", (stored,))
         store.yank(conn, "old", "1.0.0")
-        yanked = store.render_crate_file(conn, "old")
+        yanked = render.render_crate_file(conn, "old")
         store.unyank(conn, "old", "1.0.0")
-        unyanked = store.render_crate_file(conn, "old")
+        unyanked = render.render_crate_file(conn, "old")
     assert yanked == stored.replace('"yanked":false', '"yanked":true').encode() + b"\n"
     assert unyanked == stored.encode() + b"\n"

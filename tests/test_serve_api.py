@@ -26,10 +26,10 @@ from index_helpers import (
 )
 from starlette.exceptions import StarletteDeprecationWarning
 
-from indexpub import accounts, store
 from indexpub.cli import main
-from indexpub.entries import IndexEntry
-from indexpub.serve import create_app
+from indexpub.domain.entries import IndexEntry
+from indexpub.registry import accounts, render
+from indexpub.serve.app import create_app
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 here; httpx is what the test extra installs, and works.
@@ -567,7 +567,7 @@ def test_unexpected_errors_are_generic_logged_and_roll_back(
     reg: Registry, client: TestClient, alice: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     (reg.data / "crates").write_text("not a folder")  # the .crate cannot be stored
-    with caplog.at_level(logging.ERROR, logger="indexpub.serve"):
+    with caplog.at_level(logging.ERROR, logger="indexpub.serve.app"):
         response = put_crate(client, alice, fixture_body("plain", "0.1.0"))
     assert response.status_code == 500
     assert detail(response) == "internal server error"
@@ -649,7 +649,7 @@ def test_token_create_and_revoke(reg: Registry, client: TestClient) -> None:
     bad = cli(reg, "token", "create", "no spaces")
     assert bad.exit_code == 1 and "invalid user name" in bad.output
     with psycopg.connect(reg.url) as conn:
-        assert store.all_crate_names(conn) == ["plain"]
+        assert render.all_crate_names(conn) == ["plain"]
         row = conn.execute("SELECT count(*) FROM indexpub.api_tokens").fetchone()
     assert row is not None and row[0] == 2
 

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from cargo_registry import free_port, stop_groups
 
-from indexpub import accounts, store
+from indexpub.registry import accounts, render, store
 
 FAST = ["--header-timeout", "0.5", "--body-timeout", "0.5"]
 
@@ -171,7 +171,7 @@ def test_a_body_that_stalls_gets_408_and_the_connection_closes(
                 assert headers["connection"] == "close"
                 assert closed_by_server(sock)
     with psycopg.connect(database_url) as conn:
-        assert store.all_crate_names(conn) == []
+        assert render.all_crate_names(conn) == []
 
 
 def test_a_bad_token_is_refused_before_the_body_is_awaited(
@@ -242,8 +242,9 @@ def test_the_limits_are_checked_on_the_command_line(database_url: str, tmp_path:
 def test_the_command_line_defaults_are_the_modules_defaults() -> None:
     """`indexpub serve --help` must not import the HTTP stack, so cli/http.py writes the
     defaults out; they must stay the ones the modules use."""
-    from indexpub import http_limits, serve
     from indexpub.cli import http
+    from indexpub.serve import app as serve
+    from indexpub.serve import http_limits
 
     assert http.DEFAULT_HEADER_TIMEOUT == http_limits.DEFAULT_HEADER_TIMEOUT
     assert http.DEFAULT_KEEP_ALIVE_TIMEOUT == http_limits.DEFAULT_KEEP_ALIVE_TIMEOUT

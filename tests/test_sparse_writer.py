@@ -11,8 +11,9 @@ import psycopg
 import pytest
 from index_helpers import Registry, fixture_entry, make_registry
 
-from indexpub import sparse, store
-from indexpub.names import index_path
+from indexpub.domain.names import index_path
+from indexpub.pipeline import sparse_sync as sparse
+from indexpub.registry import store
 
 
 @pytest.fixture

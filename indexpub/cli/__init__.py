@@ -78,7 +78,7 @@ def main(
         stream=sys.stderr,
     )
     if git_known_hosts:
-        # indexpub.git_process (KNOWN_HOSTS_VAR) and the worker's processes read it from the
+        # indexpub.gitindex.process (KNOWN_HOSTS_VAR) and the worker's processes read it from the
         # environment.
         os.environ["INDEXPUB_GIT_KNOWN_HOSTS"] = str(git_known_hosts.expanduser().absolute())
     ctx.obj = Settings(database_url or None, config.data_dir(data_dir), index_url or None)

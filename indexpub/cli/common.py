@@ -130,7 +130,7 @@ class Settings:
 
     def migrated(self) -> psycopg.Connection[Any]:
         """A connection to a database whose tables are in place (created on first use)."""
-        from indexpub import store
+        from indexpub.registry import store
 
         conn = self.connect()
         try:
@@ -151,7 +151,7 @@ def failure_of(exc: BaseException, settings: Settings | None) -> CommandError | 
     start-up: a psycopg error can only have been raised once psycopg was imported.
     """
     from indexpub.errors import InvalidInput
-    from indexpub.git_process import GitError, scrub_secrets
+    from indexpub.gitindex.process import GitError, scrub_secrets
 
     if isinstance(exc, InvalidInput):
         return CommandError(str(exc))

@@ -30,12 +30,13 @@ def fixture_crates() -> tuple[list[Path], str]:
 def demo(settings: Settings) -> None:
     """On embedded defaults: create the index, publish the fixture crates, yank one, run the
     worker until drained, and show the remote's log and one index file."""
-    from indexpub import store
-    from indexpub.crate_file import read_crate_bytes
-    from indexpub.crate_storage import store_crate_file
-    from indexpub.git_index import GitIndex
-    from indexpub.names import index_path
-    from indexpub.tasks import INDEX_QUEUE, SPARSE_QUEUE, app, configure_index
+    from indexpub.domain.crate_file import read_crate_bytes
+    from indexpub.domain.names import index_path
+    from indexpub.gitindex.index import GitIndex
+    from indexpub.pipeline.jobs import configure_index
+    from indexpub.registry import store
+    from indexpub.registry.crate_storage import store_crate_file
+    from indexpub.registry.queue import INDEX_QUEUE, SPARSE_QUEUE, app
 
     remote = settings.index()
     with settings.migrated() as conn:

@@ -8,7 +8,7 @@ import click
 
 from indexpub.cli.common import CommandError, Settings, pass_settings
 
-# indexpub.serve's and indexpub.http_limits' defaults, written out so that `indexpub serve
+# indexpub.serve.app's and indexpub.serve.http_limits' defaults, written out so that `indexpub serve
 # --help` need not import the HTTP stack; tests/test_serve_limits.py checks that they agree.
 DEFAULT_MAX_CRATE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_METADATA_BYTES = 1024 * 1024
@@ -108,8 +108,8 @@ def serve(
     """
     import uvicorn
 
-    from indexpub.http_limits import h11_with_header_timeout
-    from indexpub.serve import create_app
+    from indexpub.serve.app import create_app
+    from indexpub.serve.http_limits import h11_with_header_timeout
 
     settings: Settings = ctx.obj
     verbose = _verbose(ctx)
@@ -161,7 +161,7 @@ def token() -> None:
 @pass_settings
 def token_create(settings: Settings, user: str, name: str) -> None:
     """Create a token for USER (created if new) and print it: the only time it is shown."""
-    from indexpub import accounts
+    from indexpub.registry import accounts
 
     with settings.migrated() as conn:
         secret = accounts.create_token(conn, user, name)
@@ -174,7 +174,7 @@ def token_create(settings: Settings, user: str, name: str) -> None:
 @pass_settings
 def token_revoke(settings: Settings, user: str, name: str | None) -> None:
     """Revoke USER's tokens."""
-    from indexpub import accounts
+    from indexpub.registry import accounts
 
     with settings.migrated() as conn:
         count = accounts.revoke_tokens(conn, user, name)
@@ -195,7 +195,7 @@ def owner() -> None:
 @pass_settings
 def owner_add(settings: Settings, crate: str, user: str) -> None:
     """Make USER an owner of CRATE."""
-    from indexpub import accounts
+    from indexpub.registry import accounts
 
     try:
         with settings.migrated() as conn:
@@ -213,7 +213,7 @@ def owner_add(settings: Settings, crate: str, user: str) -> None:
 @pass_settings
 def owner_list(settings: Settings, crate: str) -> None:
     """Print CRATE's owners, one login a line."""
-    from indexpub import accounts
+    from indexpub.registry import accounts
 
     with settings.migrated() as conn:
         owners = accounts.list_owners(conn, crate)

@@ -20,7 +20,7 @@ JOB_STATES = ("ready", "scheduled", "running", "failing", "dead")
 @pass_settings
 def migrate(settings: Settings) -> None:
     """Create or upgrade indexpub's tables."""
-    from indexpub import store
+    from indexpub.registry import store
 
     with settings.connect() as conn:
         applied = store.migrate(conn)
@@ -48,9 +48,10 @@ def worker(
     grace_period: float,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
-    from indexpub.git_process import ssh_command
-    from indexpub.local_publish import local_push_mode
-    from indexpub.tasks import INDEX_QUEUE, app, configure_index
+    from indexpub.gitindex.direct_publish import local_push_mode
+    from indexpub.gitindex.process import ssh_command
+    from indexpub.pipeline.jobs import configure_index
+    from indexpub.registry.queue import INDEX_QUEUE, app
 
     try:
         # The git job reads it when it opens the index; a typo should stop the worker here,
@@ -97,8 +98,8 @@ def check_index_remote(remote: str) -> None:
     the branch holds config.json too. A remote that cannot be read raises GitError."""
     import subprocess
 
-    from indexpub.git_index import remote_head_by_url
-    from indexpub.git_process import scrub_secrets
+    from indexpub.gitindex.index import remote_head_by_url
+    from indexpub.gitindex.process import scrub_secrets
 
     branch, _ = remote_head_by_url(remote, timeout=60.0)
     shown = scrub_secrets(remote)
@@ -134,7 +135,7 @@ def jobs() -> None:
 @pass_settings
 def stats(settings: Settings, as_json: bool) -> None:
     """Counts by queue, job type and state."""
-    from indexpub.tasks import app
+    from indexpub.registry.queue import app
 
     with settings.connect(autocommit=True) as conn:
         rows = app.store.stats(conn)
@@ -159,7 +160,7 @@ def list_jobs(
     settings: Settings, queue: str | None, job_type: str | None, state: str | None, limit: int
 ) -> None:
     """Jobs with their state, attempts and last error."""
-    from indexpub.tasks import app
+    from indexpub.registry.queue import app
 
     with settings.connect(autocommit=True) as conn:
         found = app.store.list_jobs(conn, queue=queue, job_type=job_type, state=state, limit=limit)
@@ -182,7 +183,7 @@ def list_jobs(
 @pass_settings
 def retry(settings: Settings, ids: tuple[int, ...], all_dead: bool, queue: str | None) -> None:
     """Run dead or failing jobs again now, with a fresh set of attempts."""
-    from indexpub.tasks import app
+    from indexpub.registry.queue import app
 
     if not ids and not all_dead:
         raise click.UsageError("name job ids, or pass --all-dead")
@@ -196,7 +197,7 @@ def retry(settings: Settings, ids: tuple[int, ...], all_dead: bool, queue: str |
 @pass_settings
 def delete(settings: Settings, ids: tuple[int, ...]) -> None:
     """Delete jobs that are not running."""
-    from indexpub.tasks import app
+    from indexpub.registry.queue import app
 
     with settings.connect() as conn:
         count = app.store.delete(conn, ids)
@@ -211,7 +212,7 @@ def delete(settings: Settings, ids: tuple[int, ...]) -> None:
 @pass_settings
 def purge(settings: Settings, queue: str | None, older_than: float | None) -> None:
     """Delete dead jobs."""
-    from indexpub.tasks import app
+    from indexpub.registry.queue import app
 
     with settings.connect() as conn:
         count = app.store.purge_dead(conn, queue=queue, older_than=older_than)

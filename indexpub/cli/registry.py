@@ -12,11 +12,11 @@ from indexpub import config
 from indexpub.cli.common import CommandError, Settings, announce, pass_settings
 
 if TYPE_CHECKING:
-    from indexpub.entries import IndexEntry
+    from indexpub.domain.entries import IndexEntry
 
 GZIP_MAGIC = b"\x1f\x8b"
-# indexpub.crate_file's limit, written out so that `indexpub publish --help` need not import the
-# domain modules; tests/test_cli_startup.py checks that the two agree.
+# indexpub.domain.crate_file's limit, written out so that `indexpub publish --help` need not
+# import the domain modules; tests/test_cli_startup.py checks that the two agree.
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 
 
@@ -47,8 +47,8 @@ def entry_from_input(
     line has. ``registry_index`` is the URL by which crates of this registry name it in their
     packaged Cargo.toml (``registry-index``): their dependencies on it become ``registry: null``.
     """
-    from indexpub.crate_file import read_crate_bytes
-    from indexpub.entries import IndexEntry, load_json
+    from indexpub.domain.crate_file import read_crate_bytes
+    from indexpub.domain.entries import IndexEntry, load_json
     from indexpub.errors import InvalidInput
 
     if input_format == "crate" or (input_format == "auto" and data.startswith(GZIP_MAGIC)):
@@ -84,7 +84,7 @@ def init_index_command(
     """Create a new bare index repository with its config.json: at PATH, or, without PATH, the
     configured index (--index-url or INDEXPUB_INDEX_URL when it is a local path, else the local
     index under the data dir)."""
-    from indexpub.git_index import init_index
+    from indexpub.gitindex.index import init_index
 
     if path is None:
         path = _configured_local_index(settings)
@@ -150,8 +150,8 @@ def publish(
 ) -> None:
     """Publish a version from SOURCE: a .crate file, or a JSON file (or - for stdin) holding
     cargo's publish metadata or an index line."""
-    from indexpub import store
-    from indexpub.crate_storage import store_crate_file
+    from indexpub.registry import store
+    from indexpub.registry.crate_storage import store_crate_file
 
     data = _read_input(source, max_bytes)
     entry, crate_bytes = entry_from_input(
@@ -174,7 +174,7 @@ def publish(
 
 
 def _yank_command(settings: Settings, name: str, version: str, yanked: bool) -> None:
-    from indexpub import store
+    from indexpub.registry import store
 
     with settings.migrated() as conn:
         change = (store.yank if yanked else store.unyank)(conn, name, version)

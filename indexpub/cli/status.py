@@ -56,7 +56,7 @@ def status(settings: Settings, as_json: bool) -> None:
 def _database(settings: Settings, found: Status) -> None:
     import psycopg
 
-    from indexpub.tasks import INDEX_QUEUE, app
+    from indexpub.registry.queue import INDEX_QUEUE, app
 
     if settings.embedded:
         running = (settings.pgdata / "postmaster.pid").exists()
@@ -92,8 +92,8 @@ def _database(settings: Settings, found: Status) -> None:
 
 
 def _index(settings: Settings, found: Status) -> None:
-    from indexpub.git_index import remote_head_by_url
-    from indexpub.git_process import GitError, scrub_secrets
+    from indexpub.gitindex.index import remote_head_by_url
+    from indexpub.gitindex.process import GitError, scrub_secrets
 
     remote_url = settings.index_location
     found.index = {"url": scrub_secrets(remote_url)}

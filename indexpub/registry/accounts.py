@@ -1,7 +1,7 @@
 """Users, API tokens and crate owners: who may publish, yank and change owners.
 
-Like :mod:`indexpub.store`, every function runs in the caller's transaction and never commits.
-The first publisher of a crate owns it; only owners publish new versions, yank, unyank and
+Like :mod:`indexpub.registry.store`, every function runs in the caller's transaction and never
+commits. The first publisher of a crate owns it; only owners publish new versions, yank, unyank and
 change the owners.
 """
 
@@ -11,16 +11,13 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
-
-from indexpub import queries, store
-from indexpub.entries import IndexEntry, _shorten
+from indexpub.domain.entries import IndexEntry
+from indexpub.domain.names import canonical_name, validate_crate_name
 from indexpub.errors import InvalidInput
-from indexpub.names import canonical_name, validate_crate_name
-
-Conn = psycopg.Connection[Any]
+from indexpub.errors import shorten as _shorten
+from indexpub.registry import sql, store
+from indexpub.registry.sql import Conn, statement
 
 TOKEN_PREFIX = "ipub_"
 
@@ -47,10 +44,6 @@ class UnknownUser(store.NotFound):
 class User:
     id: int
     login: str
-
-
-def _sql(template: str) -> psycopg.sql.Composed:
-    return store.sql(template)
 
 
 def _hash(token: str) -> bytes:
@@ -82,10 +75,10 @@ def create_token(conn: Conn, login: str, name: str = "") -> str:
     """A new token for ``login`` (created if new); the only time the token is ever visible."""
     _check_login(login)
     _check_storable(name, "token name", LABEL_MAX)
-    row = conn.execute(_sql(queries.UPSERT_USER), (login,)).fetchone()
+    row = conn.execute(statement(sql.UPSERT_USER), (login,)).fetchone()
     assert row is not None
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    conn.execute(_sql(queries.INSERT_TOKEN), (int(row[0]), name, _hash(token)))
+    conn.execute(statement(sql.INSERT_TOKEN), (int(row[0]), name, _hash(token)))
     return token
 
 
@@ -98,14 +91,14 @@ def revoke_tokens(conn: Conn, login: str, name: str | None = None) -> int:
     _check_storable(login, "user name", 64)
     if name is not None:
         _check_storable(name, "token name", LABEL_MAX)
-    return conn.execute(_sql(queries.REVOKE_TOKENS), {"login": login, "name": name}).rowcount
+    return conn.execute(statement(sql.REVOKE_TOKENS), {"login": login, "name": name}).rowcount
 
 
 def authenticate(conn: Conn, token: str | None) -> User | None:
     """The user a raw token belongs to; None for a missing, unknown or revoked token."""
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    row = conn.execute(_sql(queries.AUTHENTICATE), (_hash(token),)).fetchone()
+    row = conn.execute(statement(sql.AUTHENTICATE), (_hash(token),)).fetchone()
     return None if row is None else User(int(row[0]), str(row[1]))
 
 
@@ -113,8 +106,8 @@ def _crate(conn: Conn, name: str, *, lock: bool = False) -> tuple[int, str]:
     """The crate's id and published name; with ``lock``, its row is locked until the caller's
     transaction ends, which serializes every change of its owners (see :func:`remove_owners`)."""
     validate_crate_name(name)
-    query = queries.LOCK_CRATE if lock else queries.CRATE_ID
-    row = conn.execute(_sql(query), (canonical_name(name),)).fetchone()
+    query = sql.LOCK_CRATE if lock else sql.CRATE_ID
+    row = conn.execute(statement(query), (canonical_name(name),)).fetchone()
     if row is None:
         raise store.NotFound(f"no crate named {name!r}")
     return int(row[0]), str(row[1])
@@ -127,7 +120,7 @@ def require_owner(conn: Conn, name: str, user: User) -> str:
 
 def _require_owner(conn: Conn, name: str, user: User, *, lock: bool = False) -> tuple[int, str]:
     crate_id, published = _crate(conn, name, lock=lock)
-    if conn.execute(_sql(queries.IS_OWNER), (crate_id, user.id)).fetchone() is None:
+    if conn.execute(statement(sql.IS_OWNER), (crate_id, user.id)).fetchone() is None:
         raise NotAllowed(f"user {user.login!r} is not an owner of crate {published!r}")
     return crate_id, published
 
@@ -145,8 +138,8 @@ def publish(conn: Conn, entry: IndexEntry, user: User) -> store.Change:
     change = store.publish(conn, entry)
     crate_id, published = _crate(conn, entry.name)
     if change.new_crate:
-        conn.execute(_sql(queries.ADD_OWNER), (crate_id, user.id))
-    elif conn.execute(_sql(queries.IS_OWNER), (crate_id, user.id)).fetchone() is None:
+        conn.execute(statement(sql.ADD_OWNER), (crate_id, user.id))
+    elif conn.execute(statement(sql.IS_OWNER), (crate_id, user.id)).fetchone() is None:
         raise NotAllowed(f"user {user.login!r} is not an owner of crate {published!r}")
     return change
 
@@ -157,16 +150,16 @@ def list_owners(conn: Conn, name: str) -> list[User]:
 
 def _owners(conn: Conn, crate_id: int) -> list[User]:
     return [
-        User(int(r[0]), str(r[1])) for r in conn.execute(_sql(queries.LIST_OWNERS), (crate_id,))
+        User(int(r[0]), str(r[1])) for r in conn.execute(statement(sql.LIST_OWNERS), (crate_id,))
     ]
 
 
 def _add_owner(conn: Conn, crate_id: int, login: str) -> tuple[str, bool]:
     """Add an existing user as an owner: (their login, False if they already were one)."""
-    row = conn.execute(_sql(queries.FIND_USER), (_check_login(login),)).fetchone()
+    row = conn.execute(statement(sql.FIND_USER), (_check_login(login),)).fetchone()
     if row is None:
         raise UnknownUser(f"no user named {login!r}")
-    added = conn.execute(_sql(queries.ADD_OWNER), (crate_id, int(row[0]))).rowcount
+    added = conn.execute(statement(sql.ADD_OWNER), (crate_id, int(row[0]))).rowcount
     return str(row[1]), added == 1
 
 
@@ -211,7 +204,7 @@ def remove_owners(conn: Conn, name: str, logins: list[str], by: User) -> list[st
             f"cannot remove every owner of crate {published!r}: it must keep at least one"
         )
     for login in logins:
-        conn.execute(_sql(queries.REMOVE_OWNER), (crate_id, current[login].id))
+        conn.execute(statement(sql.REMOVE_OWNER), (crate_id, current[login].id))
     return logins
 
 

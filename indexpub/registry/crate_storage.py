@@ -13,9 +13,9 @@ from pathlib import Path
 
 from indexpub import config
 from indexpub.atomic_file import write_atomically
-from indexpub.entries import IndexEntry
-from indexpub.names import validate_crate_name
-from indexpub.versions import parse_version
+from indexpub.domain.entries import IndexEntry
+from indexpub.domain.names import validate_crate_name
+from indexpub.domain.versions import parse_version
 
 
 def crate_file_path(data_dir: Path, name: str, version: str) -> Path:

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from indexpub.entries import (
+from indexpub.domain.entries import (
     Dependency,
     DepKind,
     IndexEntry,
@@ -32,9 +32,9 @@ from indexpub.entries import (
     sort_dependencies,
     split_features,
 )
+from indexpub.domain.versions import Version, normalize_version_req
 from indexpub.errors import InvalidCrateFile, InvalidInput
 from indexpub.errors import shorten as _shorten
-from indexpub.versions import Version, normalize_version_req
 
 KiB = 1024
 MiB = 1024 * KiB

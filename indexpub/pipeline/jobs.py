@@ -1,6 +1,7 @@
-"""indexpub's job application: the queues and job types its worker runs.
+"""The functions ``indexpub worker`` runs for the job types :mod:`indexpub.registry.queue`
+declares, and the index they write to.
 
-Both sides import this module: the registry backend to enqueue, ``indexpub worker`` to run.
+Importing this module binds them; the worker imports it before it starts.
 """
 
 from __future__ import annotations
@@ -9,23 +10,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import psycopg
+from indexpub.gitindex.index import GitIndex
+from indexpub.pipeline.git_sync import sync_crates
+from indexpub.pipeline.sparse_sync import sync_sparse
+from indexpub.registry.queue import app, sync_crate, write_sparse
+from jobs import Failures, JobContext
 
-from indexpub.config import JOBS_SCHEMA
-from indexpub.git_index import GitIndex
-from jobs import App, Backoff, Failures, JobContext
-
-log = logging.getLogger("indexpub.tasks")
-
-app = App(schema=JOBS_SCHEMA)
-
-# The git index has exactly one writer in the whole deployment; standbys wait on its lock.
-INDEX_QUEUE = "index"
-app.queue(INDEX_QUEUE, single_consumer=True)
-
-
-# The sparse index's files: many writers are fine (each file is renamed into place).
-SPARSE_QUEUE = "sparse"
+log = logging.getLogger(__name__)
 
 
 class _IndexTarget:
@@ -57,20 +48,10 @@ def _index() -> GitIndex:
     return _IndexTarget.index
 
 
-@app.job_type(
-    name="sync_crate",
-    queue=INDEX_QUEUE,
-    dedup=True,
-    batch_size=500,
-    max_attempts=None,
-    backoff=Backoff(base=1.0, factor=2.0, cap=300.0),
-    timeout=600.0,
-)
-def sync_crate(ctx: JobContext, payloads: list[Any]) -> Failures:
-    """Make the index files of a batch of crates equal to the database (see indexpub.sync);
-    a crate whose file cannot be written fails its own job alone."""
-    from indexpub.sync import sync_crates
-
+@app.implement(sync_crate)
+def run_sync_crate(ctx: JobContext, payloads: list[Any]) -> Failures:
+    """Make the index files of a batch of crates equal to the database; a crate whose file
+    cannot be written fails its own job alone."""
     names = [str(p["name"]) for p in payloads]
     result = sync_crates(ctx.conn, _index(), names)
     for message in result.commits:
@@ -78,20 +59,10 @@ def sync_crate(ctx: JobContext, payloads: list[Any]) -> Failures:
     return _failures_of(names, result.failed)
 
 
-@app.job_type(
-    name="write_sparse",
-    queue=SPARSE_QUEUE,
-    dedup=True,
-    batch_size=100,
-    max_attempts=None,
-    backoff=Backoff(base=1.0, factor=2.0, cap=60.0),
-    timeout=300.0,
-)
-def write_sparse(ctx: JobContext, payloads: list[Any]) -> Failures:
-    """Write a batch of crates' files into the sparse index directory (see indexpub.sparse);
-    a crate whose file cannot be written fails its own job alone."""
-    from indexpub.sparse import sync_sparse
-
+@app.implement(write_sparse)
+def run_write_sparse(ctx: JobContext, payloads: list[Any]) -> Failures:
+    """Write a batch of crates' files into the sparse index directory; a crate whose file
+    cannot be written fails its own job alone."""
     root = _IndexTarget.sparse_dir
     if root is None:
         raise RuntimeError("the sparse index directory is not configured (see configure_index)")
@@ -102,8 +73,3 @@ def write_sparse(ctx: JobContext, payloads: list[Any]) -> Failures:
 def _failures_of(names: list[str], failed: dict[str, str]) -> Failures:
     """The positions of a batch's payloads whose crates (by lowercased name) failed."""
     return {i: failed[name.lower()] for i, name in enumerate(names) if name.lower() in failed}
-
-
-def sync_job(conn: psycopg.Connection[Any], name: str) -> None:
-    """Enqueue, in the caller's transaction, the syncs of one crate's file: git and sparse."""
-    app.enqueue_many(conn, [sync_crate.job({"name": name}), write_sparse.job({"name": name})])

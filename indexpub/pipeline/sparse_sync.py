@@ -14,9 +14,9 @@ from typing import Any
 
 import psycopg
 
-from indexpub import queries, store
 from indexpub.atomic_file import write_atomically
-from indexpub.names import index_path
+from indexpub.domain.names import index_path
+from indexpub.registry import render, sql
 
 
 def write_file(root: Path, relative: str, content: bytes | None) -> bool:
@@ -63,8 +63,8 @@ def sync_sparse(conn: psycopg.Connection[Any], root: Path, names: Sequence[str])
     unique = list(dict.fromkeys(names))
     keys = sorted({crate_lock_key(name) for name in unique})
     try:
-        conn.execute(queries.LOCK_CRATE_FILES, (keys,))
-        wants = store.render_crate_files(conn, [name.lower() for name in unique])
+        conn.execute(sql.LOCK_CRATE_FILES, (keys,))
+        wants = render.render_crate_files(conn, [name.lower() for name in unique])
         for name in unique:
             relative = index_path(name)
             try:

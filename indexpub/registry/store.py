@@ -8,24 +8,17 @@ does — the gap that lost updates in the old "commit, then push" design is gone
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-import psycopg
-
-from indexpub import queries
-from indexpub.entries import IndexEntry, check_line_size, set_yanked_flag
+from indexpub.domain.entries import IndexEntry, check_line_size
+from indexpub.domain.names import canonical_name, validate_crate_name
+from indexpub.domain.versions import parse_version
 from indexpub.errors import InvalidInput
-from indexpub.names import canonical_name, validate_crate_name
-from indexpub.versions import parse_version
+from indexpub.registry import sql
+from indexpub.registry.queue import app, enqueue_crate_syncs
+from indexpub.registry.sql import SCHEMA, Conn, statement
 from jobs import migrations
-from jobs.queries import compose
-
-SCHEMA = "indexpub"
-
-Conn = psycopg.Connection[Any]
 
 
 class Conflict(InvalidInput):
@@ -54,31 +47,15 @@ class Change:
     new_crate: bool = False
 
 
-def sql(template: str) -> psycopg.sql.Composed:
-    """A statement of :mod:`indexpub.queries` for the registry's schema."""
-    return compose(template, SCHEMA)
-
-
-_sql = sql
-
-
 def migrate(conn: Conn) -> dict[str, list[int]]:
     """Create or upgrade the registry tables and the job queue's; commits on its own.
 
     Returns the versions applied now, by schema.
     """
-    from indexpub.tasks import app
-
     return {
-        SCHEMA: migrations.migrate(conn, SCHEMA, "indexpub"),
+        SCHEMA: migrations.migrate(conn, SCHEMA, "indexpub.registry", directory="migrations"),
         app.schema: app.migrate(conn),
     }
-
-
-def _enqueue_sync(conn: Conn, name: str) -> None:
-    from indexpub.tasks import sync_job
-
-    sync_job(conn, name)
 
 
 def publish(conn: Conn, entry: IndexEntry) -> Change:
@@ -92,18 +69,18 @@ def publish(conn: Conn, entry: IndexEntry) -> Change:
     name = validate_crate_name(entry.name)
     canonical = canonical_name(name)
     # Refused here, where the line is first built, whatever it was built from: a line stored
-    # now is rendered as it is for ever after (see render_crate_files).
+    # now is rendered as it is for ever after (see indexpub.registry.render).
     line = check_line_size(entry.with_yanked(False).to_line())
     num = str(entry.vers)
     num_no_build = str(entry.vers.without_build())
 
-    crate = conn.execute(_sql(queries.LOCK_CRATE), (canonical,)).fetchone()
+    crate = conn.execute(statement(sql.LOCK_CRATE), (canonical,)).fetchone()
     new_crate = False
     if crate is None:
-        crate = conn.execute(_sql(queries.INSERT_CRATE), (name, canonical)).fetchone()
+        crate = conn.execute(statement(sql.INSERT_CRATE), (name, canonical)).fetchone()
         new_crate = crate is not None
         if crate is None:  # a concurrent publish created it first: wait for it, then compare
-            crate = conn.execute(_sql(queries.LOCK_CRATE), (canonical,)).fetchone()
+            crate = conn.execute(statement(sql.LOCK_CRATE), (canonical,)).fetchone()
     assert crate is not None
     crate_id, existing_name = int(crate[0]), str(crate[1])
     if existing_name != name:
@@ -113,7 +90,7 @@ def publish(conn: Conn, entry: IndexEntry) -> Change:
             f"as {existing_name!r}"
         )
 
-    found = conn.execute(_sql(queries.FIND_VERSION), (crate_id, num_no_build)).fetchone()
+    found = conn.execute(statement(sql.FIND_VERSION), (crate_id, num_no_build)).fetchone()
     if found is not None:
         found_num, found_line = str(found[0]), str(found[1])
         if found_num == num and found_line == line:
@@ -127,22 +104,22 @@ def publish(conn: Conn, entry: IndexEntry) -> Change:
             f"crate {name!r} version {num} equals the published version {found_num} once build "
             "metadata is ignored; cargo would treat them as one version"
         )
-    conn.execute(_sql(queries.INSERT_VERSION), (crate_id, num, num_no_build, line))
-    _enqueue_sync(conn, name)
+    conn.execute(statement(sql.INSERT_VERSION), (crate_id, num, num_no_build, line))
+    enqueue_crate_syncs(conn, name)
     return Change(Outcome.CREATED, name, enqueued=True, new_crate=new_crate)
 
 
 def _set_yanked(conn: Conn, name: str, version: str, yanked: bool) -> Change:
     validate_crate_name(name)
     vers = str(parse_version(version))
-    row = conn.execute(_sql(queries.LOCK_VERSION), (canonical_name(name), vers)).fetchone()
+    row = conn.execute(statement(sql.LOCK_VERSION), (canonical_name(name), vers)).fetchone()
     if row is None:
         raise NotFound(f"crate {name!r} has no version {vers}")
     version_id, was_yanked, published_name = int(row[0]), bool(row[1]), str(row[2])
     if was_yanked == yanked:
         return Change(Outcome.UNCHANGED, published_name, enqueued=False)
-    conn.execute(_sql(queries.SET_YANKED), (yanked, version_id))
-    _enqueue_sync(conn, published_name)
+    conn.execute(statement(sql.SET_YANKED), (yanked, version_id))
+    enqueue_crate_syncs(conn, published_name)
     return Change(Outcome.CHANGED, published_name, enqueued=True)
 
 
@@ -160,49 +137,19 @@ def delete_version(conn: Conn, name: str, version: str) -> Change:
     """Remove a version (an administrative act: lockfiles that pin it stop resolving)."""
     validate_crate_name(name)
     vers = str(parse_version(version))
-    row = conn.execute(_sql(queries.LOCK_VERSION), (canonical_name(name), vers)).fetchone()
+    row = conn.execute(statement(sql.LOCK_VERSION), (canonical_name(name), vers)).fetchone()
     if row is None:
         raise NotFound(f"crate {name!r} has no version {vers}")
-    conn.execute(_sql(queries.DELETE_VERSION), (int(row[0]),))
-    _enqueue_sync(conn, str(row[2]))
+    conn.execute(statement(sql.DELETE_VERSION), (int(row[0]),))
+    enqueue_crate_syncs(conn, str(row[2]))
     return Change(Outcome.DELETED, str(row[2]), enqueued=True)
 
 
 def delete_crate(conn: Conn, name: str) -> Change:
     """Remove a crate and all its versions; its index file is deleted by the sync job."""
     validate_crate_name(name)
-    row = conn.execute(_sql(queries.DELETE_CRATE), (canonical_name(name),)).fetchone()
+    row = conn.execute(statement(sql.DELETE_CRATE), (canonical_name(name),)).fetchone()
     if row is None:
         raise NotFound(f"no crate named {name!r}")
-    _enqueue_sync(conn, str(row[0]))
+    enqueue_crate_syncs(conn, str(row[0]))
     return Change(Outcome.DELETED, str(row[0]), enqueued=True)
-
-
-def render_crate_files(conn: Conn, lower_names: Sequence[str]) -> dict[str, bytes | None]:
-    """The bytes each (lowercased) crate name's index file must hold; None: no file.
-
-    Stored lines are trusted, never parsed or validated again: they were checked when they were
-    stored, and a check that could fail here would stop the crate's file, and every crate synced
-    with it, until someone edited the database. A yank only flips the line's flag.
-    """
-    wanted = list(dict.fromkeys(lower_names))
-    rows = conn.execute(
-        _sql(queries.CRATE_FILES_LINES),
-        {"lower_names": wanted, "canonical": [n.replace("-", "_") for n in wanted]},
-    ).fetchall()
-    lines: dict[str, list[str]] = {}
-    for name, line, yanked in rows:
-        lines.setdefault(name, []).append(set_yanked_flag(line, yanked))
-    return {
-        name: ("\n".join(lines[name]) + "\n").encode() if name in lines else None for name in wanted
-    }
-
-
-def render_crate_file(conn: Conn, lower_name: str) -> bytes | None:
-    """The bytes the index file of this (lowercased) crate name must hold; None: no file."""
-    return render_crate_files(conn, [lower_name])[lower_name]
-
-
-def all_crate_names(conn: Conn) -> list[str]:
-    """Every crate's lowercased name: what ``verify`` and ``rebuild`` walk."""
-    return [str(row[0]) for row in conn.execute(_sql(queries.ALL_CRATE_NAMES)).fetchall()]

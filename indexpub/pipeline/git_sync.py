@@ -16,14 +16,14 @@ from typing import Any
 
 import psycopg
 
-from indexpub import store
-from indexpub.faults import crash_point
-from indexpub.git_index import GitIndex
-from indexpub.git_objects import object_sha
-from indexpub.git_process import GitError, GitTimeout, PushRejected
-from indexpub.names import index_path
+from indexpub.domain.names import index_path
+from indexpub.gitindex.index import GitIndex
+from indexpub.gitindex.objects import object_sha
+from indexpub.gitindex.process import GitError, GitTimeout, PushRejected
+from indexpub.pipeline.faults import crash_point
+from indexpub.registry import render
 
-log = logging.getLogger("indexpub.sync")
+log = logging.getLogger("indexpub.pipeline.git_sync")
 
 # A rejected push means another writer moved the remote; after this many rebuilds in one job the
 # job fails and the queue's backoff spaces out the next try.
@@ -76,7 +76,7 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
         # also reads the trees the commits will need); a file whose rendering hashes to the
         # same sha is unchanged, so no file is read.
         haves = _file_shas(index, paths, tip, unique, failed)
-        wants = store.render_crate_files(conn, [name.lower() for name in unique])
+        wants = render.render_crate_files(conn, [name.lower() for name in unique])
         for name, path, have in zip(unique, paths, haves, strict=True):
             want = wants[name.lower()]
             if (

@@ -1,6 +1,29 @@
-"""Every SQL statement of the indexpub package, by name (the queue's own live in jobs.queries)."""
+"""Every SQL statement of indexpub's registry, by name, and the schema its tables live in.
+
+The queue's own statements live in :mod:`jobs.queries`.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.sql import Composed
+
+from jobs.queries import compose
+
+SCHEMA = "indexpub"
+
+Conn = psycopg.Connection[Any]
+"""The connection every registry function takes; it runs in the caller's transaction."""
+
+
+def statement(template: str) -> Composed:
+    """A statement of this module with ``{schema}`` filled in as the registry's schema."""
+    return compose(template, SCHEMA)
+
+
+# --- the embedded server ---------------------------------------------------------------------
 
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
 
@@ -15,7 +38,7 @@ TEST_TUNING = (
     "ALTER SYSTEM SET max_connections = 300",
 )
 
-# --- the registry's tables (indexpub/sql) -------------------------------------------------------
+# --- the registry's tables (registry/migrations) ----------------------------------------
 # Every statement names {schema}, filled in as a quoted identifier by jobs.queries.compose.
 
 LOCK_CRATE = "SELECT id, name FROM {schema}.crates WHERE canonical_name = %s FOR UPDATE"

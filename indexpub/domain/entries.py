@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Literal, NoReturn
 
+from indexpub.domain.names import validate_crate_name, validate_dependency_name
+from indexpub.domain.versions import Version, validate_rust_version, validate_version_req
 from indexpub.errors import InvalidEntry, InvalidInput, InvalidName, shorten
-from indexpub.names import validate_crate_name, validate_dependency_name
-from indexpub.versions import Version, validate_rust_version, validate_version_req
 
 # Its old name here, which other modules import (it lives in errors.py for names and versions).
 _shorten = shorten

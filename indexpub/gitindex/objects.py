@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from indexpub.atomic_file import write_atomically
-from indexpub.git_process import GitError
+from indexpub.gitindex.process import GitError
 
 # An object name as git prints it: 40 lowercase hex digits (sha1 repositories only).
 SHA_RE = re.compile(r"[0-9a-f]{40}")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from indexpub.atomic_file import fsync_dir, write_atomically
-from indexpub.git_process import (
+from indexpub.gitindex.process import (
     GitError,
     GitRemote,
     PushRejected,

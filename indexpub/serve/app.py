@@ -1,9 +1,10 @@
 """cargo's registry Web API and the sparse index over HTTP (``indexpub serve``).
 
-A thin layer over the Python API that any registry backend calls (:mod:`indexpub.accounts`,
-:mod:`indexpub.store`): it adds only what HTTP needs — reading cargo's framed upload without
-trusting its lengths, tokens from the ``Authorization`` header, and errors in the shape cargo
-prints (``{"errors": [{"detail": "..."}]}``). The index itself is never written here: a publish
+A thin layer over the Python API that any registry backend calls
+(:mod:`indexpub.registry.accounts`, :mod:`indexpub.registry.store`): it adds only what HTTP
+needs — reading cargo's framed upload without trusting its lengths, tokens from the
+``Authorization`` header, and errors in the shape cargo prints
+(``{"errors": [{"detail": "..."}]}``). The index itself is never written here: a publish
 records the version and enqueues its sync jobs in one transaction, and ``indexpub worker``
 renders the git and sparse files from the database.
 
@@ -35,13 +36,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from indexpub import accounts, config, store
-from indexpub.crate_file import read_crate_bytes
-from indexpub.crate_storage import crate_file_path, store_crate_file
-from indexpub.entries import IndexEntry, load_json, sort_dependencies
+from indexpub import config
+from indexpub.domain.crate_file import read_crate_bytes
+from indexpub.domain.entries import IndexEntry, load_json, sort_dependencies
 from indexpub.errors import InvalidInput
+from indexpub.registry import accounts, store
+from indexpub.registry.crate_storage import crate_file_path, store_crate_file
 
-log = logging.getLogger("indexpub.serve")
+log = logging.getLogger("indexpub.serve.app")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -315,9 +317,9 @@ class _Registry:
         """The entry to publish, from the ``.crate``, checked against the JSON cargo sent.
 
         The entry comes from the archive's normalized ``Cargo.toml`` (see
-        :mod:`indexpub.crate_file`), so the index describes the bytes that cargo will download
-        rather than what a client claims; a JSON that disagrees in anything else than name and
-        version (which must match) earns a warning, which cargo prints.
+        :mod:`indexpub.domain.crate_file`), so the index describes the bytes that cargo will
+        download rather than what a client claims; a JSON that disagrees in anything else than
+        name and version (which must match) earns a warning, which cargo prints.
         """
         cksum = hashlib.sha256(crate).hexdigest()
         claimed = IndexEntry.from_publish_json(meta, cksum)

@@ -35,8 +35,16 @@ from pathlib import Path
 
 import git
 
-from indexpub.cat_file import CatFile
-from indexpub.git_objects import (
+from indexpub.gitindex.cat_file import CatFile
+from indexpub.gitindex.direct_publish import (
+    LOCAL_PUSH_ENV,
+    DirectProbe,
+    DirectTarget,
+    local_push_mode,
+    probe_push_url,
+    publish_directly,
+)
+from indexpub.gitindex.objects import (
     BLOB_MODE,
     EMPTY_TREE,
     SHA_RE,
@@ -58,7 +66,7 @@ from indexpub.git_objects import (
     write_loose_object,
     write_pack,
 )
-from indexpub.git_process import (
+from indexpub.gitindex.process import (
     GitError,
     GitRemote,
     GitTimeout,
@@ -67,14 +75,6 @@ from indexpub.git_process import (
     run_git,
     scrub_secrets,
     write_askpass,
-)
-from indexpub.local_publish import (
-    LOCAL_PUSH_ENV,
-    DirectProbe,
-    DirectTarget,
-    local_push_mode,
-    probe_push_url,
-    publish_directly,
 )
 
 __all__ = [
@@ -89,7 +89,7 @@ __all__ = [
     "local_push_mode",
 ]
 
-log = logging.getLogger("indexpub.git_index")
+log = logging.getLogger("indexpub.gitindex.index")
 
 DEFAULT_IDENTITY = "indexpub <indexpub@localhost>"
 REMOTE = "origin"

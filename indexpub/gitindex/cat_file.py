@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from indexpub.git_objects import SHA_RE, GitObject
-from indexpub.git_process import GitError, GitTimeout, kill_git, start_git
+from indexpub.gitindex.objects import SHA_RE, GitObject
+from indexpub.gitindex.process import GitError, GitTimeout, kill_git, start_git
 
 __all__ = ["CatFile"]
 
