@@ -58,16 +58,6 @@ def local_index_dl(data: Path) -> str:
     return crate_files_dir(data).as_uri() + "/{crate}/{crate}-{version}.crate"
 
 
-def local_index(data: Path) -> Path:
-    """The embedded default's bare index remote, created with its config.json on first use."""
-    from indexpub.gitindex.index import init_index
-
-    path = local_index_path(data)
-    if not (path / "HEAD").exists():
-        init_index(path, dl=local_index_dl(data), api=None)
-    return path
-
-
 def crate_files_dir(data: Path) -> Path:
     return data / "crates"
 

@@ -25,6 +25,11 @@ from indexpub.registry import sql as queries
 
 DATABASE = "indexpub"
 
+# The statements this module sends to the server, not to the registry's schema (those live in
+# indexpub.registry.sql).
+DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
+CREATE_DATABASE = "CREATE DATABASE {database}"
+
 
 def _module() -> Any:
     """The wheel's module, typed loosely: its own annotations are partial."""
@@ -48,9 +53,9 @@ def database_url(pgdata: Path, database: str = DATABASE) -> str:
     """The URL of ``database`` on the embedded server, creating the database on first use."""
     admin = server_url(pgdata)
     with psycopg.connect(admin, autocommit=True) as conn:
-        found = conn.execute(queries.DATABASE_EXISTS, (database,)).fetchone()
+        found = conn.execute(DATABASE_EXISTS, (database,)).fetchone()
         if found is None:
-            conn.execute(sql.SQL(queries.CREATE_DATABASE).format(database=sql.Identifier(database)))
+            conn.execute(sql.SQL(CREATE_DATABASE).format(database=sql.Identifier(database)))
     return server_url(pgdata, database)
 
 
@@ -110,7 +115,7 @@ def throwaway_database(admin_url: str, prefix: str) -> Iterator[str]:
     name = f"{prefix}{uuid.uuid4().hex[:12]}"
     identifier = sql.Identifier(name)
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL(queries.CREATE_DATABASE).format(database=identifier))
+        conn.execute(sql.SQL(CREATE_DATABASE).format(database=identifier))
     try:
         yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
     finally:

@@ -105,11 +105,11 @@ class Settings:
         if config.configured_index_url(self.index_url) is not None:
             return self.index_location
         path = config.local_index_path(self.data_dir)
-        created = not (path / "HEAD").exists()
-        if created:
+        if not (path / "HEAD").exists():
+            from indexpub.gitindex.index import init_index
+
             self.check_writable()
-        config.local_index(self.data_dir)
-        if created:
+            init_index(path, dl=config.local_index_dl(self.data_dir), api=None)
             announce(f"created a local index remote in {path}")
         return str(path)
 

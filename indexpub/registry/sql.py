@@ -23,11 +23,7 @@ def statement(template: str) -> Composed:
     return compose(template, SCHEMA)
 
 
-# --- the embedded server ---------------------------------------------------------------------
-
-DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
-
-CREATE_DATABASE = "CREATE DATABASE {database}"
+# --- test servers only ------------------------------------------------------------------------
 
 DROP_DATABASE = "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
 
