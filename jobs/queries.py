@@ -216,7 +216,7 @@ ROLLBACK = "ROLLBACK"
 
 # Taken in the run's transaction and held until it ends: the row lock is what "running" means.
 # The attempts check makes it a compare-and-swap against the claim: if another worker claimed the
-# row again in between (only possible once the lease ran out), this runner drops it.
+# row again in between (only possible once the claim's backoff has passed), this runner drops it.
 LOCK_CLAIMED = """
 SELECT j.id FROM {schema}.jobs AS j
 JOIN unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS c(id, attempts)

@@ -235,8 +235,8 @@ class JobStore:
         """Begin the run's transaction and take the claimed rows' locks: one round trip.
 
         Returns the ids locked; a claimed job missing from it was claimed again by someone else
-        after its lease ran out, and is theirs now. ``stop_waiting``: a queue this connection
-        waits for (see start_waiting), whose listener row goes in the same round trip.
+        after the claim's backoff had passed, and is theirs now. ``stop_waiting``: a queue this
+        connection waits for (see start_waiting), whose listener row goes in the same round trip.
         """
         if len(claimed) == 1:
             query = self._sql(queries.LOCK_ONE)

@@ -159,7 +159,7 @@ class Worker:
                 self.store.abort_run(self._control)
                 self.store.release(self._control, claimed)
             except psycopg.Error as exc:
-                # It waits out its lease instead, with the attempt counted.
+                # It is claimed again once the claim's backoff has passed, with the attempt counted.
                 log.warning("%s: could not release claimed jobs: %s", self.name, exc)
 
     def _start_waiting(self) -> bool:
@@ -315,7 +315,7 @@ class Worker:
                 done = [job.id for job in batch if job.id not in errors]
                 if done:
                     # Claim the next job in the same commit, unless about to stop: a job
-                    # claimed and then left would wait out its lease and count an attempt.
+                    # claimed and then left would wait out the claim's backoff and count an attempt.
                     claim_next = None if self._stopping else self.queue
                     # Lock the next job in the same round trip too, unless this queue runs
                     # batches: a batch's followers are claimed after its head.
