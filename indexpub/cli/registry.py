@@ -48,7 +48,8 @@ def entry_from_input(
     packaged Cargo.toml (``registry-index``): their dependencies on it become ``registry: null``.
     """
     from indexpub.domain.crate_file import read_crate_bytes
-    from indexpub.domain.entries import IndexEntry, load_json
+    from indexpub.domain.entries import IndexEntry
+    from indexpub.domain.json_input import load_json
     from indexpub.errors import InvalidInput
 
     if input_format == "crate" or (input_format == "auto" and data.startswith(GZIP_MAGIC)):

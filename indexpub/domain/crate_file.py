@@ -24,14 +24,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from indexpub.domain.entries import (
-    Dependency,
-    DepKind,
-    IndexEntry,
-    normalize_target,
-    sort_dependencies,
-    split_features,
-)
+from indexpub.domain.cfg import normalize_target
+from indexpub.domain.entries import Dependency, DepKind, IndexEntry, sort_dependencies
+from indexpub.domain.features import split_features
 from indexpub.domain.versions import Version, normalize_version_req
 from indexpub.errors import InvalidCrateFile, InvalidInput
 from indexpub.errors import shorten as _shorten

@@ -38,7 +38,8 @@ from starlette.types import Scope
 
 from indexpub import config
 from indexpub.domain.crate_file import read_crate_bytes
-from indexpub.domain.entries import IndexEntry, load_json, sort_dependencies
+from indexpub.domain.entries import IndexEntry, sort_dependencies
+from indexpub.domain.json_input import load_json
 from indexpub.errors import InvalidInput
 from indexpub.registry import accounts, store
 from indexpub.registry.crate_storage import crate_file_path, store_crate_file
