@@ -37,6 +37,7 @@ from indexpub.domain.features import (
     validate_feature_value,
 )
 from indexpub.domain.json_input import decode_json
+from indexpub.domain.limits import MiB
 from indexpub.domain.names import validate_crate_name, validate_dependency_name
 from indexpub.domain.versions import Version, validate_rust_version, validate_version_req
 from indexpub.errors import InvalidInput, shorten
@@ -47,7 +48,7 @@ DepKind = Literal["normal", "build", "dev"]
 # long an index line may be"): cargo sets no limit of its own and crates.io bounds only what a
 # line is made of, so this is generous for crates with thousands of features and small enough
 # that no single line can make a crate file, a batch or a reader's buffer unbounded.
-MAX_LINE_BYTES = 4 * 1024 * 1024
+MAX_LINE_BYTES = 4 * MiB
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 
 _KINDS: dict[str, DepKind] = {"normal": "normal", "build": "build", "dev": "dev"}
