@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from indexpub.domain.cfg import normalize_target
-from indexpub.domain.entries import Dependency, DepKind, IndexEntry, sort_dependencies
+from indexpub.domain.entries import (
+    Dependency,
+    DepKind,
+    IndexEntry,
+    is_own_registry,
+    sort_dependencies,
+)
 from indexpub.domain.features import split_features
 from indexpub.domain.limits import (
     DEFAULT_MAX_BYTES,
@@ -116,9 +122,10 @@ def read_crate_bytes(
     """Validate a ``.crate`` archive and return the index entry ``cargo publish`` implies.
 
     ``index_url`` is this registry's index URL: a dependency whose ``registry-index`` equals it
-    gets ``registry: null`` in the index. Without it, such a dependency keeps the URL, which
-    cargo resolves to the same registry anyway. ``expected_name``/``expected_version`` (from
-    the publish request) must match the manifest when given.
+    (:func:`~indexpub.domain.entries.is_own_registry`) gets ``registry: null`` in the index.
+    Without it, such a dependency keeps the URL, which cargo resolves to the same registry
+    anyway. ``expected_name``/``expected_version`` (from the publish request) must match the
+    manifest when given.
     """
     if len(data) > max_bytes:
         raise _invalid(
@@ -720,7 +727,7 @@ def _dependency_registry(registry_index: object, index_url: str | None) -> str |
     In Cargo.toml no registry means crates.io; in the index null means "this registry".
     """
     url = CRATES_IO_INDEX if registry_index is None else _string(registry_index, "registry-index")
-    if index_url is not None and url.rstrip("/") == index_url.rstrip("/"):
+    if index_url is not None and is_own_registry(url, (index_url,)):
         return None
     return url
 

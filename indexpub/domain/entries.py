@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -274,6 +274,29 @@ def _kind(value: object) -> DepKind:
 def sort_dependencies(deps: Iterable[Dependency]) -> tuple[Dependency, ...]:
     """Dependencies in the order crates.io writes them."""
     return tuple(sorted(deps, key=Dependency.sort_key))
+
+
+def is_own_registry(url: str, own_urls: Collection[str]) -> bool:
+    """Whether a dependency's registry URL is one of ``own_urls``, up to trailing slashes.
+
+    ``own_urls`` are this registry's index URLs: a crate packaged for it names it in
+    ``registry-index`` by whichever one its author configured (the git index or the sparse
+    one), and all of them mean "this registry", which the index writes as ``registry: null``.
+    """
+    return url.rstrip("/") in {own.rstrip("/") for own in own_urls}
+
+
+def own_registry_as_null(entry: IndexEntry, own_urls: Collection[str]) -> IndexEntry:
+    """``entry`` with ``registry: null`` for each dependency on this registry (see
+    :func:`is_own_registry`), re-sorted; the entry itself when there is none."""
+
+    def ours(dep: Dependency) -> bool:
+        return dep.registry is not None and is_own_registry(dep.registry, own_urls)
+
+    if not any(ours(dep) for dep in entry.deps):
+        return entry
+    deps = (replace(dep, registry=None) if ours(dep) else dep for dep in entry.deps)
+    return replace(entry, deps=sort_dependencies(deps))
 
 
 # =========================================================================== IndexEntry
