@@ -148,12 +148,12 @@ def read_crate_bytes(
 # =========================================================================== the archive
 #
 # A small tar reader of our own rather than ``tarfile``: ``tarfile`` reads a pax extended
-# header or a GNU long name whole into memory before anyone can look at its size (a 450 MiB
-# pax header in a 459 KB upload took 10.5 s and 1.4 GiB), quietly skips what it does not
-# understand, and follows rules (a pax ``size`` over the header's, old-style directories,
-# ``ignore_zeros``) that cargo's tar crate does not share. Here every length is checked before
-# the bytes it announces are read, only one extension header is held at a time, and whatever
-# two tar readers could read differently is refused rather than guessed at.
+# header or a GNU long name whole into memory before anyone can look at its size, quietly
+# skips what it does not understand, and follows rules (a pax ``size`` over the header's,
+# old-style directories, ``ignore_zeros``) that cargo's tar crate does not share. Here every
+# length is checked before the bytes it announces are read, only one extension header is held
+# at a time, and whatever two tar readers could read differently is refused rather than
+# guessed at.
 
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
