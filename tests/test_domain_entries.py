@@ -16,17 +16,15 @@ from bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_CKSUM, line
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from indexpub.domain.cfg import normalize_target, validate_target
 from indexpub.domain.entries import (
     Dependency,
     IndexEntry,
     format_pubtime,
-    normalize_target,
     set_yanked_flag,
     sort_dependencies,
-    split_features,
-    validate_feature_name,
-    validate_target,
 )
+from indexpub.domain.features import split_features, validate_feature_name
 from indexpub.domain.names import index_path
 from indexpub.domain.versions import Version
 from indexpub.errors import InvalidEntry, InvalidInput, InvalidName

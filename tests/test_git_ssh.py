@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ssh_server import NO_REPOSITORY, SshServer, write_client_key
 
 from indexpub.cli import main
-from indexpub.domain.entries import _shorten
+from indexpub.errors import shorten as _shorten
 from indexpub.gitindex.process import (
     GitError,
     GitRemote,

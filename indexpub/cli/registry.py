@@ -10,14 +10,10 @@ import click
 
 from indexpub import config
 from indexpub.cli.common import CommandError, Settings, announce, pass_settings
+from indexpub.domain.limits import DEFAULT_MAX_BYTES  # light; other domain modules load lazily
 
 if TYPE_CHECKING:
     from indexpub.domain.entries import IndexEntry
-
-GZIP_MAGIC = b"\x1f\x8b"
-# indexpub.domain.crate_file's limit, written out so that `indexpub publish --help` need not
-# import the domain modules; tests/test_cli_startup.py checks that the two agree.
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 
 
 def _read_input(source: str, max_bytes: int) -> bytes:
@@ -47,8 +43,9 @@ def entry_from_input(
     line has. ``registry_index`` is the URL by which crates of this registry name it in their
     packaged Cargo.toml (``registry-index``): their dependencies on it become ``registry: null``.
     """
-    from indexpub.domain.crate_file import read_crate_bytes
-    from indexpub.domain.entries import IndexEntry, load_json
+    from indexpub.domain.crate_file import GZIP_MAGIC, read_crate_bytes
+    from indexpub.domain.entries import IndexEntry
+    from indexpub.domain.json_input import load_json
     from indexpub.errors import InvalidInput
 
     if input_format == "crate" or (input_format == "auto" and data.startswith(GZIP_MAGIC)):

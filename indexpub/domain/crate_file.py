@@ -24,37 +24,35 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from indexpub.domain.cfg import normalize_target
 from indexpub.domain.entries import (
     Dependency,
     DepKind,
     IndexEntry,
-    normalize_target,
+    is_own_registry,
     sort_dependencies,
-    split_features,
+)
+from indexpub.domain.features import split_features
+from indexpub.domain.limits import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_UNPACKED_BYTES,
+    MAX_EXTENSION_HEADER_BYTES,
+    MAX_EXTENSION_TOTAL_BYTES,
+    MAX_MANIFEST_BRACKETS,
+    MAX_MANIFEST_BYTES,
+    MAX_MANIFEST_DOTS,
+    MAX_MANIFEST_NESTING,
+    KiB,
 )
 from indexpub.domain.versions import Version, normalize_version_req
-from indexpub.errors import InvalidCrateFile, InvalidInput
-from indexpub.errors import shorten as _shorten
+from indexpub.errors import InvalidCrateFile, InvalidInput, shorten
 
-KiB = 1024
-MiB = 1024 * KiB
-DEFAULT_MAX_BYTES = 10 * MiB
-DEFAULT_MAX_UNPACKED_BYTES = 512 * MiB  # crates.io's default limit
-DEFAULT_MAX_MEMBERS = 50_000
-# One pax extended header or GNU long (link) name, and all of them in one archive: cargo writes
-# a GNU long name only for a path over 100 bytes, so real crates stay far below both.
-MAX_EXTENSION_HEADER_BYTES = 64 * KiB
-MAX_EXTENSION_TOTAL_BYTES = 4 * MiB
-# A normalized Cargo.toml is kilobytes; parsing TOML costs far more memory than its text
-# (each dotted key part or inline table is a dict), so its size and shape are bounded first.
-MAX_MANIFEST_BYTES = 1 * MiB
-MAX_MANIFEST_NESTING = 64
-MAX_MANIFEST_DOTS = 10_000
-MAX_MANIFEST_BRACKETS = 50_000  # arrays and tables: 340,000 empty inline tables cost 29 MiB
 # What a `.crate` manifest means by a dependency without `registry-index`.
 CRATES_IO_INDEX = "https://github.com/rust-lang/crates.io-index"
 
-_GZIP_MAGIC = b"\x1f\x8b"
+# How a .crate file (a gzip stream) starts.
+GZIP_MAGIC = b"\x1f\x8b"
 _DEP_TABLES: dict[str, DepKind] = {
     "dependencies": "normal",
     "dev-dependencies": "dev",
@@ -65,7 +63,8 @@ _DEP_TABLES: dict[str, DepKind] = {
 _UNSUPPORTED_DEP_KEYS = ("artifact", "lib", "target", "workspace", "registry")
 
 
-def _fail(message: str) -> InvalidCrateFile:
+def _invalid(message: str) -> InvalidCrateFile:
+    """The refusal to raise: ``raise _invalid(...)``."""
     return InvalidCrateFile(message)
 
 
@@ -76,7 +75,7 @@ def read_bounded(stream: BinaryIO, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """Read a whole upload, refusing it as soon as it exceeds ``max_bytes``."""
     data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise _fail(f"invalid .crate file: larger than the limit of {max_bytes} bytes")
+        raise _invalid(f"invalid .crate file: larger than the limit of {max_bytes} bytes")
     return data
 
 
@@ -94,7 +93,7 @@ def read_crate_file(
     """Read a ``.crate`` file from disk; see :func:`read_crate_bytes` for the parameters."""
     size = os.stat(path).st_size
     if size > max_bytes:
-        raise _fail(f"invalid .crate file of {size} bytes: larger than the limit of {max_bytes}")
+        raise _invalid(f"invalid .crate file of {size} bytes: larger than the limit of {max_bytes}")
     with open(path, "rb") as stream:
         data = read_bounded(stream, max_bytes)
     return read_crate_bytes(
@@ -123,16 +122,17 @@ def read_crate_bytes(
     """Validate a ``.crate`` archive and return the index entry ``cargo publish`` implies.
 
     ``index_url`` is this registry's index URL: a dependency whose ``registry-index`` equals it
-    gets ``registry: null`` in the index. Without it, such a dependency keeps the URL, which
-    cargo resolves to the same registry anyway. ``expected_name``/``expected_version`` (from
-    the publish request) must match the manifest when given.
+    (:func:`~indexpub.domain.entries.is_own_registry`) gets ``registry: null`` in the index.
+    Without it, such a dependency keeps the URL, which cargo resolves to the same registry
+    anyway. ``expected_name``/``expected_version`` (from the publish request) must match the
+    manifest when given.
     """
     if len(data) > max_bytes:
-        raise _fail(
+        raise _invalid(
             f"invalid .crate file of {len(data)} bytes: larger than the limit of {max_bytes}"
         )
-    if not data.startswith(_GZIP_MAGIC):
-        raise _fail(f"invalid .crate file starting with {data[:8]!r}: not a gzip file")
+    if not data.startswith(GZIP_MAGIC):
+        raise _invalid(f"invalid .crate file starting with {data[:8]!r}: not a gzip file")
     prefix, manifest_bytes = _scan_archive(data, max_unpacked_bytes, max_members)
     manifest = _parse_manifest(manifest_bytes)
     try:
@@ -148,12 +148,12 @@ def read_crate_bytes(
 # =========================================================================== the archive
 #
 # A small tar reader of our own rather than ``tarfile``: ``tarfile`` reads a pax extended
-# header or a GNU long name whole into memory before anyone can look at its size (a 450 MiB
-# pax header in a 459 KB upload took 10.5 s and 1.4 GiB), quietly skips what it does not
-# understand, and follows rules (a pax ``size`` over the header's, old-style directories,
-# ``ignore_zeros``) that cargo's tar crate does not share. Here every length is checked before
-# the bytes it announces are read, only one extension header is held at a time, and whatever
-# two tar readers could read differently is refused rather than guessed at.
+# header or a GNU long name whole into memory before anyone can look at its size, quietly
+# skips what it does not understand, and follows rules (a pax ``size`` over the header's,
+# old-style directories, ``ignore_zeros``) that cargo's tar crate does not share. Here every
+# length is checked before the bytes it announces are read, only one extension header is held
+# at a time, and whatever two tar readers could read differently is refused rather than
+# guessed at.
 
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
@@ -210,11 +210,11 @@ class _Inflater:
             try:
                 out = self._zlib.decompress(source, wanted)
             except zlib.error as problem:
-                raise _fail(f"invalid .crate file: corrupt gzip data ({problem})") from None
+                raise _invalid(f"invalid .crate file: corrupt gzip data ({problem})") from None
             if out:
                 self.total += len(out)
                 if self.total > self._limit:
-                    raise _fail(
+                    raise _invalid(
                         f"invalid .crate file: unpacks to more than the limit of {self._limit}"
                         " bytes"
                     )
@@ -223,8 +223,8 @@ class _Inflater:
 
     def _ended(self, what: str) -> InvalidCrateFile:
         if not self._zlib.eof:
-            return _fail("invalid .crate file: truncated gzip data (the stream ends early)")
-        return _fail(f"invalid .crate file: the tar archive ends inside {what}")
+            return _invalid("invalid .crate file: truncated gzip data (the stream ends early)")
+        return _invalid(f"invalid .crate file: the tar archive ends inside {what}")
 
     def read(self, size: int, what: str) -> bytes:
         """Exactly ``size`` bytes (the caller has bounded ``size``)."""
@@ -264,11 +264,11 @@ class _Inflater:
         """
         while chunk := self._some(_CHUNK):
             if chunk.count(0) != len(chunk):
-                raise _fail("invalid .crate file: data after the end of the tar archive")
+                raise _invalid("invalid .crate file: data after the end of the tar archive")
         if not self._zlib.eof:
             raise self._ended("the end-of-archive marker")
         if self._zlib.unused_data or self._position < len(self._data):
-            raise _fail("invalid .crate file: data after the end of the gzip stream")
+            raise _invalid("invalid .crate file: data after the end of the gzip stream")
 
 
 @dataclass
@@ -286,14 +286,13 @@ def _number(field: bytes, what: str) -> int:
     if field[:1] == b"\x80":
         return int.from_bytes(field[1:], "big")
     if field[:1] == b"\xff":
-        raise _fail(f"invalid .crate file: not a readable tar archive (negative {what})")
+        raise _invalid(f"invalid .crate file: not a readable tar archive (negative {what})")
     text = field.split(b"\x00", 1)[0].strip(b" ")
     if not text:
         return 0
     if not all(48 <= byte <= 55 for byte in text):
-        raise _fail(
-            f"invalid .crate file: not a readable tar archive ({what} {_shorten(text)}"
-            " is not octal)"
+        raise _invalid(
+            f"invalid .crate file: not a readable tar archive ({what} {shorten(text)} is not octal)"
         )
     return int(text, 8)
 
@@ -302,7 +301,7 @@ def _text(raw: bytes, what: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _fail(f"invalid .crate member {_shorten(raw)}: {what} is not UTF-8") from None
+        raise _invalid(f"invalid .crate member {shorten(raw)}: {what} is not UTF-8") from None
 
 
 def _parse_pax(payload: bytes) -> dict[bytes, bytes]:
@@ -313,15 +312,15 @@ def _parse_pax(payload: bytes) -> dict[bytes, bytes]:
         space = payload.find(b" ", position, position + 20)
         digits = payload[position:space] if space > position else b""
         if not digits.isdigit() or digits[:1] == b"0":
-            raise _fail("invalid .crate file: malformed pax extended header record")
+            raise _invalid("invalid .crate file: malformed pax extended header record")
         end = position + int(digits)
         if end > len(payload) or payload[end - 1 : end] != b"\n":
-            raise _fail("invalid .crate file: malformed pax extended header record")
+            raise _invalid("invalid .crate file: malformed pax extended header record")
         key, equals, value = payload[space + 1 : end - 1].partition(b"=")
         if not equals or not key:
-            raise _fail("invalid .crate file: malformed pax extended header record")
+            raise _invalid("invalid .crate file: malformed pax extended header record")
         if key in records:
-            raise _fail(f"invalid .crate file: pax key {_shorten(key)} appears twice")
+            raise _invalid(f"invalid .crate file: pax key {shorten(key)} appears twice")
         records[key] = value
         position = end
     return records
@@ -341,13 +340,15 @@ class _TarReader:
             block = self.stream.header_block()
             if block is None or block == _ZERO_BLOCK:
                 if pending:
-                    raise _fail("invalid .crate file: the archive ends after an extension header")
+                    raise _invalid(
+                        "invalid .crate file: the archive ends after an extension header"
+                    )
                 self.stream.finish()
                 return
             kind, size, raw_name = self._header(block)
             if kind == b"g":
                 # It would change how every later member reads; cargo never writes one.
-                raise _fail("invalid .crate file: a pax global header is not allowed")
+                raise _invalid("invalid .crate file: a pax global header is not allowed")
             if kind in _EXTENSIONS:
                 pending[kind] = self._extension(kind, size, pending)
                 continue
@@ -366,13 +367,13 @@ class _TarReader:
     def _header(self, block: bytes) -> tuple[bytes, int, bytes]:
         stored = _number(block[148:156], "checksum")
         if stored != sum(block[:148]) + 8 * 32 + sum(block[156:]):
-            raise _fail(
+            raise _invalid(
                 "invalid .crate file: not a readable tar archive (a header's checksum is wrong)"
             )
         magic = block[257:265]
         if magic not in (_USTAR, _GNU):
-            raise _fail(
-                f"invalid .crate file: tar header format {_shorten(magic)} (not ustar or GNU)"
+            raise _invalid(
+                f"invalid .crate file: tar header format {shorten(magic)} (not ustar or GNU)"
             )
         raw_name = block[:100].split(b"\x00", 1)[0]
         if magic == _USTAR:
@@ -384,15 +385,15 @@ class _TarReader:
     def _extension(self, kind: bytes, size: int, pending: dict[bytes, bytes]) -> bytes:
         what = _EXTENSIONS[kind]
         if kind in pending:
-            raise _fail(f"invalid .crate file: two {what}s for one member")
+            raise _invalid(f"invalid .crate file: two {what}s for one member")
         if size > MAX_EXTENSION_HEADER_BYTES:
-            raise _fail(
+            raise _invalid(
                 f"invalid .crate file: a {what} of {size} bytes (the limit is"
                 f" {MAX_EXTENSION_HEADER_BYTES})"
             )
         self.extension_bytes += size
         if self.extension_bytes > MAX_EXTENSION_TOTAL_BYTES:
-            raise _fail(
+            raise _invalid(
                 "invalid .crate file: its pax headers and GNU long names add up to more than"
                 f" {MAX_EXTENSION_TOTAL_BYTES} bytes"
             )
@@ -408,7 +409,9 @@ class _TarReader:
         if long_name is not None:
             long_name = long_name.split(b"\x00", 1)[0]
             if b"path" in pax:
-                raise _fail("invalid .crate file: a member has both a GNU long name and a pax path")
+                raise _invalid(
+                    "invalid .crate file: a member has both a GNU long name and a pax path"
+                )
             raw_name = long_name
         raw_name = pax.get(b"path", raw_name)
         if any(key.startswith(b"GNU.sparse.") for key in pax):
@@ -418,9 +421,9 @@ class _TarReader:
         if pax_size is not None and (
             not pax_size.isdigit() or len(pax_size) > 20 or int(pax_size) != size
         ):
-            raise _fail(
-                f"invalid .crate member {_shorten(raw_name)}: its pax size"
-                f" {_shorten(pax[b'size'])} differs from its tar header's {size}"
+            raise _invalid(
+                f"invalid .crate member {shorten(raw_name)}: its pax size"
+                f" {shorten(pax[b'size'])} differs from its tar header's {size}"
             )
         return _Member(_text(raw_name, "its path"), kind, size, raw_name)
 
@@ -434,41 +437,43 @@ def _scan_archive(data: bytes, max_unpacked_bytes: int, max_members: int) -> tup
     manifest: bytes | None = None
     for count, member in enumerate(reader.members(), start=1):
         if count > max_members:
-            raise _fail(f"invalid .crate file: more than {max_members} members")
+            raise _invalid(f"invalid .crate file: more than {max_members} members")
         path = _check_member_path(member.name)
         top = top or path.split("/", 1)[0]
         if path != top and not path.startswith(top + "/"):
-            raise _fail(
-                f"invalid .crate member {_shorten(member.name)}: outside the"
-                f" {_shorten(top + '/')} folder"
+            raise _invalid(
+                f"invalid .crate member {shorten(member.name)}: outside the"
+                f" {shorten(top + '/')} folder"
             )
         _check_member_kind(member, path, top)
         _check_unique(seen, path)
         declared += member.size
         if declared > max_unpacked_bytes:
-            raise _fail(
+            raise _invalid(
                 f"invalid .crate file: unpacks to more than the limit of {max_unpacked_bytes} bytes"
             )
         if path == f"{top}/Cargo.toml":
             if member.size > MAX_MANIFEST_BYTES:
-                raise _fail(
+                raise _invalid(
                     f"invalid .crate file: Cargo.toml is larger than {MAX_MANIFEST_BYTES} bytes"
                 )
             manifest = reader.read_data(member)
     if manifest is None:
-        raise _fail(f"invalid .crate file: no Cargo.toml in {_shorten(top + '/' if top else 'it')}")
+        raise _invalid(
+            f"invalid .crate file: no Cargo.toml in {shorten(top + '/' if top else 'it')}"
+        )
     return top, manifest
 
 
 def _check_member_path(name: str) -> str:
     """A member path, refused when absolute, escaping with ``..``, or ambiguous."""
     if not name or name.startswith("/") or "\\" in name or "\x00" in name:
-        raise _fail(f"invalid .crate member {_shorten(name)}: not a relative POSIX path")
+        raise _invalid(f"invalid .crate member {shorten(name)}: not a relative POSIX path")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise _fail(f"invalid .crate member {_shorten(name)}: contains '..'")
+        raise _invalid(f"invalid .crate member {shorten(name)}: contains '..'")
     if not parts:
-        raise _fail(f"invalid .crate member {_shorten(name)}: empty path")
+        raise _invalid(f"invalid .crate member {shorten(name)}: empty path")
     return "/".join(parts)
 
 
@@ -482,20 +487,20 @@ def _check_member_kind(member: _Member, path: str, top: str) -> None:
     if member.kind in _REGULAR:
         if member.raw_name.endswith(b"/"):
             # Old tar readers take such a file for a folder, newer ones for a file.
-            raise _fail(
-                f"invalid .crate member {_shorten(member.name)}: a file named like a folder"
+            raise _invalid(
+                f"invalid .crate member {shorten(member.name)}: a file named like a folder"
             )
         if path == top:
-            raise _fail(f"invalid .crate member {_shorten(member.name)}: a file, not the folder")
+            raise _invalid(f"invalid .crate member {shorten(member.name)}: a file, not the folder")
         return
     if member.kind == _DIRECTORY:
         if member.size:
             # Readers disagree on whether a folder's data blocks follow its header.
-            raise _fail(f"invalid .crate member {_shorten(member.name)}: a folder with content")
+            raise _invalid(f"invalid .crate member {shorten(member.name)}: a folder with content")
         return
-    kind = _REFUSED_KINDS.get(member.kind, f"an entry of tar type {_shorten(member.kind)}")
-    raise _fail(
-        f"invalid .crate member {_shorten(member.name)}: {kind}; only files and folders are allowed"
+    kind = _REFUSED_KINDS.get(member.kind, f"an entry of tar type {shorten(member.kind)}")
+    raise _invalid(
+        f"invalid .crate member {shorten(member.name)}: {kind}; only files and folders are allowed"
     )
 
 
@@ -505,10 +510,10 @@ def _check_unique(seen: dict[str, str], path: str) -> None:
     key = unicodedata.normalize("NFC", path).casefold()
     other = seen.get(key)
     if other == path:
-        raise _fail(f"invalid .crate member {_shorten(path)}: appears twice")
+        raise _invalid(f"invalid .crate member {shorten(path)}: appears twice")
     if other is not None:
-        raise _fail(
-            f"invalid .crate member {_shorten(path)}: the same path as {_shorten(other)}"
+        raise _invalid(
+            f"invalid .crate member {shorten(path)}: the same path as {shorten(other)}"
             " on a case-insensitive file system"
         )
     seen[key] = key if key == path else path
@@ -535,18 +540,20 @@ def _parse_manifest(data: bytes) -> dict[str, object]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise _fail("invalid Cargo.toml in the .crate file: not UTF-8") from None
+        raise _invalid("invalid Cargo.toml in the .crate file: not UTF-8") from None
     _check_manifest_shape(text)
     try:
         manifest = tomllib.loads(text, parse_float=_toml_float)
     except tomllib.TOMLDecodeError as problem:
-        raise _fail(f"invalid Cargo.toml in the .crate file: not TOML ({problem})") from None
+        raise _invalid(f"invalid Cargo.toml in the .crate file: not TOML ({problem})") from None
     except RecursionError:
-        raise _fail("invalid Cargo.toml in the .crate file: nested too deeply") from None
+        raise _invalid("invalid Cargo.toml in the .crate file: nested too deeply") from None
     except InvalidInput:
         raise
     except ValueError:  # int(): more digits than sys.get_int_max_str_digits()
-        raise _fail("invalid Cargo.toml in the .crate file: an integer is out of range") from None
+        raise _invalid(
+            "invalid Cargo.toml in the .crate file: an integer is out of range"
+        ) from None
     _check_manifest_values(manifest)
     return manifest
 
@@ -559,12 +566,12 @@ def _check_manifest_shape(text: str) -> None:
             depth += 1
             brackets += 1
             if depth > MAX_MANIFEST_NESTING:
-                raise _fail(
+                raise _invalid(
                     "invalid Cargo.toml in the .crate file: arrays or tables nested deeper than"
                     f" {MAX_MANIFEST_NESTING}"
                 )
             if brackets > MAX_MANIFEST_BRACKETS:
-                raise _fail(
+                raise _invalid(
                     f"invalid Cargo.toml in the .crate file: more than {MAX_MANIFEST_BRACKETS}"
                     " arrays and tables"
                 )
@@ -573,7 +580,7 @@ def _check_manifest_shape(text: str) -> None:
         elif group == 3:
             dots += 1
             if dots > MAX_MANIFEST_DOTS:
-                raise _fail(
+                raise _invalid(
                     f"invalid Cargo.toml in the .crate file: more than {MAX_MANIFEST_DOTS}"
                     " dotted key parts or decimal points"
                 )
@@ -582,8 +589,8 @@ def _check_manifest_shape(text: str) -> None:
 def _toml_float(text: str) -> float:
     value = float(text)
     if math.isinf(value) and "inf" not in text:
-        raise _fail(
-            f"invalid Cargo.toml in the .crate file: the float {_shorten(text)} is out of range"
+        raise _invalid(
+            f"invalid Cargo.toml in the .crate file: the float {shorten(text)} is out of range"
         )
     return value
 
@@ -598,28 +605,28 @@ def _check_manifest_values(manifest: dict[str, object]) -> None:
         elif isinstance(item, list):
             stack.extend(item)
         elif isinstance(item, int) and not -(2**63) <= item < 2**63:
-            raise _fail("invalid Cargo.toml in the .crate file: an integer is out of range")
+            raise _invalid("invalid Cargo.toml in the .crate file: an integer is out of range")
 
 
 def _table(value: object, what: str) -> Mapping[str, object]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise _fail(f"invalid Cargo.toml: {what} {_shorten(value)} is not a table")
+        raise _invalid(f"invalid Cargo.toml: {what} {shorten(value)} is not a table")
     return value
 
 
 def _bool(value: object, what: str) -> bool:
     if not isinstance(value, bool):
-        raise _fail(f"invalid Cargo.toml: {what} {_shorten(value)} is not true or false")
+        raise _invalid(f"invalid Cargo.toml: {what} {shorten(value)} is not true or false")
     return value
 
 
 def _string(value: object, what: str) -> str:
     if not isinstance(value, str):
         # Workspace inheritance (`{ workspace = true }`) lands here: cargo package resolves it.
-        raise _fail(
-            f"invalid Cargo.toml: {what} {_shorten(value)} is not a string (not normalized?)"
+        raise _invalid(
+            f"invalid Cargo.toml: {what} {shorten(value)} is not a string (not normalized?)"
         )
     return value
 
@@ -629,7 +636,7 @@ def _entry_from_manifest(
 ) -> IndexEntry:
     package = _table(manifest.get("package") or manifest.get("project"), "[package]")
     if not package:
-        raise _fail("invalid Cargo.toml: no [package] table")
+        raise _invalid("invalid Cargo.toml: no [package] table")
     name = _string(package.get("name"), "package.name")
     version = Version.parse(_string(package.get("version"), "package.version"), what="vers")
     links = package.get("links")
@@ -654,7 +661,7 @@ def _features(value: object) -> dict[str, list[str]]:
     features: dict[str, list[str]] = {}
     for key, values in _table(value, "[features]").items():
         if not isinstance(values, list) or not all(isinstance(item, str) for item in values):
-            raise _fail(f"invalid Cargo.toml: feature {_shorten(key)} is not a list of strings")
+            raise _invalid(f"invalid Cargo.toml: feature {shorten(key)} is not a list of strings")
         features[key] = values
     return features
 
@@ -667,8 +674,8 @@ def _dependencies(manifest: Mapping[str, object], index_url: str | None) -> list
     for platform, tables in _table(manifest.get("target"), "[target]").items():
         target = normalize_target(platform, what="target")
         for table_name, kind in _DEP_TABLES.items():
-            where = f"[target.{_shorten(platform)}.{table_name}]"
-            table = _table(_table(tables, f"[target.{_shorten(platform)}]").get(table_name), where)
+            where = f"[target.{shorten(platform)}.{table_name}]"
+            table = _table(_table(tables, f"[target.{shorten(platform)}]").get(table_name), where)
             deps.extend(
                 _dependency(key, spec, kind, target, index_url) for key, spec in table.items()
             )
@@ -681,36 +688,36 @@ def _dependency(
     """One manifest dependency, turned into what cargo publish sends for it."""
     if isinstance(spec, str):
         spec = {"version": spec}
-    table = _table(spec, f"dependency {_shorten(key)}")
+    table = _table(spec, f"dependency {shorten(key)}")
     for unsupported in _UNSUPPORTED_DEP_KEYS:
         if unsupported in table:
-            raise _fail(
-                f"invalid Cargo.toml: dependency {_shorten(key)} uses {_shorten(unsupported)}"
+            raise _invalid(
+                f"invalid Cargo.toml: dependency {shorten(key)} uses {shorten(unsupported)}"
             )
     if "version" not in table:
-        raise _fail(f"invalid Cargo.toml: dependency {_shorten(key)} has no version requirement")
+        raise _invalid(f"invalid Cargo.toml: dependency {shorten(key)} has no version requirement")
     default_features = table.get("default-features", table.get("default_features", True))
     features = table.get("features", [])
     if not isinstance(features, list):
-        raise _fail(f"invalid Cargo.toml: features of dependency {_shorten(key)} are not a list")
+        raise _invalid(f"invalid Cargo.toml: features of dependency {shorten(key)} are not a list")
     package = table.get("package")
-    version = _string(table["version"], f"version of dependency {_shorten(key)}")
+    version = _string(table["version"], f"version of dependency {shorten(key)}")
     try:
         req = normalize_version_req(version, what="req")
     except InvalidInput as problem:
-        raise type(problem)(f"dependency {_shorten(key)}: {problem}") from None
+        raise type(problem)(f"dependency {shorten(key)}: {problem}") from None
     return Dependency(
         name=key,
         req=req,
         features=tuple(features),
-        optional=_bool(table.get("optional", False), f"optional of dependency {_shorten(key)}"),
-        default_features=_bool(default_features, f"default-features of dependency {_shorten(key)}"),
+        optional=_bool(table.get("optional", False), f"optional of dependency {shorten(key)}"),
+        default_features=_bool(default_features, f"default-features of dependency {shorten(key)}"),
         target=target,
         kind=kind,
         registry=_dependency_registry(table.get("registry-index"), index_url),
         package=None
         if package is None
-        else _string(package, f"package of dependency {_shorten(key)}"),
+        else _string(package, f"package of dependency {shorten(key)}"),
     )
 
 
@@ -720,7 +727,7 @@ def _dependency_registry(registry_index: object, index_url: str | None) -> str |
     In Cargo.toml no registry means crates.io; in the index null means "this registry".
     """
     url = CRATES_IO_INDEX if registry_index is None else _string(registry_index, "registry-index")
-    if index_url is not None and url.rstrip("/") == index_url.rstrip("/"):
+    if index_url is not None and is_own_registry(url, (index_url,)):
         return None
     return url
 
@@ -730,17 +737,17 @@ def _check_identity(
 ) -> None:
     own = f"{entry.name}-{entry.vers}"
     if prefix != own:
-        raise _fail(
-            f"invalid .crate file: its folder {_shorten(prefix)} does not match Cargo.toml's"
-            f" name and version {_shorten(own)}"
+        raise _invalid(
+            f"invalid .crate file: its folder {shorten(prefix)} does not match Cargo.toml's"
+            f" name and version {shorten(own)}"
         )
     if expected_name is not None and expected_name != entry.name:
-        raise _fail(
-            f"invalid .crate file: Cargo.toml names the crate {_shorten(entry.name)},"
-            f" not {_shorten(expected_name)}"
+        raise _invalid(
+            f"invalid .crate file: Cargo.toml names the crate {shorten(entry.name)},"
+            f" not {shorten(expected_name)}"
         )
     if expected_version is not None and expected_version != str(entry.vers):
-        raise _fail(
-            f"invalid .crate file: Cargo.toml has version {_shorten(str(entry.vers))},"
-            f" not {_shorten(expected_version)}"
+        raise _invalid(
+            f"invalid .crate file: Cargo.toml has version {shorten(str(entry.vers))},"
+            f" not {shorten(expected_version)}"
         )

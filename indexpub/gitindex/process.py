@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from indexpub.domain.entries import _shorten
+from indexpub.errors import shorten as _shorten
 
 __all__ = [
     "GitError",

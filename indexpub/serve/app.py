@@ -22,7 +22,7 @@ import logging
 import struct
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from starlette.types import Scope
 
 from indexpub import config
 from indexpub.domain.crate_file import read_crate_bytes
-from indexpub.domain.entries import IndexEntry, load_json, sort_dependencies
+from indexpub.domain.entries import IndexEntry, own_registry_as_null
+from indexpub.domain.json_input import load_json
 from indexpub.errors import InvalidInput
 from indexpub.registry import accounts, store
 from indexpub.registry.crate_storage import crate_file_path, store_crate_file
@@ -244,24 +245,6 @@ async def _read_limited_json(
     return _parse_json_object(data, what)
 
 
-def _same_registry(entry: IndexEntry, urls: Sequence[str]) -> IndexEntry:
-    """Map dependencies on any of this registry's URLs to ``registry: null``.
-
-    A crate packaged for this registry names it in ``registry-index`` by whichever URL its
-    author configured (the git index or the sparse one); all of them mean "this registry".
-    """
-    ours = {url.rstrip("/") for url in urls}
-    if not any(dep.registry is not None and dep.registry.rstrip("/") in ours for dep in entry.deps):
-        return entry
-    deps = (
-        replace(dep, registry=None)
-        if dep.registry is not None and dep.registry.rstrip("/") in ours
-        else dep
-        for dep in entry.deps
-    )
-    return replace(entry, deps=sort_dependencies(deps))
-
-
 # --------------------------------------------------------------------------- the sparse index
 
 
@@ -330,9 +313,9 @@ class _Registry:
             expected_name=claimed.name,
             expected_version=str(claimed.vers),
         )
-        entry = _same_registry(entry, self.index_urls)
+        entry = own_registry_as_null(entry, self.index_urls)
         warnings = []
-        if entry.to_line() != _same_registry(claimed, self.index_urls).to_line():
+        if entry.to_line() != own_registry_as_null(claimed, self.index_urls).to_line():
             warnings.append(
                 "the publish metadata differs from the Cargo.toml inside the .crate file "
                 "(dependencies, features, links or rust-version); the index uses the .crate's"
