@@ -17,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib
 import logging
 import struct
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from indexpub.domain.entries import IndexEntry, load_json, sort_dependencies
 from indexpub.errors import InvalidInput
 from indexpub.registry import accounts, store
 from indexpub.registry.crate_storage import crate_file_path, store_crate_file
+from indexpub.serve.db import Database
 
 log = logging.getLogger("indexpub.serve.app")
 
@@ -57,7 +56,6 @@ MAX_OWNERS_PER_REQUEST = 100
 # 408 and loses its connection instead of holding a worker slot and the body's memory forever.
 DEFAULT_BODY_TIMEOUT = 30.0
 
-Conn = psycopg.Connection[Any]
 Handler = Callable[[Request], Awaitable[Response]]
 
 EMPTY_WARNINGS: dict[str, list[str]] = {"invalid_categories": [], "invalid_badges": [], "other": []}
@@ -75,73 +73,6 @@ class ApiError(Exception):
 def error_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
     """cargo's error shape: it prints every ``detail``, whatever the status."""
     return JSONResponse({"errors": [{"detail": detail}]}, status_code=status, headers=headers)
-
-
-# --------------------------------------------------------------------------- database access
-
-
-def _pool_module() -> Any:
-    """``psycopg_pool`` when installed (it is optional), typed loosely; else None."""
-    try:
-        return importlib.import_module("psycopg_pool")
-    except ImportError:
-        return None
-
-
-class Database:
-    """Connections for the request handlers.
-
-    With ``psycopg_pool`` installed, a pool (opened on first use, closed at shutdown): a publish
-    takes two connections and a fresh one costs a few milliseconds of the request. Without it,
-    one ``psycopg.connect`` per use. Either way a connection is a context whose transaction is
-    committed on success and rolled back on an exception, as with ``psycopg.connect``.
-    """
-
-    def __init__(self, url: str, *, pool: bool | None = None, pool_size: int = 10) -> None:
-        self.url = url
-        module = _pool_module() if pool is not False else None
-        if pool and module is None:
-            raise RuntimeError("a connection pool needs the psycopg_pool package")
-        self._pool: Any = None
-        if module is not None:
-            options: dict[str, Any] = {}
-            if hasattr(module.ConnectionPool, "check_connection"):  # psycopg_pool 3.2+
-                # A connection broken by a PostgreSQL restart is replaced, not handed out.
-                options["check"] = module.ConnectionPool.check_connection
-            self._pool = module.ConnectionPool(
-                url,
-                min_size=1,
-                max_size=pool_size,
-                open=False,
-                timeout=10.0,
-                name="indexpub-serve",
-                **options,
-            )
-        self._lock = threading.Lock()
-        self._opened = False
-
-    @property
-    def pooled(self) -> bool:
-        return self._pool is not None
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Conn]:
-        if self._pool is None:
-            with psycopg.connect(self.url) as direct:
-                yield direct
-            return
-        with self._lock:
-            if not self._opened:
-                self._pool.open(wait=False)
-                self._opened = True
-        with self._pool.connection() as pooled:
-            yield pooled
-
-    def close(self) -> None:
-        with self._lock:
-            if self._pool is not None and self._opened:
-                self._pool.close()
-                self._opened = False
 
 
 # --------------------------------------------------------------------------- request helpers
@@ -572,7 +503,7 @@ def create_app(
     max_crate_bytes: int = DEFAULT_MAX_CRATE_BYTES,
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     index_urls: Sequence[str] = (),
-    pool: bool | None = None,
+    pool: bool = True,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """The registry Web API and the sparse index as an ASGI application.
@@ -580,9 +511,9 @@ def create_app(
     ``public_url`` is where clients reach this server (``http://host:port``): the sparse
     index's ``config.json`` sends cargo there for the API and the downloads. ``index_urls`` are
     the other URLs of this registry's index (its git remote), so that dependencies of uploaded
-    crates on this registry become ``registry: null`` in the index. ``pool``: None uses
-    ``psycopg_pool`` when it is installed, False never, True requires it. ``body_timeout``:
-    the longest wait, in seconds, for the next piece of a request body (then 408).
+    crates on this registry become ``registry: null`` in the index. ``pool``: False connects once
+    per use instead of keeping a pool. ``body_timeout``: the longest wait, in seconds, for the
+    next piece of a request body (then 408).
     """
     public_url = public_url.rstrip("/")
     if not public_url.startswith(("http://", "https://")):
@@ -617,6 +548,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database.open()
         try:
             yield
         finally:
