@@ -67,12 +67,12 @@ def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
 def test_the_written_out_defaults_agree_with_their_sources() -> None:
     """The CLI repeats three constants to stay light; they must not drift from the originals."""
     from indexpub.domain import crate_file
-    from indexpub.serve import app as serve
+    from indexpub.serve import upload
     from jobs.store import STATES
 
     assert queue.JOB_STATES == STATES
-    assert http.DEFAULT_MAX_CRATE_BYTES == serve.DEFAULT_MAX_CRATE_BYTES
-    assert http.DEFAULT_MAX_METADATA_BYTES == serve.DEFAULT_MAX_METADATA_BYTES
+    assert http.DEFAULT_MAX_CRATE_BYTES == upload.DEFAULT_MAX_CRATE_BYTES
+    assert http.DEFAULT_MAX_METADATA_BYTES == upload.DEFAULT_MAX_METADATA_BYTES
     assert registry.DEFAULT_MAX_BYTES == crate_file.DEFAULT_MAX_BYTES
 
 

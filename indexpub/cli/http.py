@@ -8,8 +8,9 @@ import click
 
 from indexpub.cli.common import CommandError, Settings, pass_settings
 
-# indexpub.serve.app's and indexpub.serve.http_limits' defaults, written out so that `indexpub serve
-# --help` need not import the HTTP stack; tests/test_serve_limits.py checks that they agree.
+# indexpub.serve.upload's and indexpub.serve.http_limits' defaults, written out so that `indexpub
+# serve --help` need not import the HTTP stack; tests/test_cli_startup.py and
+# tests/test_serve_limits.py check that they agree.
 DEFAULT_MAX_CRATE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_METADATA_BYTES = 1024 * 1024
 DEFAULT_HEADER_TIMEOUT = 20.0
