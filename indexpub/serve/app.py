@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import HTTPExceptionHandler, Scope
 
 from indexpub import config
 from indexpub.errors import InvalidInput
@@ -30,8 +33,6 @@ from indexpub.serve.upload import (
 )
 
 log = logging.getLogger("indexpub.serve.app")
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 class _SparseFiles(StaticFiles):
@@ -51,51 +52,64 @@ class _SparseFiles(StaticFiles):
         return await super().get_response(path, scope)
 
 
-def _api(handler: Handler) -> Handler:
-    """Turn every refusal into cargo's error shape with a fitting status; never leak a bug.
+def _refuse(request: Request, status: int, detail: str) -> Response:
+    """A refusal of an API request, in cargo's error shape.
 
-    The order matters: ``NotFound`` and ``Conflict`` are kinds of ``InvalidInput``. A refusal
-    of a request that may carry a body closes the connection: the refusal may come before the
-    body was read (a bad token, a stalled or oversized upload), and the unread rest would
-    otherwise keep the connection busy for as long as the client cares to trickle it.
+    A refusal of a request that may carry a body closes the connection: the refusal may come
+    before the body was read (a bad token, a stalled or oversized upload), and the unread rest
+    would otherwise keep the connection busy for as long as the client cares to trickle it.
     """
-
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as exc:
-            status, detail = _refusal(request, exc)
-        close = {"connection": "close"} if request.method in ("PUT", "DELETE") else None
-        return error_response(status, detail, close)
-
-    return wrapped
+    close = {"connection": "close"} if request.method in ("PUT", "DELETE") else None
+    return error_response(status, detail, close)
 
 
-def _refusal(request: Request, exc: Exception) -> tuple[int, str]:
-    """The status and detail for an exception of a handler; bugs are logged, never shown."""
-    if isinstance(exc, ApiError):
-        return exc.status, exc.detail
-    if isinstance(exc, store.NotFound):
-        return 404, str(exc)
-    if isinstance(exc, store.Conflict):
-        return 409, str(exc)
-    if isinstance(exc, accounts.NotAllowed):
-        return 403, str(exc)
-    if isinstance(exc, InvalidInput):
-        return 400, str(exc)
-    if isinstance(exc, ClientDisconnect):
-        return 400, "the client disconnected before sending the whole body"
-    if isinstance(exc, psycopg.OperationalError):
-        log.exception("database unavailable in %s %s", request.method, request.url.path)
-        return 503, "the registry's database is unavailable; try again"
-    log.exception("unexpected error in %s %s", request.method, request.url.path)
-    return 500, "internal server error"
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _refuse(request, exc.status, exc.detail)
+
+
+def _refused_with(status: int) -> HTTPExceptionHandler:
+    """A handler that refuses with ``status`` and the exception's message as the detail."""
+
+    async def refuse(request: Request, exc: Exception) -> Response:
+        return _refuse(request, status, str(exc))
+
+    return refuse
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    return _refuse(request, 400, "the client disconnected before sending the whole body")
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    log.error("database unavailable in %s %s", request.method, request.url.path, exc_info=exc)
+    return _refuse(request, 503, "the registry's database is unavailable; try again")
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug: logged, never shown."""
+    log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    return _refuse(request, 500, "internal server error")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (no such route, method not allowed, a missing sparse file)."""
     assert isinstance(exc, HTTPException)
     return error_response(exc.status_code, exc.detail, exc.headers)
+
+
+# Starlette picks the handler of the nearest class in the exception's MRO, so the registry's
+# NotFound and Conflict win over InvalidInput, of which they are kinds.
+EXCEPTION_HANDLERS: dict[Any, HTTPExceptionHandler] = {
+    HTTPException: _http_error,
+    ApiError: _api_error,
+    store.NotFound: _refused_with(404),
+    store.Conflict: _refused_with(409),
+    accounts.NotAllowed: _refused_with(403),
+    InvalidInput: _refused_with(400),
+    ClientDisconnect: _client_disconnect,
+    psycopg.OperationalError: _database_unavailable,
+}
 
 
 def create_app(
@@ -137,12 +151,12 @@ def create_app(
     )
     crate = "/api/v1/crates/{name}"
     routes = [
-        Route("/api/v1/crates/new", _api(registry.publish_endpoint), methods=["PUT"]),
-        Route(f"{crate}/{{version}}/yank", _api(registry.yank_endpoint), methods=["DELETE"]),
-        Route(f"{crate}/{{version}}/unyank", _api(registry.unyank_endpoint), methods=["PUT"]),
-        Route(f"{crate}/owners", _api(registry.owners_endpoint), methods=["GET", "PUT", "DELETE"]),
-        Route(f"{crate}/{{version}}/download", _api(registry.download_endpoint), methods=["GET"]),
-        Route("/index/config.json", _api(registry.config_endpoint), methods=["GET"]),
+        Route("/api/v1/crates/new", registry.publish_endpoint, methods=["PUT"]),
+        Route(f"{crate}/{{version}}/yank", registry.yank_endpoint, methods=["DELETE"]),
+        Route(f"{crate}/{{version}}/unyank", registry.unyank_endpoint, methods=["PUT"]),
+        Route(f"{crate}/owners", registry.owners_endpoint, methods=["GET", "PUT", "DELETE"]),
+        Route(f"{crate}/{{version}}/download", registry.download_endpoint, methods=["GET"]),
+        Route("/index/config.json", registry.config_endpoint, methods=["GET"]),
         Mount(
             "/index",
             app=_SparseFiles(directory=config.sparse_dir(data_dir), check_dir=False),
@@ -158,7 +172,14 @@ def create_app(
             database.close()
 
     app = Starlette(
-        routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan
+        routes=routes,
+        exception_handlers=EXCEPTION_HANDLERS,
+        # Any other exception is a bug. Starlette gives an Exception handler to its outermost
+        # middleware, which answers and then raises the exception again for the server to log a
+        # second time; this ExceptionMiddleware, around the one of the handlers above, answers
+        # and logs it once.
+        middleware=[Middleware(ExceptionMiddleware, handlers={Exception: _internal_error})],
+        lifespan=lifespan,
     )
     app.state.registry = registry
     return app
