@@ -243,10 +243,9 @@ def test_the_command_line_defaults_are_the_modules_defaults() -> None:
     """`indexpub serve --help` must not import the HTTP stack, so cli/http.py writes the
     defaults out; they must stay the ones the modules use."""
     from indexpub.cli import http
-    from indexpub.serve import app as serve
-    from indexpub.serve import http_limits
+    from indexpub.serve import http_limits, upload
 
     assert http.DEFAULT_HEADER_TIMEOUT == http_limits.DEFAULT_HEADER_TIMEOUT
     assert http.DEFAULT_KEEP_ALIVE_TIMEOUT == http_limits.DEFAULT_KEEP_ALIVE_TIMEOUT
     assert http.DEFAULT_LIMIT_CONCURRENCY == http_limits.DEFAULT_LIMIT_CONCURRENCY
-    assert http.DEFAULT_BODY_TIMEOUT == serve.DEFAULT_BODY_TIMEOUT
+    assert http.DEFAULT_BODY_TIMEOUT == upload.DEFAULT_BODY_TIMEOUT

@@ -7,11 +7,11 @@ import logging
 import click
 
 from indexpub.cli.common import CommandError, Settings, pass_settings
+from indexpub.domain.limits import DEFAULT_MAX_BYTES as DEFAULT_MAX_CRATE_BYTES
+from indexpub.domain.limits import DEFAULT_MAX_METADATA_BYTES
 
-# indexpub.serve.app's and indexpub.serve.http_limits' defaults, written out so that `indexpub serve
-# --help` need not import the HTTP stack; tests/test_serve_limits.py checks that they agree.
-DEFAULT_MAX_CRATE_BYTES = 10 * 1024 * 1024
-DEFAULT_MAX_METADATA_BYTES = 1024 * 1024
+# indexpub.serve.upload's and indexpub.serve.http_limits' timeouts, written out so that `indexpub
+# serve --help` need not import the HTTP stack; tests/test_serve_limits.py checks that they agree.
 DEFAULT_HEADER_TIMEOUT = 20.0
 DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_LIMIT_CONCURRENCY = 100

@@ -1,4 +1,4 @@
-"""How large a ``.crate`` upload, and each part of it, may be.
+"""How large an upload (the publish JSON, the ``.crate`` file and each part of it) may be.
 
 The README lists these ("What an upload may contain"). This module imports nothing: the command
 line reads its defaults from here when it builds ``--help``, which must stay fast
@@ -12,6 +12,9 @@ MiB = 1024 * KiB
 
 # The .crate file itself, as uploaded.
 DEFAULT_MAX_BYTES = 10 * MiB
+# The publish JSON beside it holds the manifest's metadata and the README's text; 1 MiB is
+# generous.
+DEFAULT_MAX_METADATA_BYTES = 1 * MiB
 # Its tar archive once decompressed, and how many members that archive may have.
 DEFAULT_MAX_UNPACKED_BYTES = 512 * MiB  # crates.io's default limit
 DEFAULT_MAX_MEMBERS = 50_000

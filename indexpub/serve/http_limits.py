@@ -6,8 +6,8 @@ header block may grow (``h11_max_incomplete_event_size``), but not how long a cl
 send its headers: a client that opens connections and sends a few header bytes now and then
 (slowloris) holds each one for ever. :func:`h11_with_header_timeout` makes an h11 protocol
 that closes a connection whose request line and headers are not complete ``seconds`` after they
-began (or after the connection opened). The body read timeout lives in :mod:`indexpub.serve.app`,
-where the body is read.
+began (or after the connection opened). The body read timeout lives in
+:mod:`indexpub.serve.upload`, where the body is read.
 """
 
 from __future__ import annotations
