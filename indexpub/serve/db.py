@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -25,10 +24,6 @@ class Database:
         self.url = url
         self._pool: ConnectionPool | None = None
         if pool:
-            options: dict[str, Any] = {}
-            if hasattr(ConnectionPool, "check_connection"):  # psycopg_pool 3.2+
-                # A connection broken by a PostgreSQL restart is replaced, not handed out.
-                options["check"] = ConnectionPool.check_connection
             self._pool = ConnectionPool(
                 url,
                 min_size=1,
@@ -36,7 +31,8 @@ class Database:
                 open=False,
                 timeout=10.0,
                 name="indexpub-serve",
-                **options,
+                # A connection broken by a PostgreSQL restart is replaced, not handed out.
+                check=ConnectionPool.check_connection,
             )
 
     @property
