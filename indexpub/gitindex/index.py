@@ -35,6 +35,7 @@ from pathlib import Path
 
 import git
 
+from indexpub.domain.names import is_index_path
 from indexpub.gitindex.cat_file import CatFile
 from indexpub.gitindex.direct_publish import (
     LOCAL_PUSH_ENV,
@@ -94,17 +95,12 @@ log = logging.getLogger("indexpub.gitindex.index")
 DEFAULT_IDENTITY = "indexpub <indexpub@localhost>"
 REMOTE = "origin"
 
-_C = "[a-z0-9_-]"
-_CRATE_PATH_RE = re.compile(
-    rf"1/{_C}|2/{_C}{{2}}|3/(?P<c>{_C})/(?P=c){_C}{{2}}"
-    rf"|(?P<a>{_C}{{2}})/(?P<b>{_C}{{2}})/(?P=a)(?P=b){_C}{{0,60}}"
-)
 _IDENTITY_RE = re.compile(r"([^<>\n]+) <([^<>\n]*)>")
 
 
 def check_crate_path(path: str) -> None:
     """Refuse anything but a crate file, so a bug upstream can never rewrite config.json."""
-    if not _CRATE_PATH_RE.fullmatch(path):
+    if not is_index_path(path):
         raise ValueError(f"not a crate file path of the index layout: {path!r}")
 
 
