@@ -33,11 +33,9 @@ from indexpub.gitindex.objects import (
     TreeCache,
     TreeEdit,
     TreeEntry,
-    apply_delta,
-    edit_delta,
     format_tree,
-    stored_zlib,
 )
+from indexpub.gitindex.pack import apply_delta, edit_delta, stored_zlib
 
 DL = "https://dl.example/crates"
 API = "https://api.example"

@@ -51,20 +51,22 @@ from indexpub.gitindex.objects import (
     SHA_RE,
     TREE_MODE,
     GitObject,
-    OfsDelta,
-    PackRecord,
     Tree,
     TreeCache,
     TreeEntry,
-    apply_delta,
-    delta_record,
-    edit_delta,
     format_commit,
     format_tree,
     object_sha,
+    write_loose_object,
+)
+from indexpub.gitindex.pack import (
+    OfsDelta,
+    PackRecord,
+    apply_delta,
+    delta_record,
+    edit_delta,
     pack_record,
     record_data,
-    write_loose_object,
     write_pack,
 )
 from indexpub.gitindex.process import (
