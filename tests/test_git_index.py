@@ -18,14 +18,7 @@ from typing import Any
 
 import pytest
 
-from indexpub.gitindex.index import (
-    GitError,
-    GitIndex,
-    GitTimeout,
-    PushRejected,
-    check_crate_path,
-    init_index,
-)
+from indexpub.gitindex.index import GitIndex, check_crate_path, init_index
 from indexpub.gitindex.objects import (
     BLOB_MODE,
     TREE_MODE,
@@ -36,6 +29,7 @@ from indexpub.gitindex.objects import (
     format_tree,
 )
 from indexpub.gitindex.pack import apply_delta, edit_delta, stored_zlib
+from indexpub.gitindex.process import GitError, GitTimeout, PushRejected
 
 DL = "https://dl.example/crates"
 API = "https://api.example"
@@ -448,13 +442,13 @@ def test_tip_stays_in_memory_but_follows_the_ref(
     tip = index.commit_file(base, "1/a", b"x\n", "a")
     index.push(tip)
     calls: list[tuple[str, ...]] = []
-    real = index._git
+    real = index._clone.git
 
     def counting(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(index, "_git", counting)
+    monkeypatch.setattr(index._clone, "git", counting)
     assert index.tip() == tip
     assert index.tip() == tip
     assert calls == []  # no git process for a tip we know

@@ -22,18 +22,10 @@ local_publish decides on and does the direct publish.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import re
-import shutil
-import subprocess
-import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-import git
 
 from indexpub.domain.names import is_index_path
 from indexpub.gitindex.cat_file import CatFile
@@ -53,11 +45,9 @@ from indexpub.gitindex.objects import (
     GitObject,
     Tree,
     TreeCache,
-    TreeEntry,
     format_commit,
-    format_tree,
     object_sha,
-    write_loose_object,
+    parse_identity,
 )
 from indexpub.gitindex.pack import (
     OfsDelta,
@@ -69,35 +59,24 @@ from indexpub.gitindex.pack import (
     record_data,
     write_pack,
 )
-from indexpub.gitindex.process import (
-    GitError,
-    GitRemote,
-    GitTimeout,
-    PushRejected,
-    failure_message,
-    run_git,
-    scrub_secrets,
-    write_askpass,
+from indexpub.gitindex.process import GitError, failure_message
+from indexpub.gitindex.repo import (
+    DEFAULT_IDENTITY,
+    REMOTE,
+    Clone,
+    init_index,
+    maintain,
+    remote_head_by_url,
 )
 
 __all__ = [
-    "DEFAULT_IDENTITY",
-    "LOCAL_PUSH_ENV",
-    "GitError",
     "GitIndex",
-    "GitTimeout",
-    "PushRejected",
     "check_crate_path",
     "init_index",
-    "local_push_mode",
+    "remote_head_by_url",
 ]
 
 log = logging.getLogger("indexpub.gitindex.index")
-
-DEFAULT_IDENTITY = "indexpub <indexpub@localhost>"
-REMOTE = "origin"
-
-_IDENTITY_RE = re.compile(r"([^<>\n]+) <([^<>\n]*)>")
 
 
 def check_crate_path(path: str) -> None:
@@ -123,33 +102,6 @@ def _check_sha(sha: str) -> None:
         raise ValueError(f"not a full lowercase commit sha: {sha!r}")
 
 
-def _parse_identity(identity: str) -> bytes:
-    if not _IDENTITY_RE.fullmatch(identity):
-        raise ValueError(f"identity must look like 'Name <email>': {identity!r}")
-    return identity.encode()
-
-
-def _maintain(git_dir: Path, timeout: float, remote: GitRemote | None) -> None:
-    """Merge the small packs that publishes leave in ``git_dir``, then let ``gc --auto`` decide.
-
-    A geometric repack merges the small packs (and any loose objects) without rewriting the
-    big one each time and is safe with concurrent readers; ``gc --auto`` stays the backstop
-    (many packs or loose objects, prune). It waits for gc rather than leaving it detached.
-    """
-    run_git(
-        [f"--git-dir={git_dir}", "repack", "-d", "-q", "--geometric=2"],
-        timeout=timeout,
-        what="git repack",
-        remote=remote,
-    )
-    run_git(
-        [f"--git-dir={git_dir}", "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
-        timeout=timeout,
-        what="git gc",
-        remote=remote,
-    )
-
-
 # How many pushes between two ``git gc --auto`` checks.
 GC_EVERY_PUSHES = 100
 # The parsed trees kept across batches, by their estimated memory (see TreeCache): a batch of
@@ -172,23 +124,21 @@ class GitIndex:
 
     def __init__(
         self,
-        path: Path,
-        remote: GitRemote,
-        branch: str,
+        clone: Clone,
         *,
-        timeout: float,
         author: str = DEFAULT_IDENTITY,
         committer: str | None = None,
         local_push: str = "auto",
     ) -> None:
-        self.path = path
-        self.remote_url = remote.url  # without credentials, safe to log
-        self._remote = remote
-        self.branch = branch
-        self.timeout = timeout
-        self.tracking_ref = f"refs/remotes/{REMOTE}/{branch}"
-        self._author = _parse_identity(author)
-        self._committer = _parse_identity(committer or author)
+        self._clone = clone
+        self.path = path = clone.path
+        self.remote_url = clone.remote.url  # without credentials, safe to log
+        self._remote = clone.remote
+        self.branch = clone.branch
+        self.timeout = timeout = clone.timeout
+        self.tracking_ref = clone.tracking_ref
+        self._author = parse_identity(author)
+        self._committer = parse_identity(committer or author)
         self._objects = path / "objects"
         self._reader = CatFile(path, timeout)
         weakref.finalize(self, self._reader.close)
@@ -210,9 +160,6 @@ class GitIndex:
         # How many deltas deep each pending tree stored as a delta is (see MAX_DELTA_DEPTH).
         self._delta_depth: dict[str, int] = {}
         self._batch_depth = 0
-        # The tracking ref's value with the stat signature of the files that can hold it, so
-        # that tip() starts no git process unless the ref files changed since we looked.
-        self._known_tip: tuple[tuple[object, ...], str] | None = None
         # Whether a push may publish directly into a local bare remote (see push): decided by
         # open, asked again when the remote's config file changes or could not be read.
         self._local_push = local_push_mode(local_push)
@@ -247,28 +194,8 @@ class GitIndex:
         to a local bare remote may publish directly (see push).
         """
         mode = local_push_mode(local_push)  # a bad setting fails before anything is made
-        path = Path(path).absolute()
-        remote = GitRemote.parse(remote_url, askpass=path / "indexpub-askpass")
-        if not remote.url.strip() or any(c in remote.url for c in "\n\r\0"):
-            raise ValueError("remote URL is empty or spans lines")
-        created = not path.exists() or (path.is_dir() and not any(path.iterdir()))
-        if created:
-            _create_clone(path, remote.url, timeout)
-        else:
-            _check_clone(path, remote.url)
-        write_askpass(path / "indexpub-askpass")
-        if branch is None:
-            branch = _remote_head_branch(path, remote, timeout)
-        _check_branch(branch, timeout)
-        index = cls(
-            path,
-            remote,
-            branch,
-            timeout=timeout,
-            author=author,
-            committer=committer,
-            local_push=mode,
-        )
+        clone, created = Clone.open(remote_url, path, branch, timeout)
+        index = cls(clone, author=author, committer=committer, local_push=mode)
         if created:
             index.fetch()
         index._probe = index._read_direct_target()
@@ -280,66 +207,14 @@ class GitIndex:
         )
         return index
 
-    def _git(
-        self, *args: str, what: str, input: bytes | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[bytes]:
-        return run_git(
-            [f"--git-dir={self.path}", *args],
-            timeout=self.timeout,
-            what=what,
-            remote=self._remote,
-            input=input,
-            check=check,
-        )
-
     def fetch(self) -> str:
         """Move the tracking ref to the remote tip, even backwards (a squash rewrites history)."""
-        refspec = f"+refs/heads/{self.branch}:{self.tracking_ref}"
-        self._known_tip = None
-        self._git("fetch", "--quiet", "--no-tags", REMOTE, refspec, what="git fetch")
-        tip = self.tip()
-        if tip is None:
-            raise GitError(f"git fetch left no commit at {self.tracking_ref}")
-        return tip
+        return self._clone.fetch()
 
     def tip(self) -> str | None:
-        """The remote tip as of the last fetch or push; None before the first fetch.
-
-        Kept in memory after our own push and fetch; it is read again from git whenever the
-        files that can hold the tracking ref (its loose file, packed-refs) changed since.
-        """
-        signature = self._ref_signature()
-        # With neither file present (another ref storage), the signature proves nothing.
-        trusted = any(part is not None for part in signature)
-        if trusted and self._known_tip is not None and self._known_tip[0] == signature:
-            return self._known_tip[1]
-        self._known_tip = None
-        result = self._git(
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            f"{self.tracking_ref}^{{commit}}",
-            what="git rev-parse",
-            check=False,
-        )
-        if result.returncode != 0:
-            return None
-        tip = result.stdout.decode().strip()
-        # The signature was taken before reading: a change in between shows up next time.
-        self._known_tip = (signature, tip)
-        return tip
-
-    def _ref_signature(self) -> tuple[object, ...]:
-        found: list[object] = []
-        for file in (self.path / self.tracking_ref, self.path / "packed-refs"):
-            try:
-                st = os.stat(file)
-            except FileNotFoundError:
-                found.append(None)
-            else:
-                # git replaces a ref file by renaming a lock file: a new inode every time.
-                found.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(found)
+        """The remote tip as of the last fetch or push; None before the first fetch (see
+        Clone.tip)."""
+        return self._clone.tip()
 
     def read_file(self, path: str, commit: str | None = None) -> bytes | None:
         """The bytes at the tip (or `commit`); None when absent, which the sync treats as new."""
@@ -765,7 +640,7 @@ class GitIndex:
                 )
             if why is not None:
                 self.last_push_mode = "git"
-                self._git_push(commit)
+                self._clone.push(commit)
         finally:
             # Built on a tip that is now the remote's or stale: either way, done with them.
             self._unpushed.clear()
@@ -782,9 +657,7 @@ class GitIndex:
                     self.remote_url,
                     how,
                 )
-        self._known_tip = None
-        self._git("update-ref", self.tracking_ref, commit, what="git update-ref")
-        self._known_tip = (self._ref_signature(), commit)
+        self._clone.pushed(commit)
         self._pushes_since_gc += 1
         if self._pushes_since_gc >= GC_EVERY_PUSHES:
             self.collect_garbage()
@@ -793,27 +666,6 @@ class GitIndex:
             self._direct_pushes_since_gc += 1
             if self._direct_pushes_since_gc >= GC_EVERY_PUSHES:
                 self._maintain_remote(target)
-
-    def _git_push(self, commit: str) -> None:
-        refspec = f"{commit}:refs/heads/{self.branch}"
-        result = self._git("push", "--porcelain", REMOTE, refspec, what="git push", check=False)
-        # Porcelain status lines: "<flag>\t<src>:<dst>\t<summary>"; "!" marks a refused ref.
-        refused = [
-            line.split("\t")[2]
-            for line in result.stdout.decode(errors="replace").splitlines()
-            if line.startswith("!\t") and line.count("\t") >= 2
-        ]
-        if any(summary.startswith("[rejected]") for summary in refused):
-            raise PushRejected(
-                scrub_secrets(
-                    f"git push rejected, the remote branch {self.branch} moved: {refused[0]}"
-                )
-            )
-        if result.returncode != 0:
-            message = failure_message("git push", result, self._remote)
-            if refused:
-                message += scrub_secrets(" | " + " | ".join(refused), self._remote)
-            raise GitError(message)
 
     def _read_direct_target(self) -> DirectProbe:
         """Whether pushes may publish directly: the remote that git push would use is a local
@@ -824,7 +676,7 @@ class GitIndex:
         if self._local_push == "git":
             return DirectProbe(None, f"{LOCAL_PUSH_ENV}=git", final=True)
         # The URL git push would use: pushurl and pushInsteadOf apply.
-        result = self._git(
+        result = self._clone.git(
             "remote", "get-url", "--push", "--all", REMOTE, what="git remote get-url", check=False
         )
         if result.returncode != 0:
@@ -874,7 +726,7 @@ class GitIndex:
         if not target.autogc:
             return
         try:
-            _maintain(target.git_dir, self.timeout, self._remote)
+            maintain(target.git_dir, self.timeout, self._remote)
         except GitError as e:
             log.warning("maintenance of the remote %s failed: %s", self.remote_url, e)
 
@@ -886,138 +738,4 @@ class GitIndex:
         """
         self._pushes_since_gc = 0
         self._reader.close()  # so that it holds none of the packs the repack deletes
-        _maintain(self.path, self.timeout, self._remote)
-
-
-def _create_clone(path: Path, remote_url: str, timeout: float) -> None:
-    """Init next to `path` and rename into place, so a crash never leaves a half-made clone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        run_git(["init", "--bare", "--quiet", str(tmp)], timeout=timeout, what="git init")
-        repo = git.Repo(tmp)
-        with repo.config_writer() as config:
-            config.set_value(f'remote "{REMOTE}"', "url", remote_url)
-        repo.close()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _check_clone(path: Path, remote_url: str) -> None:
-    try:
-        repo = git.Repo(path)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise GitError(f"{path} exists but is not a git repository") from None
-    try:
-        if not repo.bare:
-            raise GitError(f"{path} is not a bare repository")
-        reader = repo.config_reader("repository")
-        url = reader.get_value(f'remote "{REMOTE}"', "url", default="")
-        fmt = reader.get_value("extensions", "objectformat", default="sha1")
-    finally:
-        repo.close()
-    if str(url) != remote_url:
-        raise GitError(
-            scrub_secrets(
-                f"{path} is a clone of {url!s}, not of {remote_url} (remove it to clone again)"
-            )
-        )
-    if str(fmt).lower() != "sha1":
-        raise GitError(f"{path} uses object format {fmt}; only sha1 is supported")
-
-
-def _remote_head_branch(path: Path, remote: GitRemote, timeout: float) -> str:
-    branch, _ = remote_head(remote, timeout, git_dir=path)
-    if branch is None:
-        raise GitError(
-            scrub_secrets(
-                f"the HEAD of {remote.url} names no branch with commits, and cargo reads the"
-                " branch HEAD names (point it at the index's branch: git symbolic-ref HEAD"
-                " refs/heads/BRANCH in the remote)"
-            )
-        )
-    return branch
-
-
-def remote_head_by_url(url: str, timeout: float) -> tuple[str | None, str | None]:
-    """:func:`remote_head` without a clone, with the credentials the worker would use (the
-    URL's own, else the environment's), for checks that must not touch the worker's clone."""
-    with tempfile.TemporaryDirectory(prefix="indexpub-ls-remote-") as tmp:
-        askpass = Path(tmp) / "indexpub-askpass"
-        write_askpass(askpass)
-        return remote_head(GitRemote.parse(url, askpass=askpass), timeout)
-
-
-def remote_head(
-    remote: GitRemote, timeout: float, *, git_dir: Path | None = None
-) -> tuple[str | None, str | None]:
-    """The branch the remote's HEAD names and the commit it points at, read with ``git
-    ls-remote`` (through the clone at ``git_dir``, else by URL); Nones when HEAD names no
-    branch with commits."""
-    args = ["ls-remote", "--symref", REMOTE if git_dir else remote.url, "HEAD"]
-    if git_dir is not None:
-        args.insert(0, f"--git-dir={git_dir}")
-    result = run_git(args, timeout=timeout, what="git ls-remote", remote=remote)
-    branch = sha = None
-    for line in result.stdout.decode(errors="replace").splitlines():
-        target, _, name = line.partition("\t")
-        if name == "HEAD" and target.startswith("ref: refs/heads/"):
-            branch = target.removeprefix("ref: refs/heads/")
-        elif name == "HEAD":
-            sha = target
-    return branch, sha
-
-
-def _check_branch(branch: str, timeout: float) -> None:
-    result = run_git(
-        ["check-ref-format", f"refs/heads/{branch}"],
-        timeout=timeout,
-        what="git check-ref-format",
-        check=False,
-    )
-    if result.returncode != 0 or branch.startswith("-"):
-        raise ValueError(f"not a valid branch name: {branch!r}")
-
-
-def init_index(
-    remote_path: Path,
-    dl: str,
-    api: str | None,
-    branch: str = "master",
-    *,
-    timeout: float = 60.0,
-    author: str = DEFAULT_IDENTITY,
-) -> None:
-    """Create a bare index remote whose HEAD names `branch`, with config.json as its only file.
-
-    HEAD must name the branch we push to: cargo fetches HEAD, and a HEAD naming a missing branch
-    shows up only as "no matching package named ... found".
-    """
-    remote_path = Path(remote_path)
-    if remote_path.exists() and (not remote_path.is_dir() or any(remote_path.iterdir())):
-        raise FileExistsError(f"{remote_path} already exists and is not empty")
-    _check_branch(branch, timeout)
-    config: dict[str, str] = {"dl": dl}
-    if api is not None:
-        config["api"] = api
-    run_git(
-        ["init", "--bare", "--quiet", f"--initial-branch={branch}", str(remote_path)],
-        timeout=timeout,
-        what="git init",
-    )
-    objects = remote_path / "objects"
-    blob = write_loose_object(objects, "blob", (json.dumps(config, indent=2) + "\n").encode())
-    tree = write_loose_object(
-        objects, "tree", format_tree([TreeEntry(BLOB_MODE, b"config.json", bytes.fromhex(blob))])
-    )
-    identity = _parse_identity(author)
-    commit = write_loose_object(
-        objects, "commit", format_commit(tree, [], identity, identity, "Initialize index")
-    )
-    run_git(
-        [f"--git-dir={remote_path}", "update-ref", f"refs/heads/{branch}", commit, "0" * 40],
-        timeout=timeout,
-        what="git update-ref",
-    )
+        maintain(self.path, self.timeout, self._remote)

@@ -277,6 +277,16 @@ def write_loose_object(objects_dir: Path, kind: str, data: bytes) -> str:
     return sha
 
 
+_IDENTITY_RE = re.compile(r"([^<>\n]+) <([^<>\n]*)>")
+
+
+def parse_identity(identity: str) -> bytes:
+    """An author or committer as a commit names it (without the time), checked."""
+    if not _IDENTITY_RE.fullmatch(identity):
+        raise ValueError(f"identity must look like 'Name <email>': {identity!r}")
+    return identity.encode()
+
+
 def format_commit(
     tree: str, parents: list[str], author: bytes, committer: bytes, msg: str
 ) -> bytes:
