@@ -28,6 +28,7 @@ from indexpub.gitindex.process import (
     run_git,
     scrub_secrets,
 )
+from indexpub.gitindex.repo import FileSignature, file_signature
 
 __all__ = [
     "LOCAL_PUSH_ENV",
@@ -137,20 +138,21 @@ class DirectProbe(NamedTuple):
     target: DirectTarget | None
     reason: str
     final: bool
-    watch: tuple[Path, tuple[object, ...] | None] | None = None
+    watch: tuple[Path, FileSignature | None] | None = None
 
     def outdated(self) -> bool:
         """Whether to look at the remote again: it could not be read, or its config changed."""
-        changed = self.watch is not None and _stat_signature(self.watch[0]) != self.watch[1]
+        changed = self.watch is not None and _config_signature(self.watch[0]) != self.watch[1]
         return not self.final or changed
 
 
-def _stat_signature(path: Path) -> tuple[object, ...] | None:
+def _config_signature(path: Path) -> FileSignature | None:
+    """The file_signature of the remote's config file; None also when it cannot be looked at
+    (a path that is no directory, no permission), which git push would then report."""
     try:
-        st = os.stat(path)
+        return file_signature(path)
     except OSError:
         return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def probe_push_url(url: str, remote: GitRemote, timeout: float) -> DirectProbe:
@@ -166,7 +168,7 @@ def probe_push_url(url: str, remote: GitRemote, timeout: float) -> DirectProbe:
         # git would push into path/.git, a repository with a work tree.
         return DirectProbe(None, f"{path} is not a bare repository", final=True)
     config_file = path / "config"
-    watch = (config_file, _stat_signature(config_file))
+    watch = (config_file, _config_signature(config_file))
     if not (path / "objects" / "pack").is_dir():
         return DirectProbe(None, f"{path} is not a git repository (now)", final=False)
     result = run_git(
