@@ -14,7 +14,6 @@ import itertools
 import re
 import time
 import zlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -204,55 +203,6 @@ def _split_entries(data: bytes) -> tuple[list[bytes], list[bytes]]:
     if sum(map(len, parts)) != len(data):
         raise GitError("malformed tree object")
     return keys, parts
-
-
-class TreeCache:
-    """Parsed trees by sha, the least recently used dropped first once their estimated memory
-    passes ``max_bytes``.
-
-    Objects never change, so a parsed tree stays right for as long as it is kept: the trees a
-    batch builds are the next batch's tip, and the directories of a big index are edited again
-    and again, so keeping them saves asking git for them and parsing them anew. The estimate
-    (``TREE_BYTES`` per tree plus ``TREE_ENTRY_BYTES`` per entry, measured with tracemalloc on
-    CPython 3.11) is what bounds the worker's memory, whatever the index's size.
-    """
-
-    TREE_BYTES = 400
-    TREE_ENTRY_BYTES = 160
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._trees: OrderedDict[str, Tree] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._trees)
-
-    def __contains__(self, sha: str) -> bool:
-        return sha in self._trees
-
-    @classmethod
-    def cost(cls, tree: Tree) -> int:
-        return cls.TREE_BYTES + cls.TREE_ENTRY_BYTES * tree.count
-
-    def get(self, sha: str) -> Tree | None:
-        tree = self._trees.get(sha)
-        if tree is not None:
-            self._trees.move_to_end(sha)
-        return tree
-
-    def put(self, sha: str, tree: Tree) -> None:
-        self.pop(sha)
-        self._trees[sha] = tree
-        self.bytes += self.cost(tree)
-        while self.bytes > self.max_bytes and len(self._trees) > 1:
-            _, dropped = self._trees.popitem(last=False)
-            self.bytes -= self.cost(dropped)
-
-    def pop(self, sha: str) -> None:
-        tree = self._trees.pop(sha, None)
-        if tree is not None:
-            self.bytes -= self.cost(tree)
 
 
 def object_sha(kind: str, data: bytes) -> str:
