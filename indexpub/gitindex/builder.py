@@ -27,8 +27,7 @@ from indexpub.gitindex.reader import TreeReader
 
 __all__ = ["FLUSH_BYTES", "CommitBuilder"]
 
-# A batch writes a pack early once its pending objects reach this size (root trees are stored
-# as deltas, so a burst's 500 commits make about 2 MB at 100,000 crates).
+# A batch writes a pack early once its pending objects reach this size, which bounds its memory.
 FLUSH_BYTES = 16 << 20
 
 
@@ -57,8 +56,7 @@ class CommitBuilder:
         # does not grow with the index.
         self.objects_written = 0
         # The commits built since the last push attempt, each with its parent and the pack that
-        # holds every object built for it: what a direct publish ships, and its proof that the
-        # pushed commit descends from the tip it compares against.
+        # holds every object built for it: what a direct publish ships (see unpushed_packs).
         self._unpushed: dict[str, str] = {}
         self._commit_packs: dict[str, Path] = {}
         self._pending_commits: list[str] = []
@@ -103,9 +101,8 @@ class CommitBuilder:
             return parent
         # The old trees along the path are no longer in the new tip, so they are unlikely to
         # be needed again: drop their parsed form (a pending one can be parsed again, any
-        # other read again). Kept, the superseded versions would fill the cache within two
-        # bursts and push out the directories still in the tip (at 100,000 crates, ~90 of the
-        # ~1,000 second-level trees re-read and re-parsed per batch of 500).
+        # other read again). Kept, the superseded versions would fill the cache and push out
+        # the directories still in the tip.
         for old in levels:
             if old is not None:
                 self._reader.trees.pop(old[0])
@@ -164,11 +161,9 @@ class CommitBuilder:
 
     def unpushed_packs(self, commit: str, tip: str) -> list[Path] | None:
         """The packs that hold every object of ``commit`` that ``tip`` does not reach, the
-        newest first; None unless ``commit`` is ``tip`` or was built on it through
-        commits built here since the last push attempt.
-
-        The walk from ``commit`` through their parents must end at ``tip``, which proves the
-        branch moves forward.
+        newest first; None unless the walk from ``commit`` through the parents of the commits
+        built here since the last push attempt reaches ``tip`` (see docs/architecture.md, 'The
+        direct publish').
         """
         packs: dict[Path, None] = {}  # ordered, without repeats
         sha = commit

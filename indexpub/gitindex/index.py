@@ -179,10 +179,10 @@ class GitIndex:
 
         A sync only needs to know whether its rendered file differs from the tip's, and the
         sha in the file's directory entry says that (compare with ``object_sha("blob",
-        rendered)``) without reading any file: at 100,000 crates the blobs were half of what
-        ``git cat-file`` sent. The directory trees along the paths are read with one request
-        (none when memory has them all) and kept, so that the commit_file calls of the batch
-        that follows (on ``commit``, then on each other's commits) read nothing from git.
+        rendered)``) without reading any file. The directory trees along the paths are read
+        with one request (none when memory has them all) and kept, so that the commit_file
+        calls of the batch that follows (on ``commit``, then on each other's commits) read
+        nothing from git.
         """
         for path in paths:
             _check_read_path(path)
@@ -235,15 +235,9 @@ class GitIndex:
         branch is no longer at ``tip()``.
 
         To a remote on another host this is ``git push``, whose fast-forward check is our
-        compare-and-swap. To a local bare repository it is, when that does what receive-pack
-        would do (see ``_read_direct_target`` and ``_direct_plan``), a direct publish: the
-        packs this GitIndex wrote for the new commits are linked into the remote's object
-        store, then ``git update-ref <branch> <commit> <tip>`` moves the branch only if it is
-        still at the tip. That skips receive-pack's connectivity check, which walks every
-        tree of the remote (137 ms of a 173 ms push at 100,000 crates) to prove what holds by
-        construction here: every object of the new commits is in those packs or reachable
-        from the tip, and update-ref's compare-and-swap proves the tip is the remote's.
-        ``last_push_mode`` says which way the last push went.
+        compare-and-swap. To a local bare repository that qualifies (see _read_direct_target
+        and _direct_plan) it is a direct publish (see direct_publish, and docs/architecture.md,
+        'The direct publish'). ``last_push_mode`` says which way the last push went.
         """
         _check_sha(commit)
         self.flush()  # the objects must be in the clone before git push or the direct publish
@@ -287,11 +281,8 @@ class GitIndex:
                 self._maintain_remote(target)
 
     def _read_direct_target(self) -> DirectProbe:
-        """Whether pushes may publish directly: the remote that git push would use is a local
-        bare repository whose effective config (system, global and its own) leaves receive-pack
-        nothing to do but store the objects and move the branch (see probe_push_url). Hooks are
-        looked at per push.
-        """
+        """Whether pushes may publish directly, asked of the one URL git push would use (see
+        probe_push_url); hooks are looked at per push."""
         if self._local_push == "git":
             return DirectProbe(None, f"{LOCAL_PUSH_ENV}=git", final=True)
         # The URL git push would use: pushurl and pushInsteadOf apply.
@@ -311,9 +302,8 @@ class GitIndex:
         """The remote, the tip to compare-and-swap and the packs to ship for publishing
         ``commit`` directly; or why git push has to do it.
 
-        Only commits this GitIndex built since the last push, on the tip, qualify: the walk
-        from ``commit`` through their parents must end at the tip, which proves the branch
-        moves forward and names the packs that hold every object the tip does not reach.
+        Only commits this GitIndex built on the tip since the last push qualify (see
+        CommitBuilder.unpushed_packs).
         """
         probe = self._probe
         if probe.outdated():
@@ -333,9 +323,9 @@ class GitIndex:
         return target, old, packs
 
     def _maintain_remote(self, target: DirectTarget) -> None:
-        """Do for the remote what receive-pack's ``gc --auto`` (receive.autogc) would have done:
-        without it, every direct publish leaves one more small pack. The publish has landed by
-        now, so a failure here is logged, not raised, as receive-pack ignores its gc's."""
+        """Repack the remote as receive-pack's ``gc --auto`` (receive.autogc) would have after
+        the direct publishes; a failure is logged, not raised, since they have landed (see
+        docs/architecture.md, 'The direct publish')."""
         self._direct_pushes_since_gc = 0
         if not target.autogc:
             return

@@ -72,16 +72,15 @@ class Tree:
 
     ``keys`` are the entries' sort keys in order (a directory's name ends in "/", as git sorts
     it); ``chunks`` maps each key to the entry's serialized bytes. The serialization is kept
-    once known, and ``replaced`` splices it rather than joining every entry again (the root of
-    a big index has ~1,500). A tree never changes once built: ``replaced`` returns a new one,
-    which remembers the splice as its ``edit``.
+    once known, and ``replaced`` splices it rather than joining every entry again. A tree
+    never changes once built: ``replaced`` returns a new one, which remembers the splice as its
+    ``edit``.
 
     ``replaced`` hands this tree's ``keys`` and ``chunks`` over to the new tree instead of
     copying them, whenever this tree keeps its serialization to parse them again from. An
-    edit chain (every commit of a batch edits the root its predecessor made) then no longer
-    copies a dict and a list of ~1,500 entries per commit, which at 100,000 crates was the
-    largest cost that grows with the index (~25 µs of ~250 µs per update). The superseded
-    tree is rarely asked again; when it is, it parses its own bytes once more.
+    edit chain (every commit of a batch edits the root its predecessor made) then copies no
+    dict and list of all the root's entries per commit. The superseded tree is rarely asked
+    again; when it is, it parses its own bytes once more.
     """
 
     __slots__ = ("_chunks", "_data", "_keys", "count", "edit")

@@ -24,9 +24,8 @@ from indexpub.gitindex.process import GitError
 
 __all__ = ["COMMIT_CACHE_SIZE", "TREE_CACHE_BYTES", "TreeCache", "TreeReader"]
 
-# The parsed trees kept across batches, by their estimated memory (see TreeCache): a batch of
-# 500 commits at 100,000 crates needs about 6 MB of them, and 32 MB keep the directories that
-# the last few batches edited (the worker's whole RSS stays well under 200 MB).
+# The parsed trees kept across batches, by their estimated memory (see TreeCache): room for the
+# directories that the last few batches of a big index edited.
 TREE_CACHE_BYTES = 32 << 20
 # The commits whose root tree is kept: each batch's (the tip of the next is among them).
 COMMIT_CACHE_SIZE = 4096
@@ -107,7 +106,7 @@ class TreeReader:
         # "<commit>:<path>": git first tries that whole string as a revision, and one ending
         # in "-g" and four or more hex digits is `git describe` output naming the commit of
         # that abbreviated sha. A crate called "k-gfa55" would read as the one commit whose
-        # sha starts with fa55 (a benchmark's check found exactly that).
+        # sha starts with fa55.
         (sha,) = self.blob_shas([path], commit)
         if sha is None:
             return None
@@ -189,11 +188,10 @@ class TreeReader:
         """Read the root tree and every directory in it, once per process.
 
         Every update rewrites the root and one of its directories ("1", "2", "3" or two
-        letters, about 1,450 in all), and in a big index those directories are what a batch
-        spends its git reading and parsing on (about 70 entries each at 100,000 crates). With
-        them all in memory from the start, a batch's cost no longer depends on which
-        directories earlier batches happened to touch. Past what the tree cache holds the LRU
-        simply drops them again.
+        letters), and in a big index those directories are what a batch spends its git reading
+        and parsing on. With them all in memory from the start, a batch's cost does not depend
+        on which directories earlier batches happened to touch. Past what the tree cache holds
+        the LRU simply drops them again.
         """
         self._top_level_read = True
         if commit not in self._commit_trees:
