@@ -217,9 +217,9 @@ class GitIndex:
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Keep the objects that commit_file builds in memory and write them as one pack when
-        the outermost batch ends (or earlier, once they reach FLUSH_BYTES). A batch ended by an
-        exception writes them too: the commits built so far are valid objects, and unreferenced
-        ones are git gc's business.
+        the outermost batch ends (or earlier, once they reach builder.FLUSH_BYTES). A batch
+        ended by an exception writes them too: the commits built so far are valid objects, and
+        unreferenced ones are git gc's business.
 
         Inside a batch the new commits exist only in this process: nothing outside it (git,
         another GitIndex) can read them until the batch ends or ``flush`` runs. ``push`` flushes.

@@ -1,8 +1,8 @@
 """git's pack format, written and read in Python: a version-2 pack with its .idx.
 
-A batch of commits is written as one pack (see write_pack), not as loose objects. Only what that
-needs: packs under 2 GiB, and as deltas only trees stored against the version they were edited
-from (see edit_delta).
+A batch of commits is written as one pack (see write_pack), not as loose objects; PendingPack
+holds the batch's objects until then. Only what that needs: packs under 2 GiB, and as deltas
+only trees stored against the version they were edited from (see edit_delta).
 """
 
 from __future__ import annotations

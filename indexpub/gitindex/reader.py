@@ -96,7 +96,7 @@ class TreeReader:
         # commits reads git at most once and a directory is parsed again only after it fell out.
         self._commit_trees: dict[str, str] = {}
         self.trees = TreeCache(TREE_CACHE_BYTES)
-        self._top_level_read = False  # see read_top_level
+        self._top_level_read = False  # see _read_top_level
         # The objects built but not written yet: their trees are read from there.
         self._pending = pending
 
@@ -107,40 +107,40 @@ class TreeReader:
         # in "-g" and four or more hex digits is `git describe` output naming the commit of
         # that abbreviated sha. A crate called "k-gfa55" would read as the one commit whose
         # sha starts with fa55.
-        (sha,) = self.blob_shas([path], commit)
+        (sha,) = self._blob_shas([path], commit)
         if sha is None:
             return None
-        (found,) = self.read_objects([sha])
+        (found,) = self._read_objects([sha])
         if found is None or found.kind != "blob":
             raise GitError(f"{path} in {commit} names {sha}, which is not a blob in {self.git_dir}")
         return found.data
 
     def file_shas(self, paths: Sequence[str], commit: str) -> list[str | None]:
         """The blob sha of each file at ``commit`` (None for an absent file), the whole top
-        level read first if it was not yet (see read_top_level)."""
+        level read first if it was not yet (see _read_top_level)."""
         if not self._top_level_read:
-            self.read_top_level(commit)
-        return self.blob_shas(paths, commit)
+            self._read_top_level(commit)
+        return self._blob_shas(paths, commit)
 
     def path_trees(
         self, parent: str, path: str, dirs: list[str]
     ) -> tuple[str, list[tuple[str, Tree] | None]]:
         """The root tree of the commit ``parent`` and the trees along ``dirs``, the directories
-        of ``path``, as cached_path gives them, read from git when memory lacks any."""
-        levels = self.cached_path(parent, dirs)
+        of ``path``, as _cached_path gives them, read from git when memory lacks any."""
+        levels = self._cached_path(parent, dirs)
         if levels is None:
             # Only the trees memory lacks; held in ``seen`` too, as filling a small cache may
             # push some of them out again.
             seen: dict[str, Tree] = {}
-            specs = self.missing_tree_specs(parent, [dirs], seen)
-            found = self.read_objects(specs)
+            specs = self._missing_tree_specs(parent, [dirs], seen)
+            found = self._read_objects(specs)
             for spec, obj in zip(specs, found, strict=True):
                 if obj is not None and obj.kind != "tree" and spec != parent:
                     raise GitError(f"{spec} is a {obj.kind} in {parent}, expected a directory")
-            seen.update(self.remember(found))
+            seen.update(self._remember(found))
             if parent not in self._commit_trees:
                 raise GitError(f"parent {parent} is not a commit in {self.git_dir}")
-            levels = self.cached_path(parent, dirs, seen)
+            levels = self._cached_path(parent, dirs, seen)
             if levels is None:
                 raise GitError(f"{path} in {parent}: a file is in the way of its directories")
         return self._commit_trees[parent], levels
@@ -157,14 +157,14 @@ class TreeReader:
         collected or the interpreter exits)."""
         self.cat_file.close()
 
-    def blob_shas(self, paths: Sequence[str], commit: str) -> list[str | None]:
-        """file_shas without its checks and without reading the whole top level first."""
+    def _blob_shas(self, paths: Sequence[str], commit: str) -> list[str | None]:
+        """file_shas without reading the whole top level first."""
         split = [path.split("/") for path in paths]
         # The trees this call uses, held here too: filling the cache may push some out of it.
         seen: dict[str, Tree] = {}
-        specs = self.missing_tree_specs(commit, [dirs for *dirs, _ in split], seen)
+        specs = self._missing_tree_specs(commit, [dirs for *dirs, _ in split], seen)
         if specs:
-            seen.update(self.remember(self.read_objects(specs)))
+            seen.update(self._remember(self._read_objects(specs)))
         root = self._commit_trees.get(commit)
         if root is None:
             raise GitError(f"{commit} is not a commit in {self.git_dir}")
@@ -184,7 +184,7 @@ class TreeReader:
             shas.append(None if entry is None else entry.sha.hex())
         return shas
 
-    def read_top_level(self, commit: str) -> None:
+    def _read_top_level(self, commit: str) -> None:
         """Read the root tree and every directory in it, once per process.
 
         Every update rewrites the root and one of its directories ("1", "2", "3" or two
@@ -195,7 +195,7 @@ class TreeReader:
         """
         self._top_level_read = True
         if commit not in self._commit_trees:
-            self.remember(self.read_objects([commit, f"{commit}^{{tree}}"]))
+            self._remember(self._read_objects([commit, f"{commit}^{{tree}}"]))
         root = self._commit_trees.get(commit)
         tree = None if root is None else self._tree(root)
         if tree is None:
@@ -207,9 +207,9 @@ class TreeReader:
                 if sub is not None and sub.hex() not in self.trees:
                     missing.append(sub.hex())
         if missing:
-            self.remember(self.read_objects(missing))
+            self._remember(self._read_objects(missing))
 
-    def missing_tree_specs(
+    def _missing_tree_specs(
         self, commit: str, paths: Sequence[Sequence[str]], seen: dict[str, Tree]
     ) -> list[str]:
         """``git cat-file`` specs for the trees along ``paths`` (lists of directory names) at
@@ -255,7 +255,7 @@ class TreeReader:
                 return sha, depth, tree
             sha, depth = sub.hex(), depth + 1
 
-    def remember(self, objects: Sequence[GitObject | None]) -> dict[str, Tree]:
+    def _remember(self, objects: Sequence[GitObject | None]) -> dict[str, Tree]:
         """Keep the commits' root trees and the parsed trees among ``objects``; return those
         trees by sha."""
         trees: dict[str, Tree] = {}
@@ -273,6 +273,8 @@ class TreeReader:
         return trees
 
     def remember_commit(self, commit: str, root: str) -> None:
+        """Keep ``root`` as the root tree of ``commit`` (the oldest commit kept is dropped past
+        COMMIT_CACHE_SIZE)."""
         self._commit_trees[commit] = root
         if len(self._commit_trees) > COMMIT_CACHE_SIZE:
             del self._commit_trees[next(iter(self._commit_trees))]  # the oldest
@@ -287,7 +289,7 @@ class TreeReader:
                 self.trees.put(sha, tree)
         return tree
 
-    def cached_path(
+    def _cached_path(
         self, parent: str, dirs: list[str], fetched: dict[str, Tree] | None = None
     ) -> list[tuple[str, Tree] | None] | None:
         """The root tree of ``parent`` and the trees along ``dirs`` (None where the path creates
@@ -315,7 +317,7 @@ class TreeReader:
             found.append(None)
         return found
 
-    def read_objects(self, specs: list[str]) -> list[GitObject | None]:
+    def _read_objects(self, specs: list[str]) -> list[GitObject | None]:
         """Read several objects at once, through the clone's long-lived git cat-file."""
         found = self.cat_file.read(specs)
         self.objects_read += sum(obj is not None for obj in found)
