@@ -9,6 +9,7 @@ from indexpub.domain.names import (
     WINDOWS_DEVICE_NAMES,
     canonical_name,
     index_path,
+    is_index_path,
     is_valid_crate_name,
     validate_crate_name,
     validate_dependency_name,
@@ -126,3 +127,33 @@ def test_index_path_matches_cargo_layout(name: str, path: str) -> None:
 def test_index_path_refuses_names_that_are_not_crate_names(name: str) -> None:
     with pytest.raises(InvalidName):
         index_path(name)
+
+
+@pytest.mark.parametrize("name", ["a", "ab", "abc", "abcd", "Serde", "a-b_c", "a" * 64])
+def test_every_computed_index_path_is_one(name: str) -> None:
+    assert is_index_path(index_path(name))
+
+
+@pytest.mark.parametrize("path", ["-_/9a/-_9a", "3/9/9-_", "1/_"])
+def test_index_paths_of_files_no_new_crate_may_take(path: str) -> None:
+    assert is_index_path(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "1/",
+        "1/A",
+        "2/a",
+        "3/b/abc",
+        "ab/ce/abcd",
+        "ab/cd/abcd/",
+        "ab/cd/abcd\n",
+        "ab/cd/abcd" + "x" * 61,
+        "config.json",
+        "se/rd/serdé",
+    ],
+)
+def test_paths_outside_the_layout_are_not_index_paths(path: str) -> None:
+    assert not is_index_path(path)

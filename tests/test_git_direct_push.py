@@ -14,7 +14,8 @@ from index_helpers import Registry, fixture_entry, make_registry
 
 import indexpub.gitindex.index as git_index
 from indexpub.gitindex.direct_publish import LOCAL_PUSH_ENV, place_packs
-from indexpub.gitindex.index import GitError, GitIndex, PushRejected, init_index
+from indexpub.gitindex.index import GitIndex, init_index
+from indexpub.gitindex.process import GitError, PushRejected
 from indexpub.pipeline.git_sync import sync_crates
 
 DL = "https://dl.example/crates"

@@ -18,26 +18,11 @@ from typing import Any
 
 import pytest
 
-from indexpub.gitindex.index import (
-    GitError,
-    GitIndex,
-    GitTimeout,
-    PushRejected,
-    check_crate_path,
-    init_index,
-)
-from indexpub.gitindex.objects import (
-    BLOB_MODE,
-    TREE_MODE,
-    Tree,
-    TreeCache,
-    TreeEdit,
-    TreeEntry,
-    apply_delta,
-    edit_delta,
-    format_tree,
-    stored_zlib,
-)
+from indexpub.gitindex.index import GitIndex, check_crate_path, init_index
+from indexpub.gitindex.objects import BLOB_MODE, TREE_MODE, Tree, TreeEdit, TreeEntry, format_tree
+from indexpub.gitindex.pack import apply_delta, edit_delta, stored_zlib
+from indexpub.gitindex.process import GitError, GitTimeout, PushRejected
+from indexpub.gitindex.reader import TreeCache
 
 DL = "https://dl.example/crates"
 API = "https://api.example"
@@ -450,13 +435,13 @@ def test_tip_stays_in_memory_but_follows_the_ref(
     tip = index.commit_file(base, "1/a", b"x\n", "a")
     index.push(tip)
     calls: list[tuple[str, ...]] = []
-    real = index._git
+    real = index._clone.git
 
     def counting(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(index, "_git", counting)
+    monkeypatch.setattr(index._clone, "git", counting)
     assert index.tip() == tip
     assert index.tip() == tip
     assert calls == []  # no git process for a tip we know
@@ -735,7 +720,7 @@ def test_batch_writes_one_valid_pack(remote: Path, index: GitIndex) -> None:
 def test_batch_commits_on_an_older_parent_and_flushes_early(
     index: GitIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import indexpub.gitindex.index as git_index
+    import indexpub.gitindex.builder as git_builder
 
     base = index.fetch()
     with index.batch():
@@ -744,10 +729,10 @@ def test_batch_commits_on_an_older_parent_and_flushes_early(
         # A sibling of `second`, on the older parent whose trees the batch built and dropped.
         sibling = index.commit_file(first, "ab/cd/abcdf", b"3\n", "three")
         packs_before = packs(index.path)
-        monkeypatch.setattr(git_index, "FLUSH_BYTES", 1)
+        monkeypatch.setattr(git_builder, "FLUSH_BYTES", 1)
         third = index.commit_file(second, "ab/ef/abef", b"4\n", "four")
         assert len(packs(index.path) - packs_before) == 1  # written early, inside the batch
-        monkeypatch.setattr(git_index, "FLUSH_BYTES", 16 << 20)
+        monkeypatch.setattr(git_builder, "FLUSH_BYTES", 16 << 20)
         fourth = index.commit_file(sibling, "1/a", b"5\n", "five")
     for tip in (third, fourth):
         git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
@@ -862,18 +847,18 @@ def test_reads_share_one_git_process_until_a_repack(remote: Path, tmp_path: Path
         tip = index.commit_files(tip, [(p, b"%d\n" % round_, "edit") for p in chunk])
         index.push(tip)
         assert index.read_file(chunk[0]) == b"%d\n" % round_
-    assert index._reader.started == 1
+    assert index._reader.cat_file.started == 1
     index.collect_garbage()
-    assert index._reader.started == 1 and index._reader._proc is None
+    assert index._reader.cat_file.started == 1 and index._reader.cat_file._proc is None
     assert index.read_file(files[0]) == b"0\n"
     blob = ls_tree(remote, big)[files[-1]]
     expected = subprocess.run(
         ["git", f"--git-dir={remote}", "cat-file", "blob", blob], capture_output=True, check=True
     ).stdout
     assert index.read_file(files[-1], big) == expected
-    assert index._reader.started == 2
+    assert index._reader.cat_file.started == 2
     index.close()
-    assert index._reader._proc is None
+    assert index._reader.cat_file._proc is None
 
 
 def test_the_first_read_keeps_every_top_level_directory(remote: Path, tmp_path: Path) -> None:
@@ -923,16 +908,16 @@ def test_tree_cache_is_bounded_and_drops_the_least_recently_used() -> None:
 def test_a_tiny_tree_cache_still_gives_right_answers(
     remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import indexpub.gitindex.index as git_index
+    import indexpub.gitindex.reader as git_reader
 
     big = fast_import_crates(remote, "master", 200)
-    monkeypatch.setattr(git_index, "TREE_CACHE_BYTES", 1)  # keeps one tree at a time
+    monkeypatch.setattr(git_reader, "TREE_CACHE_BYTES", 1)  # keeps one tree at a time
     index = GitIndex.open(str(remote), tmp_path / "clone")
     files = ls_tree(index.path, big)
     paths = sorted(p for p in files if p != "config.json")[::5]
     assert index.file_shas(paths, big) == [files[p] for p in paths]
     tip = index.commit_files(big, [(p, b"new\n", "edit") for p in paths[:10]])
-    assert len(index._trees) == 1
+    assert len(index._reader.trees) == 1
     new = ls_tree(index.path, tip)
     assert index.file_shas(paths, tip) == [new[p] for p in paths]
     git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", tip)
@@ -943,14 +928,14 @@ def test_superseded_trees_leave_the_cache_so_the_tips_stay(
 ) -> None:
     """A commit drops the trees it replaced: kept, they would push the tip's untouched
     directories out of a bounded cache, and the next batch would read those again."""
-    import indexpub.gitindex.index as git_index
+    import indexpub.gitindex.reader as git_reader
 
     big = fast_import_crates(remote, "master", 300)
     files = sorted(p for p in ls_tree(remote, big) if p != "config.json")
     probe = GitIndex.open(str(remote), tmp_path / "probe")
     probe.file_shas(files, big)
     # Room for the tip's trees and a little more, not for a second version of each.
-    monkeypatch.setattr(git_index, "TREE_CACHE_BYTES", probe._trees.bytes * 5 // 4)
+    monkeypatch.setattr(git_reader, "TREE_CACHE_BYTES", probe._reader.trees.bytes * 5 // 4)
     index = GitIndex.open(str(remote), tmp_path / "clone")
     index.file_shas(files, big)
     tip, halves = big, (files[::2], files[1::2])
@@ -1066,12 +1051,12 @@ def test_tree_parse_refuses_malformed_data() -> None:
 
 
 def test_a_batch_stores_its_root_trees_as_deltas_git_reads(remote: Path, tmp_path: Path) -> None:
-    import indexpub.gitindex.index as git_index
+    import indexpub.gitindex.pack as git_pack
 
     big = fast_import_crates(remote, "master", 400)
     index = GitIndex.open(str(remote), tmp_path / "clone")
     paths = sorted(p for p in ls_tree(index.path, big) if p != "config.json")
-    count = git_index.MAX_DELTA_DEPTH + 30  # past one chain's end
+    count = git_pack.MAX_DELTA_DEPTH + 30  # past one chain's end
     changes = [(p, f"{p} v2\n".encode(), f"Update {p}") for p in paths[:count]]
     changes.append(("zz/zz/zzzznew", b"new\n", "Create"))
     changes.append((paths[1], None, "Delete"))
@@ -1094,7 +1079,7 @@ def test_a_batch_stores_its_root_trees_as_deltas_git_reads(remote: Path, tmp_pat
         if len(fields) == 7 and fields[0] in roots:  # sha type size size-in-pack offset depth base
             depths[fields[0]] = int(fields[5])
     assert len(depths) > len(roots) // 2  # most roots are deltas
-    assert max(depths.values()) == git_index.MAX_DELTA_DEPTH  # the chain was cut there
+    assert max(depths.values()) == git_pack.MAX_DELTA_DEPTH  # the chain was cut there
     assert "chain length = 1:" in verify
     for head in (tip, sibling):
         git(f"--git-dir={index.path}", "fsck", "--strict", "--no-dangling", head)

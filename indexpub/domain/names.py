@@ -134,10 +134,31 @@ def index_path(name: str) -> str:
     this far, whatever the caller validated before.
     """
     lowered = _check_syntax(name, "crate name", leading_underscore=False).lower()
-    if len(lowered) == 1:
-        return f"1/{lowered}"
-    if len(lowered) == 2:
-        return f"2/{lowered}"
-    if len(lowered) == 3:
-        return f"3/{lowered[0]}/{lowered}"
-    return f"{lowered[0:2]}/{lowered[2:4]}/{lowered}"
+    return _layout(lowered)
+
+
+def is_index_path(path: str) -> bool:
+    """Say whether ``path`` is where the index layout puts a crate file.
+
+    It must be the path :func:`index_path` computes for its own last component, which must be
+    lowercase and of the characters and length a crate name may have. The first character is
+    not checked: a file that an older rule or another registry put there is still a crate file.
+    """
+    file_name = path.rpartition("/")[2]
+    return (
+        1 <= len(file_name) <= MAX_NAME_LENGTH
+        and file_name == file_name.lower()
+        and all(char in _NAME_CHARS for char in file_name)
+        and _layout(file_name) == path
+    )
+
+
+def _layout(file_name: str) -> str:
+    """The path of the crate file ``file_name`` (a lowercased name): cargo's index layout."""
+    if len(file_name) == 1:
+        return f"1/{file_name}"
+    if len(file_name) == 2:
+        return f"2/{file_name}"
+    if len(file_name) == 3:
+        return f"3/{file_name[0]}/{file_name}"
+    return f"{file_name[0:2]}/{file_name[2:4]}/{file_name}"

@@ -1,11 +1,8 @@
 """One long-lived ``git cat-file --batch`` per clone, so reading objects starts no process.
 
-At 100,000 crates most updates need a directory tree that memory does not hold: a single
-publish reads one, a batch of 500 about 500. Starting a git process for each read cost 2 to 3 ms
-on the development VMs, more than the rest of a single publish's own work in git. The process
-is started on first use and answers every read after it. git finds objects written after it
-started (it looks at the pack directory again when an object is missing); GitIndex still
-closes it after a repack of the clone, so it never holds deleted packs open for long.
+The process is started on first use and answers every read after it. git finds objects written
+after it started (it looks at the pack directory again when an object is missing); GitIndex
+still closes it after a repack of the clone, so it never holds deleted packs open for long.
 
 A read has the same deadline as any git process (the index's timeout): past it, the process
 group is killed and the read raises GitTimeout. A process that died between reads (killed,

@@ -1,12 +1,9 @@
-"""Publishing into a local bare remote directly, without git push.
+"""The direct publish: a push into a bare repository on the local filesystem without git push.
 
-A remote that is a bare repository on the local filesystem is published to without git push when
-that is equivalent (see GitIndex.push): the batch's packs are linked into it and `git update-ref`
-with the old value is the compare-and-swap. That skips receive-pack's connectivity check, which
-walks every tree of the remote, and is most of a push's cost once the index is large.
-
-This module decides whether a remote qualifies (its URL, its effective config, its hooks) and
-does the publish; GitIndex keeps the commits and packs it ships and chooses between the two ways.
+The packs that hold the new commits are linked into the remote's object store, then ``git
+update-ref <branch> <new> <old>`` moves the branch, the old tip being the compare-and-swap. This
+module decides whether a remote qualifies (its URL, its effective config, its hooks) and does
+the publish; GitIndex.push chooses between it and git push.
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from indexpub.gitindex.process import (
     run_git,
     scrub_secrets,
 )
+from indexpub.gitindex.repo import FileSignature, file_signature
 
 __all__ = [
     "LOCAL_PUSH_ENV",
@@ -137,20 +135,21 @@ class DirectProbe(NamedTuple):
     target: DirectTarget | None
     reason: str
     final: bool
-    watch: tuple[Path, tuple[object, ...] | None] | None = None
+    watch: tuple[Path, FileSignature | None] | None = None
 
     def outdated(self) -> bool:
         """Whether to look at the remote again: it could not be read, or its config changed."""
-        changed = self.watch is not None and _stat_signature(self.watch[0]) != self.watch[1]
+        changed = self.watch is not None and _config_signature(self.watch[0]) != self.watch[1]
         return not self.final or changed
 
 
-def _stat_signature(path: Path) -> tuple[object, ...] | None:
+def _config_signature(path: Path) -> FileSignature | None:
+    """The file_signature of the remote's config file; None also when it cannot be looked at
+    (a path that is no directory, no permission), which git push would then report."""
     try:
-        st = os.stat(path)
+        return file_signature(path)
     except OSError:
         return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def probe_push_url(url: str, remote: GitRemote, timeout: float) -> DirectProbe:
@@ -166,7 +165,7 @@ def probe_push_url(url: str, remote: GitRemote, timeout: float) -> DirectProbe:
         # git would push into path/.git, a repository with a work tree.
         return DirectProbe(None, f"{path} is not a bare repository", final=True)
     config_file = path / "config"
-    watch = (config_file, _stat_signature(config_file))
+    watch = (config_file, _config_signature(config_file))
     if not (path / "objects" / "pack").is_dir():
         return DirectProbe(None, f"{path} is not a git repository (now)", final=False)
     result = run_git(
@@ -239,9 +238,8 @@ def publish_directly(
     """Ship ``packs`` into the remote and move its ``branch`` from ``old`` to ``commit``;
     None when done, or why git push has to do it after all.
 
-    A publish that loses the compare-and-swap leaves its packs in the remote (receive-pack
-    would have dropped its quarantine): objects that nothing refers to, which the remote's
-    gc prunes once they are older than gc.pruneExpire.
+    A publish that loses the compare-and-swap leaves its packs in the remote, unreferenced (see
+    docs/architecture.md, 'The direct publish').
     """
     ref = f"refs/heads/{branch}"
     if commit == old:
@@ -295,14 +293,12 @@ def place_packs(packs: Sequence[Path], folder: Path, *, copy: bool = False) -> i
     """Make ``packs`` (.pack paths, each with its .idx beside it) part of the object store at
     ``folder`` (an objects/pack directory), durably; return how many files were copied.
 
-    Every .pack goes in before any .idx, because the .idx is what makes git see a pack, and
-    the directory is fsynced after each of the two steps, so an .idx never survives a power
-    loss without its .pack. Each file is hard-linked: a link appears atomically with the file
-    already complete (the clone wrote and fsynced it), so unlike a copy it needs no temporary
-    name, and no crash can leave a partial file. Where linking fails (another filesystem, a
-    filesystem without links, a protected link) the file is copied under git's temporary
-    prefix, fsynced and renamed into place. A pack already present under its name is the same
-    pack: packs are named by the checksum of their contents.
+    Every .pack goes in before any .idx (the .idx is what makes git see a pack), and the
+    directory is fsynced after each of the two steps. Each file is hard-linked to its final
+    name; where linking fails (another filesystem, a filesystem without links, a protected
+    link) it is copied under git's temporary prefix, fsynced and renamed into place (see
+    docs/architecture.md, 'The direct publish'). A pack already present under its name is the
+    same pack: packs are named by the checksum of their contents.
 
     A missing source or folder raises FileNotFoundError: the caller leaves that to git push.
     """

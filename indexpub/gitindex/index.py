@@ -1,41 +1,22 @@
-"""The git side of the index: a bare clone, commits built in the object database, non-force pushes.
+"""The git side of the index: GitIndex, a bare clone of the index remote with commits built in
+Python and published without force.
 
-The sync worker is the only writer, so this module keeps no locks; the remote's fast-forward check
-is the compare-and-swap that catches anybody else (`PushRejected`). A commit never touches a work
-tree or an index file: it takes the trees along one path from the parsed trees kept in memory
-(a bounded cache that outlives batches) or else from the clone's long-lived `git cat-file
---batch` (see cat_file), builds the new blob, those trees and the commit in Python, and so costs
-the same whether the index holds a thousand crate files or a quarter of a million. A batch of
-commits is written as one pack (git_objects builds the .pack and .idx), not loose files, with
-each edited tree stored as a delta against the version it replaced.
-
-A remote that is a bare repository on the local filesystem is published to without git push when
-that is equivalent (see GitIndex.push): the batch's packs are linked into it and `git update-ref`
-with the old value is the compare-and-swap.
-
-This module holds GitIndex (clone, fetch, tip, read files, build commits, push) and the making of
-a clone or a new index. Beside it: git_process runs every git process (timeouts, credentials),
-git_objects holds the object formats that commits are built from (trees, commits, packs), and
-local_publish decides on and does the direct publish.
+GitIndex is the one object its callers use (the sync worker, the command line): it composes the
+clone and its refs (repo), the reading of trees and files (reader), the building of commits
+(builder) and their publishing, by git push or directly into a local bare remote
+(direct_publish). Beside them: process runs every git process (timeouts, credentials), objects
+and pack hold the object formats, cat_file the clone's long-lived ``git cat-file --batch``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import re
-import shutil
-import subprocess
-import tempfile
-import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import git
-
-from indexpub.gitindex.cat_file import CatFile
+from indexpub.domain.names import is_index_path
+from indexpub.gitindex.builder import CommitBuilder
 from indexpub.gitindex.direct_publish import (
     LOCAL_PUSH_ENV,
     DirectProbe,
@@ -44,67 +25,35 @@ from indexpub.gitindex.direct_publish import (
     probe_push_url,
     publish_directly,
 )
-from indexpub.gitindex.objects import (
-    BLOB_MODE,
-    EMPTY_TREE,
-    SHA_RE,
-    TREE_MODE,
-    GitObject,
-    OfsDelta,
-    PackRecord,
-    Tree,
-    TreeCache,
-    TreeEntry,
-    apply_delta,
-    delta_record,
-    edit_delta,
-    format_commit,
-    format_tree,
-    object_sha,
-    pack_record,
-    record_data,
-    write_loose_object,
-    write_pack,
-)
-from indexpub.gitindex.process import (
-    GitError,
-    GitRemote,
-    GitTimeout,
-    PushRejected,
-    failure_message,
-    run_git,
-    scrub_secrets,
-    write_askpass,
+from indexpub.gitindex.objects import SHA_RE, parse_identity
+from indexpub.gitindex.pack import PendingPack
+from indexpub.gitindex.process import GitError, failure_message
+from indexpub.gitindex.reader import TreeReader
+from indexpub.gitindex.repo import (
+    DEFAULT_IDENTITY,
+    REMOTE,
+    Clone,
+    init_index,
+    maintain,
+    remote_head_by_url,
 )
 
 __all__ = [
-    "DEFAULT_IDENTITY",
-    "LOCAL_PUSH_ENV",
-    "GitError",
     "GitIndex",
-    "GitTimeout",
-    "PushRejected",
     "check_crate_path",
     "init_index",
-    "local_push_mode",
+    "remote_head_by_url",
 ]
 
 log = logging.getLogger("indexpub.gitindex.index")
 
-DEFAULT_IDENTITY = "indexpub <indexpub@localhost>"
-REMOTE = "origin"
-
-_C = "[a-z0-9_-]"
-_CRATE_PATH_RE = re.compile(
-    rf"1/{_C}|2/{_C}{{2}}|3/(?P<c>{_C})/(?P=c){_C}{{2}}"
-    rf"|(?P<a>{_C}{{2}})/(?P<b>{_C}{{2}})/(?P=a)(?P=b){_C}{{0,60}}"
-)
-_IDENTITY_RE = re.compile(r"([^<>\n]+) <([^<>\n]*)>")
+# How many pushes between two ``git gc --auto`` checks.
+GC_EVERY_PUSHES = 100
 
 
 def check_crate_path(path: str) -> None:
     """Refuse anything but a crate file, so a bug upstream can never rewrite config.json."""
-    if not _CRATE_PATH_RE.fullmatch(path):
+    if not is_index_path(path):
         raise ValueError(f"not a crate file path of the index layout: {path!r}")
 
 
@@ -125,96 +74,32 @@ def _check_sha(sha: str) -> None:
         raise ValueError(f"not a full lowercase commit sha: {sha!r}")
 
 
-def _parse_identity(identity: str) -> bytes:
-    if not _IDENTITY_RE.fullmatch(identity):
-        raise ValueError(f"identity must look like 'Name <email>': {identity!r}")
-    return identity.encode()
-
-
-def _maintain(git_dir: Path, timeout: float, remote: GitRemote | None) -> None:
-    """Merge the small packs that publishes leave in ``git_dir``, then let ``gc --auto`` decide.
-
-    A geometric repack merges the small packs (and any loose objects) without rewriting the
-    big one each time and is safe with concurrent readers; ``gc --auto`` stays the backstop
-    (many packs or loose objects, prune). It waits for gc rather than leaving it detached.
-    """
-    run_git(
-        [f"--git-dir={git_dir}", "repack", "-d", "-q", "--geometric=2"],
-        timeout=timeout,
-        what="git repack",
-        remote=remote,
-    )
-    run_git(
-        [f"--git-dir={git_dir}", "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
-        timeout=timeout,
-        what="git gc",
-        remote=remote,
-    )
-
-
-# How many pushes between two ``git gc --auto`` checks.
-GC_EVERY_PUSHES = 100
-# The parsed trees kept across batches, by their estimated memory (see TreeCache): a batch of
-# 500 commits at 100,000 crates needs about 6 MB of them, and 32 MB keep the directories that
-# the last few batches edited (the worker's whole RSS stays well under 200 MB).
-TREE_CACHE_BYTES = 32 << 20
-# The commits whose root tree is kept: each batch's (the tip of the next is among them).
-COMMIT_CACHE_SIZE = 4096
-# A tree stored as a delta against the tree it was edited from: at most this many deltas deep
-# (git's default pack.depth), and only when it is big enough for a delta to be smaller.
-MAX_DELTA_DEPTH = 50
-DELTA_MIN_BYTES = 256
-# A batch writes a pack early once its pending objects reach this size (root trees are stored
-# as deltas, so a burst's 500 commits make about 2 MB at 100,000 crates).
-FLUSH_BYTES = 16 << 20
-
-
 class GitIndex:
     """A bare clone of the index remote, used by exactly one writer at a time."""
 
     def __init__(
         self,
-        path: Path,
-        remote: GitRemote,
-        branch: str,
+        clone: Clone,
         *,
-        timeout: float,
         author: str = DEFAULT_IDENTITY,
         committer: str | None = None,
         local_push: str = "auto",
     ) -> None:
-        self.path = path
-        self.remote_url = remote.url  # without credentials, safe to log
-        self._remote = remote
-        self.branch = branch
-        self.timeout = timeout
-        self.tracking_ref = f"refs/remotes/{REMOTE}/{branch}"
-        self._author = _parse_identity(author)
-        self._committer = _parse_identity(committer or author)
-        self._objects = path / "objects"
-        self._reader = CatFile(path, timeout)
-        weakref.finalize(self, self._reader.close)
-        # Counters that let tests and metrics check an update's cost does not grow with the index.
-        self.objects_read = 0
-        self.objects_written = 0
+        self._clone = clone
+        self.path = clone.path
+        self.remote_url = clone.remote.url  # without credentials, safe to log
+        self._remote = clone.remote
+        self.branch = clone.branch
+        self.timeout = clone.timeout
+        self.tracking_ref = clone.tracking_ref
+        author_line = parse_identity(author)
+        committer_line = parse_identity(committer or author)
+        pending = PendingPack()
+        self._reader = TreeReader(clone.path, clone.timeout, pending)
+        self._builder = CommitBuilder(
+            clone.path, self._reader, pending, author=author_line, committer=committer_line
+        )
         self._pushes_since_gc = 0
-        # Commits (as their root tree's sha) and parsed trees by sha (objects never change):
-        # those that file_shas fetched and those that commit_file wrote, kept across batches
-        # (bounded: see TREE_CACHE_BYTES and COMMIT_CACHE_SIZE), so that a batch of commits
-        # reads git at most once and a directory is parsed again only after it fell out.
-        self._commit_trees: dict[str, str] = {}
-        self._trees = TreeCache(TREE_CACHE_BYTES)
-        self._top_level_read = False  # see _read_top_level
-        # Objects built but not yet written, as pack records by sha: a batch writes them as one
-        # pack (see batch()), or more than one when they outgrow FLUSH_BYTES.
-        self._pending: dict[str, PackRecord] = {}
-        self._pending_bytes = 0
-        # How many deltas deep each pending tree stored as a delta is (see MAX_DELTA_DEPTH).
-        self._delta_depth: dict[str, int] = {}
-        self._batch_depth = 0
-        # The tracking ref's value with the stat signature of the files that can hold it, so
-        # that tip() starts no git process unless the ref files changed since we looked.
-        self._known_tip: tuple[tuple[object, ...], str] | None = None
         # Whether a push may publish directly into a local bare remote (see push): decided by
         # open, asked again when the remote's config file changes or could not be read.
         self._local_push = local_push_mode(local_push)
@@ -223,12 +108,6 @@ class GitIndex:
         # the first push and when a push failed before it chose.
         self.last_push_mode: str | None = None
         self._direct_pushes_since_gc = 0
-        # The commits built since the last push attempt, each with its parent and the pack that
-        # holds every object built for it: what a direct publish ships, and its proof that the
-        # pushed commit descends from the tip it compares against.
-        self._unpushed: dict[str, str] = {}
-        self._commit_packs: dict[str, Path] = {}
-        self._pending_commits: list[str] = []
 
     @classmethod
     def open(
@@ -249,28 +128,8 @@ class GitIndex:
         to a local bare remote may publish directly (see push).
         """
         mode = local_push_mode(local_push)  # a bad setting fails before anything is made
-        path = Path(path).absolute()
-        remote = GitRemote.parse(remote_url, askpass=path / "indexpub-askpass")
-        if not remote.url.strip() or any(c in remote.url for c in "\n\r\0"):
-            raise ValueError("remote URL is empty or spans lines")
-        created = not path.exists() or (path.is_dir() and not any(path.iterdir()))
-        if created:
-            _create_clone(path, remote.url, timeout)
-        else:
-            _check_clone(path, remote.url)
-        write_askpass(path / "indexpub-askpass")
-        if branch is None:
-            branch = _remote_head_branch(path, remote, timeout)
-        _check_branch(branch, timeout)
-        index = cls(
-            path,
-            remote,
-            branch,
-            timeout=timeout,
-            author=author,
-            committer=committer,
-            local_push=mode,
-        )
+        clone, created = Clone.open(remote_url, path, branch, timeout)
+        index = cls(clone, author=author, committer=committer, local_push=mode)
         if created:
             index.fetch()
         index._probe = index._read_direct_target()
@@ -282,27 +141,9 @@ class GitIndex:
         )
         return index
 
-    def _git(
-        self, *args: str, what: str, input: bytes | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[bytes]:
-        return run_git(
-            [f"--git-dir={self.path}", *args],
-            timeout=self.timeout,
-            what=what,
-            remote=self._remote,
-            input=input,
-            check=check,
-        )
-
     def fetch(self) -> str:
         """Move the tracking ref to the remote tip, even backwards (a squash rewrites history)."""
-        refspec = f"+refs/heads/{self.branch}:{self.tracking_ref}"
-        self._known_tip = None
-        self._git("fetch", "--quiet", "--no-tags", REMOTE, refspec, what="git fetch")
-        tip = self.tip()
-        if tip is None:
-            raise GitError(f"git fetch left no commit at {self.tracking_ref}")
-        return tip
+        return self._clone.fetch()
 
     def tip(self) -> str | None:
         """The remote tip as of the last fetch or push; None before the first fetch.
@@ -310,38 +151,18 @@ class GitIndex:
         Kept in memory after our own push and fetch; it is read again from git whenever the
         files that can hold the tracking ref (its loose file, packed-refs) changed since.
         """
-        signature = self._ref_signature()
-        # With neither file present (another ref storage), the signature proves nothing.
-        trusted = any(part is not None for part in signature)
-        if trusted and self._known_tip is not None and self._known_tip[0] == signature:
-            return self._known_tip[1]
-        self._known_tip = None
-        result = self._git(
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            f"{self.tracking_ref}^{{commit}}",
-            what="git rev-parse",
-            check=False,
-        )
-        if result.returncode != 0:
-            return None
-        tip = result.stdout.decode().strip()
-        # The signature was taken before reading: a change in between shows up next time.
-        self._known_tip = (signature, tip)
-        return tip
+        return self._clone.tip()
 
-    def _ref_signature(self) -> tuple[object, ...]:
-        found: list[object] = []
-        for file in (self.path / self.tracking_ref, self.path / "packed-refs"):
-            try:
-                st = os.stat(file)
-            except FileNotFoundError:
-                found.append(None)
-            else:
-                # git replaces a ref file by renaming a lock file: a new inode every time.
-                found.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(found)
+    @property
+    def objects_read(self) -> int:
+        """How many objects git sent: lets tests and metrics check that an update's cost does
+        not grow with the index."""
+        return self._reader.objects_read
+
+    @property
+    def objects_written(self) -> int:
+        """How many objects were written into the clone (see objects_read)."""
+        return self._builder.objects_written
 
     def read_file(self, path: str, commit: str | None = None) -> bytes | None:
         """The bytes at the tip (or `commit`); None when absent, which the sync treats as new."""
@@ -351,200 +172,22 @@ class GitIndex:
             if commit is None:
                 return None
         _check_sha(commit)
-        # The blob is found through the parsed trees and asked for by its sha, never as
-        # "<commit>:<path>": git first tries that whole string as a revision, and one ending
-        # in "-g" and four or more hex digits is `git describe` output naming the commit of
-        # that abbreviated sha. A crate called "k-gfa55" would read as the one commit whose
-        # sha starts with fa55 (a benchmark's check found exactly that).
-        (sha,) = self._blob_shas([path], commit)
-        if sha is None:
-            return None
-        (found,) = self._cat_file([sha])
-        if found is None or found.kind != "blob":
-            raise GitError(f"{path} in {commit} names {sha}, which is not a blob in {self.path}")
-        return found.data
+        return self._reader.read_file(path, commit)
 
     def file_shas(self, paths: Sequence[str], commit: str) -> list[str | None]:
         """The blob sha of each file at ``commit``; None for an absent file.
 
         A sync only needs to know whether its rendered file differs from the tip's, and the
         sha in the file's directory entry says that (compare with ``object_sha("blob",
-        rendered)``) without reading any file: at 100,000 crates the blobs were half of what
-        ``git cat-file`` sent. The directory trees along the paths are read with one request
-        (none when memory has them all) and kept, so that the commit_file calls of the batch
-        that follows (on ``commit``, then on each other's commits) read nothing from git.
+        rendered)``) without reading any file. The directory trees along the paths are read
+        with one request (none when memory has them all) and kept, so that the commit_file
+        calls of the batch that follows (on ``commit``, then on each other's commits) read
+        nothing from git.
         """
         for path in paths:
             _check_read_path(path)
         _check_sha(commit)
-        if not self._top_level_read:
-            self._read_top_level(commit)
-        return self._blob_shas(paths, commit)
-
-    def _blob_shas(self, paths: Sequence[str], commit: str) -> list[str | None]:
-        """file_shas without its checks and without reading the whole top level first."""
-        split = [path.split("/") for path in paths]
-        # The trees this call uses, held here too: filling the cache may push some out of it.
-        seen: dict[str, Tree] = {}
-        specs = self._missing_tree_specs(commit, [dirs for *dirs, _ in split], seen)
-        if specs:
-            seen.update(self._remember(self._cat_file(specs)))
-        root = self._commit_trees.get(commit)
-        if root is None:
-            raise GitError(f"{commit} is not a commit in {self.path}")
-        shas: list[str | None] = []
-        for path, (*dirs, filename) in zip(paths, split, strict=True):
-            sha, depth, tree = self._walk(root, dirs, seen)
-            if tree is None:
-                raise GitError(f"cannot read the tree {sha} on the path {path} in {commit}")
-            if depth < len(dirs):
-                # A directory of the path is missing (or a file is in its place, which git
-                # reads the same way): so is the file.
-                shas.append(None)
-                continue
-            entry = tree.entry(filename.encode())
-            if entry is not None and entry.is_tree:
-                raise GitError(f"{path} is a tree in {commit}, not a file")
-            shas.append(None if entry is None else entry.sha.hex())
-        return shas
-
-    def _read_top_level(self, commit: str) -> None:
-        """Read the root tree and every directory in it, once per process.
-
-        Every update rewrites the root and one of its directories ("1", "2", "3" or two
-        letters, about 1,450 in all), and in a big index those directories are what a batch
-        spends its git reading and parsing on (about 70 entries each at 100,000 crates). With
-        them all in memory from the start, a batch's cost no longer depends on which
-        directories earlier batches happened to touch. Past what the tree cache holds the LRU
-        simply drops them again.
-        """
-        self._top_level_read = True
-        if commit not in self._commit_trees:
-            self._remember(self._cat_file([commit, f"{commit}^{{tree}}"]))
-        root = self._commit_trees.get(commit)
-        tree = None if root is None else self._tree(root)
-        if tree is None:
-            return  # file_shas reports it
-        missing = []
-        for key in tree.keys:
-            if key.endswith(b"/"):
-                sub = tree.subtree(key[:-1])
-                if sub is not None and sub.hex() not in self._trees:
-                    missing.append(sub.hex())
-        if missing:
-            self._remember(self._cat_file(missing))
-
-    def _missing_tree_specs(
-        self, commit: str, paths: Sequence[Sequence[str]], seen: dict[str, Tree]
-    ) -> list[str]:
-        """``git cat-file`` specs for the trees along ``paths`` (lists of directory names) at
-        ``commit`` that memory lacks (those it has are added to ``seen``).
-
-        A missing tree is asked for from the deepest tree memory has above it (``<tree
-        sha>:<rest of the path>``), not from the commit: git then does not read the root tree
-        again for every path, and no tree memory has is sent again. Such a spec is safe from
-        git's reading of "...-g<hex>" as `git describe` output (see read_file): a directory's
-        last component is at most two characters.
-        """
-        root = self._commit_trees.get(commit)
-        if root is None:
-            below = {"/".join(dirs[:i]) for dirs in paths for i in range(1, len(dirs) + 1)}
-            return [commit, f"{commit}^{{tree}}", *(f"{commit}:{d}" for d in sorted(below))]
-        wanted: dict[str, None] = {}  # ordered, without repeats
-        for dirs in paths:
-            anchor, depth, tree = self._walk(root, dirs, seen)
-            if tree is None:
-                wanted[anchor] = None
-                for i in range(depth + 1, len(dirs) + 1):
-                    wanted[f"{anchor}:{'/'.join(dirs[depth:i])}"] = None
-        return list(wanted)
-
-    def _walk(
-        self, root: str, dirs: Sequence[str], seen: dict[str, Tree]
-    ) -> tuple[str, int, Tree | None]:
-        """Follow ``dirs`` down from the tree ``root`` through the trees in ``seen`` or memory:
-        the sha of the last tree reached, how many of ``dirs`` lead to it, and that tree (None
-        when memory lacks it). A tree that is found is added to ``seen``. The walk stops, with
-        the tree, where the next directory does not exist.
-        """
-        sha, depth = root, 0
-        while True:
-            tree = seen.get(sha) or self._tree(sha)
-            if tree is None:
-                return sha, depth, None
-            seen[sha] = tree
-            if depth == len(dirs):
-                return sha, depth, tree
-            sub = tree.subtree(dirs[depth].encode())
-            if sub is None:
-                return sha, depth, tree
-            sha, depth = sub.hex(), depth + 1
-
-    def _remember(self, objects: Sequence[GitObject | None]) -> dict[str, Tree]:
-        """Keep the commits' root trees and the parsed trees among ``objects``; return those
-        trees by sha."""
-        trees: dict[str, Tree] = {}
-        for obj in objects:
-            if obj is None:
-                continue
-            if obj.kind == "commit" and obj.data.startswith(b"tree "):
-                self._remember_commit(obj.sha, obj.data[5:45].decode())
-            elif obj.kind == "tree":
-                tree = self._trees.get(obj.sha)
-                if tree is None:
-                    tree = Tree.parse(obj.data)
-                    self._trees.put(obj.sha, tree)
-                trees[obj.sha] = tree
-        return trees
-
-    def _remember_commit(self, commit: str, root: str) -> None:
-        self._commit_trees[commit] = root
-        if len(self._commit_trees) > COMMIT_CACHE_SIZE:
-            del self._commit_trees[next(iter(self._commit_trees))]  # the oldest
-
-    def _tree(self, sha: str) -> Tree | None:
-        """A parsed tree from memory: parsed already, or built by this batch and not written."""
-        tree = self._trees.get(sha)
-        if tree is None:
-            data = self._pending_data(sha)
-            if data is not None:
-                tree = Tree.parse(data)
-                self._trees.put(sha, tree)
-        return tree
-
-    def _cached_path(
-        self, parent: str, dirs: list[str], fetched: dict[str, Tree] | None = None
-    ) -> list[tuple[str, Tree] | None] | None:
-        """The root tree of ``parent`` and the trees along ``dirs`` (None where the path creates
-        a directory), each with its sha, from ``fetched`` or memory; None when anything is not
-        there (then git is asked)."""
-        fetched = fetched or {}
-        root = self._commit_trees.get(parent)
-        tree = None if root is None else fetched.get(root) or self._tree(root)
-        if root is None or tree is None:
-            return None
-        found: list[tuple[str, Tree] | None] = [(root, tree)]
-        for name in dirs:
-            if tree is not None:
-                sub = tree.subtree(name.encode())
-                if sub is None:
-                    if tree.has_file(name.encode()):
-                        return None  # a file in the way: let git report it
-                    tree = None  # a directory the path creates: absent, which is an answer
-                else:
-                    tree = fetched.get(sub.hex()) or self._tree(sub.hex())
-                    if tree is None:
-                        return None
-                    found.append((sub.hex(), tree))
-                    continue
-            found.append(None)
-        return found
-
-    def _cat_file(self, specs: list[str]) -> list[GitObject | None]:
-        """Read several objects at once, through the clone's long-lived git cat-file."""
-        found = self._reader.read(specs)
-        self.objects_read += sum(obj is not None for obj in found)
-        return found
+        return self._reader.file_shas(paths, commit)
 
     def close(self) -> None:
         """End the git process this GitIndex keeps for reading (it is also ended when the
@@ -560,81 +203,7 @@ class GitIndex:
         check_crate_path(path)
         _check_sha(parent)
         with self.batch():
-            return self._build_commit(parent, path, content, message)
-
-    def _build_commit(self, parent: str, path: str, content: bytes | None, message: str) -> str:
-        *dirs, filename = path.split("/")
-        levels = self._cached_path(parent, dirs)
-        if levels is None:
-            # Only the trees memory lacks; held in ``seen`` too, as filling a small cache may
-            # push some of them out again.
-            seen: dict[str, Tree] = {}
-            specs = self._missing_tree_specs(parent, [dirs], seen)
-            found = self._cat_file(specs)
-            for spec, obj in zip(specs, found, strict=True):
-                if obj is not None and obj.kind != "tree" and spec != parent:
-                    raise GitError(f"{spec} is a {obj.kind} in {parent}, expected a directory")
-            seen.update(self._remember(found))
-            if parent not in self._commit_trees:
-                raise GitError(f"parent {parent} is not a commit in {self.path}")
-            levels = self._cached_path(parent, dirs, seen)
-            if levels is None:
-                raise GitError(f"{path} in {parent}: a file is in the way of its directories")
-        root_tree = self._commit_trees[parent]
-        name = filename.encode()
-        last = levels[-1]
-        if last is not None and last[1].subtree(name) is not None:
-            raise GitError(f"{path} is a directory in {parent}, expected a file")
-
-        # Hash bottom-up (the file's directory first, the root last) and write only when the
-        # root changed, so a no-op update leaves nothing behind.
-        # sha, kind, data, parsed, and the sha of the tree it was edited from
-        pending: list[tuple[str, str, bytes, Tree | None, str | None]] = []
-        new_sha: bytes | None = None
-        if content is not None:
-            sha = object_sha("blob", content)
-            pending.append((sha, "blob", content, None, None))
-            new_sha = bytes.fromhex(sha)
-        child_name, child_mode = name, BLOB_MODE
-        for level in range(len(levels) - 1, -1, -1):
-            at_level = levels[level]
-            tree = EMPTY_TREE if at_level is None else at_level[1]
-            new_tree = tree.replaced(child_name, child_mode, new_sha)
-            if not new_tree.keys and level > 0:
-                new_sha = None  # an empty directory disappears from its parent
-            else:
-                data = new_tree.serialize()
-                sha = object_sha("tree", data)
-                base = None if at_level is None else at_level[0]
-                pending.append((sha, "tree", data, new_tree, base))
-                new_sha = bytes.fromhex(sha)
-            if level > 0:
-                child_name, child_mode = dirs[level - 1].encode(), TREE_MODE
-        assert new_sha is not None
-        if new_sha.hex() == root_tree:
-            return parent
-        # The old trees along the path are no longer in the new tip, so they are unlikely to
-        # be needed again: drop their parsed form (a pending one can be parsed again, any
-        # other read again). Kept, the superseded versions would fill the cache within two
-        # bursts and push out the directories still in the tip (at 100,000 crates, ~90 of the
-        # ~1,000 second-level trees re-read and re-parsed per batch of 500).
-        for old in levels:
-            if old is not None:
-                self._trees.pop(old[0])
-        for sha, kind, data, parsed, base in pending:
-            self._store(sha, kind, data, parsed, base)
-            if parsed is not None:
-                self._trees.put(sha, parsed)
-        root = new_sha.hex()
-        body = format_commit(root, [parent], self._author, self._committer, message)
-        commit_sha = object_sha("commit", body)
-        self._store(commit_sha, "commit", body)
-        self._remember_commit(commit_sha, root)
-        self._unpushed[commit_sha] = parent
-        self._pending_commits.append(commit_sha)
-        if self._pending_bytes >= FLUSH_BYTES:
-            self.flush()  # bounds memory; the batch simply ends up in more than one pack
-        return commit_sha
+            return self._builder.commit(parent, path, content, message)
 
     def commit_files(self, parent: str, changes: Sequence[tuple[str, bytes | None, str]]) -> str:
         """One commit per change, so every crate's history reads as its own commit message.
@@ -646,111 +215,29 @@ class GitIndex:
                 parent = self.commit_file(parent, path, content, message)
         return parent
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> contextlib.AbstractContextManager[None]:
         """Keep the objects that commit_file builds in memory and write them as one pack when
-        the outermost batch ends (or earlier, once they reach FLUSH_BYTES). A batch ended by an
-        exception writes them too: the commits built so far are valid objects, and unreferenced
-        ones are git gc's business.
+        the outermost batch ends (or earlier, once they reach builder.FLUSH_BYTES). A batch
+        ended by an exception writes them too: the commits built so far are valid objects, and
+        unreferenced ones are git gc's business.
 
         Inside a batch the new commits exist only in this process: nothing outside it (git,
         another GitIndex) can read them until the batch ends or ``flush`` runs. ``push`` flushes.
         """
-        self._batch_depth += 1
-        try:
-            yield
-        finally:
-            self._batch_depth -= 1
-            if self._batch_depth == 0:
-                self.flush()
+        return self._builder.batch()
 
     def flush(self) -> None:
         """Write the pending objects as one durable pack (a no-op when there are none)."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        self._delta_depth.clear()
-        commits, self._pending_commits = self._pending_commits, []
-        self._pending_bytes = 0
-        try:
-            pack = write_pack(self._objects, pending)
-        except BaseException:
-            # The caches must not name objects that are not in the repository.
-            for sha in pending:
-                self._trees.pop(sha)
-                self._commit_trees.pop(sha, None)
-                self._unpushed.pop(sha, None)
-            raise
-        # A commit's objects are all built by one _build_commit, stored in one pending set
-        # and so written in one pack; what they refer to besides is in its parent's trees.
-        for sha in commits:
-            self._commit_packs[sha] = pack
-        self.objects_written += len(pending)
-
-    def _store(
-        self,
-        sha: str,
-        kind: str,
-        data: bytes,
-        parsed: Tree | None = None,
-        base: str | None = None,
-    ) -> None:
-        """Add an object to the pending pack: whole, or, for a tree edited from ``base`` (an
-        earlier object of the same pack), as a delta against it.
-
-        Each commit of a batch has a new root tree, nearly all of it the previous commit's:
-        stored whole, the roots (~30 kB each at 100,000 crates) made 3,000 commits write 91 MB
-        of packs, written, checksummed and hashed, and a geometric repack of the remote kept
-        82 MB of them (it reuses what it finds); as deltas they are ~60 bytes each, and the
-        same commits wrote 9 MB (16 MB after the repack). A chain is cut after
-        MAX_DELTA_DEPTH deltas, as git's pack.depth does, so reading stays cheap.
-        """
-        if sha in self._pending:
-            return
-        edit = None if parsed is None else parsed.edit
-        depth = 1 + self._delta_depth.get(base, 0) if base is not None else 0
-        record: PackRecord
-        if (
-            edit is not None
-            and base is not None
-            and base in self._pending
-            and depth <= MAX_DELTA_DEPTH
-            and len(data) >= DELTA_MIN_BYTES
-        ):
-            record = delta_record(base, edit_delta(edit))
-            self._delta_depth[sha] = depth
-            self._pending_bytes += len(record.header) + len(record.body)
-        else:
-            record = pack_record(kind, data)
-            self._pending_bytes += len(record)
-        self._pending[sha] = record
-
-    def _pending_data(self, sha: str) -> bytes | None:
-        """The data of a pending object, or None when it is not pending."""
-        record = self._pending.get(sha)
-        if record is None:
-            return None
-        if isinstance(record, OfsDelta):
-            base = self._pending_data(record.base)
-            if base is None:  # a delta's base is written in the same pack, so never
-                raise GitError(f"the delta base of {sha} is not pending")
-            return apply_delta(base, record.delta())
-        return record_data(record)
+        self._builder.flush()
 
     def push(self, commit: str) -> None:
         """Publish ``commit`` on the remote's branch without force; ``PushRejected`` when the
         branch is no longer at ``tip()``.
 
         To a remote on another host this is ``git push``, whose fast-forward check is our
-        compare-and-swap. To a local bare repository it is, when that does what receive-pack
-        would do (see ``_read_direct_target`` and ``_direct_plan``), a direct publish: the
-        packs this GitIndex wrote for the new commits are linked into the remote's object
-        store, then ``git update-ref <branch> <commit> <tip>`` moves the branch only if it is
-        still at the tip. That skips receive-pack's connectivity check, which walks every
-        tree of the remote (137 ms of a 173 ms push at 100,000 crates) to prove what holds by
-        construction here: every object of the new commits is in those packs or reachable
-        from the tip, and update-ref's compare-and-swap proves the tip is the remote's.
-        ``last_push_mode`` says which way the last push went.
+        compare-and-swap. To a local bare repository that qualifies (see _read_direct_target
+        and _direct_plan) it is a direct publish (see direct_publish, and docs/architecture.md,
+        'The direct publish'). ``last_push_mode`` says which way the last push went.
         """
         _check_sha(commit)
         self.flush()  # the objects must be in the clone before git push or the direct publish
@@ -767,11 +254,10 @@ class GitIndex:
                 )
             if why is not None:
                 self.last_push_mode = "git"
-                self._git_push(commit)
+                self._clone.push(commit)
         finally:
             # Built on a tip that is now the remote's or stale: either way, done with them.
-            self._unpushed.clear()
-            self._commit_packs.clear()
+            self._builder.clear_unpushed()
             mode = self.last_push_mode
             if mode is not None:
                 how = "direct publish" if why is None else f"git push, {why}"
@@ -784,9 +270,7 @@ class GitIndex:
                     self.remote_url,
                     how,
                 )
-        self._known_tip = None
-        self._git("update-ref", self.tracking_ref, commit, what="git update-ref")
-        self._known_tip = (self._ref_signature(), commit)
+        self._clone.pushed(commit)
         self._pushes_since_gc += 1
         if self._pushes_since_gc >= GC_EVERY_PUSHES:
             self.collect_garbage()
@@ -796,37 +280,13 @@ class GitIndex:
             if self._direct_pushes_since_gc >= GC_EVERY_PUSHES:
                 self._maintain_remote(target)
 
-    def _git_push(self, commit: str) -> None:
-        refspec = f"{commit}:refs/heads/{self.branch}"
-        result = self._git("push", "--porcelain", REMOTE, refspec, what="git push", check=False)
-        # Porcelain status lines: "<flag>\t<src>:<dst>\t<summary>"; "!" marks a refused ref.
-        refused = [
-            line.split("\t")[2]
-            for line in result.stdout.decode(errors="replace").splitlines()
-            if line.startswith("!\t") and line.count("\t") >= 2
-        ]
-        if any(summary.startswith("[rejected]") for summary in refused):
-            raise PushRejected(
-                scrub_secrets(
-                    f"git push rejected, the remote branch {self.branch} moved: {refused[0]}"
-                )
-            )
-        if result.returncode != 0:
-            message = failure_message("git push", result, self._remote)
-            if refused:
-                message += scrub_secrets(" | " + " | ".join(refused), self._remote)
-            raise GitError(message)
-
     def _read_direct_target(self) -> DirectProbe:
-        """Whether pushes may publish directly: the remote that git push would use is a local
-        bare repository whose effective config (system, global and its own) leaves receive-pack
-        nothing to do but store the objects and move the branch (see probe_push_url). Hooks are
-        looked at per push.
-        """
+        """Whether pushes may publish directly, asked of the one URL git push would use (see
+        probe_push_url); hooks are looked at per push."""
         if self._local_push == "git":
             return DirectProbe(None, f"{LOCAL_PUSH_ENV}=git", final=True)
         # The URL git push would use: pushurl and pushInsteadOf apply.
-        result = self._git(
+        result = self._clone.git(
             "remote", "get-url", "--push", "--all", REMOTE, what="git remote get-url", check=False
         )
         if result.returncode != 0:
@@ -842,9 +302,8 @@ class GitIndex:
         """The remote, the tip to compare-and-swap and the packs to ship for publishing
         ``commit`` directly; or why git push has to do it.
 
-        Only commits this GitIndex built since the last push, on the tip, qualify: the walk
-        from ``commit`` through their parents must end at the tip, which proves the branch
-        moves forward and names the packs that hold every object the tip does not reach.
+        Only commits this GitIndex built on the tip since the last push qualify (see
+        CommitBuilder.unpushed_packs).
         """
         probe = self._probe
         if probe.outdated():
@@ -858,25 +317,20 @@ class GitIndex:
         old = self.tip()
         if old is None:
             return "no remote tip is known yet"
-        packs: dict[Path, None] = {}  # ordered, without repeats
-        sha = commit
-        while sha != old:  # parents never cycle: a commit's sha covers its parent's
-            parent, pack = self._unpushed.get(sha), self._commit_packs.get(sha)
-            if parent is None or pack is None:
-                return f"{commit} is not built on the tip {old} since the last push"
-            packs[pack] = None
-            sha = parent
-        return target, old, list(packs)
+        packs = self._builder.unpushed_packs(commit, old)
+        if packs is None:
+            return f"{commit} is not built on the tip {old} since the last push"
+        return target, old, packs
 
     def _maintain_remote(self, target: DirectTarget) -> None:
-        """Do for the remote what receive-pack's ``gc --auto`` (receive.autogc) would have done:
-        without it, every direct publish leaves one more small pack. The publish has landed by
-        now, so a failure here is logged, not raised, as receive-pack ignores its gc's."""
+        """Repack the remote as receive-pack's ``gc --auto`` (receive.autogc) would have after
+        the direct publishes; a failure is logged, not raised, since they have landed (see
+        docs/architecture.md, 'The direct publish')."""
         self._direct_pushes_since_gc = 0
         if not target.autogc:
             return
         try:
-            _maintain(target.git_dir, self.timeout, self._remote)
+            maintain(target.git_dir, self.timeout, self._remote)
         except GitError as e:
             log.warning("maintenance of the remote %s failed: %s", self.remote_url, e)
 
@@ -884,142 +338,8 @@ class GitIndex:
         """Merge the small packs that batches write (one per batch) before they slow reads down.
 
         Only fetch runs git's automatic gc, and the sync fetches only when a push is rejected,
-        so without this a busy index would pile up packs (see _maintain).
+        so without this a busy index would pile up packs (see repo.maintain).
         """
         self._pushes_since_gc = 0
         self._reader.close()  # so that it holds none of the packs the repack deletes
-        _maintain(self.path, self.timeout, self._remote)
-
-
-def _create_clone(path: Path, remote_url: str, timeout: float) -> None:
-    """Init next to `path` and rename into place, so a crash never leaves a half-made clone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        run_git(["init", "--bare", "--quiet", str(tmp)], timeout=timeout, what="git init")
-        repo = git.Repo(tmp)
-        with repo.config_writer() as config:
-            config.set_value(f'remote "{REMOTE}"', "url", remote_url)
-        repo.close()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _check_clone(path: Path, remote_url: str) -> None:
-    try:
-        repo = git.Repo(path)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise GitError(f"{path} exists but is not a git repository") from None
-    try:
-        if not repo.bare:
-            raise GitError(f"{path} is not a bare repository")
-        reader = repo.config_reader("repository")
-        url = reader.get_value(f'remote "{REMOTE}"', "url", default="")
-        fmt = reader.get_value("extensions", "objectformat", default="sha1")
-    finally:
-        repo.close()
-    if str(url) != remote_url:
-        raise GitError(
-            scrub_secrets(
-                f"{path} is a clone of {url!s}, not of {remote_url} (remove it to clone again)"
-            )
-        )
-    if str(fmt).lower() != "sha1":
-        raise GitError(f"{path} uses object format {fmt}; only sha1 is supported")
-
-
-def _remote_head_branch(path: Path, remote: GitRemote, timeout: float) -> str:
-    branch, _ = remote_head(remote, timeout, git_dir=path)
-    if branch is None:
-        raise GitError(
-            scrub_secrets(
-                f"the HEAD of {remote.url} names no branch with commits, and cargo reads the"
-                " branch HEAD names (point it at the index's branch: git symbolic-ref HEAD"
-                " refs/heads/BRANCH in the remote)"
-            )
-        )
-    return branch
-
-
-def remote_head_by_url(url: str, timeout: float) -> tuple[str | None, str | None]:
-    """:func:`remote_head` without a clone, with the credentials the worker would use (the
-    URL's own, else the environment's), for checks that must not touch the worker's clone."""
-    with tempfile.TemporaryDirectory(prefix="indexpub-ls-remote-") as tmp:
-        askpass = Path(tmp) / "indexpub-askpass"
-        write_askpass(askpass)
-        return remote_head(GitRemote.parse(url, askpass=askpass), timeout)
-
-
-def remote_head(
-    remote: GitRemote, timeout: float, *, git_dir: Path | None = None
-) -> tuple[str | None, str | None]:
-    """The branch the remote's HEAD names and the commit it points at, read with ``git
-    ls-remote`` (through the clone at ``git_dir``, else by URL); Nones when HEAD names no
-    branch with commits."""
-    args = ["ls-remote", "--symref", REMOTE if git_dir else remote.url, "HEAD"]
-    if git_dir is not None:
-        args.insert(0, f"--git-dir={git_dir}")
-    result = run_git(args, timeout=timeout, what="git ls-remote", remote=remote)
-    branch = sha = None
-    for line in result.stdout.decode(errors="replace").splitlines():
-        target, _, name = line.partition("\t")
-        if name == "HEAD" and target.startswith("ref: refs/heads/"):
-            branch = target.removeprefix("ref: refs/heads/")
-        elif name == "HEAD":
-            sha = target
-    return branch, sha
-
-
-def _check_branch(branch: str, timeout: float) -> None:
-    result = run_git(
-        ["check-ref-format", f"refs/heads/{branch}"],
-        timeout=timeout,
-        what="git check-ref-format",
-        check=False,
-    )
-    if result.returncode != 0 or branch.startswith("-"):
-        raise ValueError(f"not a valid branch name: {branch!r}")
-
-
-def init_index(
-    remote_path: Path,
-    dl: str,
-    api: str | None,
-    branch: str = "master",
-    *,
-    timeout: float = 60.0,
-    author: str = DEFAULT_IDENTITY,
-) -> None:
-    """Create a bare index remote whose HEAD names `branch`, with config.json as its only file.
-
-    HEAD must name the branch we push to: cargo fetches HEAD, and a HEAD naming a missing branch
-    shows up only as "no matching package named ... found".
-    """
-    remote_path = Path(remote_path)
-    if remote_path.exists() and (not remote_path.is_dir() or any(remote_path.iterdir())):
-        raise FileExistsError(f"{remote_path} already exists and is not empty")
-    _check_branch(branch, timeout)
-    config: dict[str, str] = {"dl": dl}
-    if api is not None:
-        config["api"] = api
-    run_git(
-        ["init", "--bare", "--quiet", f"--initial-branch={branch}", str(remote_path)],
-        timeout=timeout,
-        what="git init",
-    )
-    objects = remote_path / "objects"
-    blob = write_loose_object(objects, "blob", (json.dumps(config, indent=2) + "\n").encode())
-    tree = write_loose_object(
-        objects, "tree", format_tree([TreeEntry(BLOB_MODE, b"config.json", bytes.fromhex(blob))])
-    )
-    identity = _parse_identity(author)
-    commit = write_loose_object(
-        objects, "commit", format_commit(tree, [], identity, identity, "Initialize index")
-    )
-    run_git(
-        [f"--git-dir={remote_path}", "update-ref", f"refs/heads/{branch}", commit, "0" * 40],
-        timeout=timeout,
-        what="git update-ref",
-    )
+        maintain(self.path, self.timeout, self._remote)

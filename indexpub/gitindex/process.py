@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from indexpub.errors import shorten as _shorten
+from indexpub.errors import shorten
 
 __all__ = [
     "GitError",
@@ -172,10 +172,10 @@ def ssh_command(remote_url: str) -> str | None:
     if _UNSAFE_SSH_PATH_RE.search(str(path)):
         raise GitError(
             f"{KNOWN_HOSTS_VAR} must be a path without spaces, quotes, '%' or '~' (ssh would "
-            f"misread it): {_shorten(str(path))}"
+            f"misread it): {shorten(str(path))}"
         )
     if not path.is_file():
-        raise GitError(f"{KNOWN_HOSTS_VAR} names {_shorten(str(path))}, which is not a file")
+        raise GitError(f"{KNOWN_HOSTS_VAR} names {shorten(str(path))}, which is not a file")
     options = [
         "-o StrictHostKeyChecking=yes",
         f"-o UserKnownHostsFile={shlex.quote(str(path))}",
@@ -301,7 +301,7 @@ def failure_message(
     line (ssh's warning is twenty lines of ASCII art that would hide the point)."""
     host_key = _host_key_failure(result)
     if host_key is not None and remote is not None:
-        known_hosts = _shorten(str(Path(os.environ.get(KNOWN_HOSTS_VAR, "")).absolute()))
+        known_hosts = shorten(str(Path(os.environ.get(KNOWN_HOSTS_VAR, "")).absolute()))
         if host_key == "changed":
             problem = (
                 f"has CHANGED from the one pinned in {known_hosts} ({KNOWN_HOSTS_VAR}); confirm "
