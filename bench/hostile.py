@@ -2,10 +2,10 @@
 
     python bench/hostile.py [--small] [--only ID ...] [--code DIR]
 
-Builds the corpus of ``tests/hostile_crates.py`` at full size (pax and GNU long-name headers
-announcing 450 MiB in ~460 KB uploads, a 40 MiB member name, TOML bombs, ...; ``--small``
-builds the test suite's sizes), then parses each archive with ``read_crate_bytes`` in a fresh
-Python process, so that one case's memory cannot hide another's. The child reads its RSS
+Builds the corpus of ``tests/support/hostile_crates.py`` at full size (pax and GNU long-name
+headers announcing 450 MiB in ~460 KB uploads, a 40 MiB member name, TOML bombs, ...;
+``--small`` builds the test suite's sizes), then parses each archive with ``read_crate_bytes``
+in a fresh Python process, so that one case's memory cannot hide another's. The child reads its RSS
 (``VmRSS``) after loading the archive and its peak RSS (``VmHWM``) after the parse: the
 difference is what the parse itself cost above the process's baseline. Valid crates (a
 synthetic one, and the largest cargo-built fixture) are measured the same way, as a baseline.
@@ -31,7 +31,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
 ROOT = _HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from hostile_crates import crate, hostile_corpus
+from support.hostile_crates import crate, hostile_corpus
 
 TARGET_SECONDS = 1.0
 TARGET_MIB = 50.0

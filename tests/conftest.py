@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pg
+from support import pg
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cargo_registry import PUBLISH_ORDER, CargoRegistry
+from support.cargo_registry import PUBLISH_ORDER, CargoRegistry
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
 

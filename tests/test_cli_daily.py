@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from index_helpers import fixture_files, git
+from support.index_helpers import fixture_files, git
 
 from indexpub import config
 from indexpub.cli import main

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_CKSUM, line
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from support.bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_CKSUM, line
 
 from indexpub.domain.entries import (
     Dependency,

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from index_helpers import Registry, fixture_entry, make_registry
+from support.index_helpers import Registry, fixture_entry, make_registry
 
 import indexpub.gitindex.index as git_index
 from indexpub.gitindex.direct_publish import LOCAL_PUSH_ENV, place_packs

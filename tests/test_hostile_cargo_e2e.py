@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cargo_registry import CargoRegistry
-from hostile_crates import symlink_chain
+from support.cargo_registry import CargoRegistry
+from support.hostile_crates import symlink_chain
 from test_cargo_acceptance import registry  # noqa: F401 (a fixture: serve, worker, cargo)
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")

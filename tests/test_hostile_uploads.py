@@ -12,10 +12,10 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from hostile_crates import MANIFEST, NAME, TOP, VERSION, crate, hostile_corpus, member, tar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from index_helpers import Registry
+from support.hostile_crates import MANIFEST, NAME, TOP, VERSION, crate, hostile_corpus, member, tar
+from support.index_helpers import Registry
 from test_publish_refusals import cli, publish_json, refused, url  # noqa: F401 (url: fixture)
 from test_publish_refusals import counts as cli_counts
 from test_serve_api import (  # noqa: F401 (reg and alice are fixtures)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from index_helpers import Registry, fixture_entry, make_registry
-from queue_helpers import wait_for
+from support.index_helpers import Registry, fixture_entry, make_registry
+from support.queue_helpers import wait_for
 
 from indexpub.pipeline.faults import ENV as CRASH_ENV
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from index_helpers import Registry, fixture_entry, git, make_registry
+from support.index_helpers import Registry, fixture_entry, git, make_registry
 
 from indexpub.domain.entries import IndexEntry
 from indexpub.domain.versions import Version
@@ -141,7 +141,7 @@ def test_unreachable_remote_fails_the_job_then_converges(reg: Registry, tmp_path
 
 def test_pushes_go_to_the_branch_the_remote_head_names(database_url: str, tmp_path: Path) -> None:
     from click.testing import CliRunner
-    from index_helpers import Registry
+    from support.index_helpers import Registry
 
     from indexpub.cli import main
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_ENTRY
 from click.testing import CliRunner, Result
-from index_helpers import fixture_files
+from support.bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_ENTRY
+from support.index_helpers import fixture_files
 
 from indexpub.cli import main
 from indexpub.domain.entries import MAX_LINE_BYTES, IndexEntry

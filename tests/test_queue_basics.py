@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from jobapp import app
-from queue_helpers import enqueue, scalar, setup_database, wait_for
+from support.jobapp import app
+from support.queue_helpers import enqueue, scalar, setup_database, wait_for
 
 from jobs import App, Worker
 

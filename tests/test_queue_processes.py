@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from jobapp import app
-from queue_helpers import (
+from support.jobapp import app
+from support.queue_helpers import (
     children_of,
     enqueue,
     scalar,

@@ -17,14 +17,14 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from index_helpers import (
+from starlette.exceptions import StarletteDeprecationWarning
+from support.index_helpers import (
     DIST,
     Registry,
     fixture_files,
     fixtures_registry_url,
     make_registry,
 )
-from starlette.exceptions import StarletteDeprecationWarning
 
 from indexpub.cli import main
 from indexpub.domain.entries import IndexEntry

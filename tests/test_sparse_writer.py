@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from index_helpers import Registry, fixture_entry, make_registry
+from support.index_helpers import Registry, fixture_entry, make_registry
 
 from indexpub.domain.names import index_path
 from indexpub.pipeline import sparse_sync as sparse

@@ -19,7 +19,7 @@ from indexpub.pipeline.jobs import configure_index
 from indexpub.registry import render, store
 from indexpub.registry.queue import INDEX_QUEUE, SPARSE_QUEUE, app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "fixtures" / "crates-dist"
 
 
