@@ -18,6 +18,9 @@ compare with an older commit; each child is limited to 4 GiB of address space.
 # ruff: noqa: E402
 from __future__ import annotations
 
+import _paths
+
+_paths.setup()  # bench/ off sys.path (bench/queue.py would shadow ``queue``); root and tests/ on
 import argparse
 import json
 import subprocess
@@ -25,14 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
-    del sys.path[0]  # bench/queue.py would shadow the standard library's queue
-ROOT = _HERE.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
 from support.hostile_crates import crate, hostile_corpus
 
+ROOT = _paths.ROOT
 TARGET_SECONDS = 1.0
 TARGET_MIB = 50.0
 

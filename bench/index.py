@@ -34,16 +34,9 @@ bench/README.md says what every number means.
 # ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _paths
 
-# ``python bench/index.py`` puts bench/ first on sys.path, where bench/queue.py would shadow the
-# standard library's ``queue`` (imported by multiprocessing, concurrent.futures, logging.handlers).
-_HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
-    del sys.path[0]
-sys.path.insert(0, str(_HERE.parent))
-
+_paths.setup()  # bench/ off sys.path (bench/queue.py would shadow ``queue``); root and tests/ on
 import argparse
 import collections
 import contextlib
@@ -56,18 +49,21 @@ import random
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg
 from psycopg import sql
+from support.embedded_servers import postmaster_pid, throwaway_database, throwaway_server
 
-from indexpub import config, embedded
+from indexpub import config
 from indexpub.config import JOBS_SCHEMA
 from indexpub.domain.entries import IndexEntry
 from indexpub.domain.names import canonical_name, index_path, validate_crate_name
@@ -158,12 +154,12 @@ def random_names(rng: random.Random, count: int) -> list[str]:
 @contextlib.contextmanager
 def embedded_server() -> Iterator[tuple[str, int]]:
     """A throwaway embedded server with PostgreSQL's default, durable settings: (URL, pid)."""
-    with embedded.throwaway_server("indexpub-bench-pg-") as (url, pgdata):
-        yield url, embedded.postmaster_pid(pgdata)
+    with throwaway_server("indexpub-bench-pg-") as (url, pgdata):
+        yield url, postmaster_pid(pgdata)
 
 
 def fresh_database(admin_url: str, label: str) -> contextlib.AbstractContextManager[str]:
-    return embedded.throwaway_database(admin_url, f"indexpub_bench_{label}_")
+    return throwaway_database(admin_url, f"indexpub_bench_{label}_")
 
 
 def server_settings(url: str) -> dict[str, str]:
@@ -407,7 +403,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             argv,
             env=env,
-            cwd=_HERE.parent,
+            cwd=_paths.ROOT,
             start_new_session=True,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

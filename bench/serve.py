@@ -30,16 +30,9 @@ the worker and PostgreSQL take from each other. The target is a publish -> visib
 # ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _paths
 
-# ``python bench/serve.py`` puts bench/ first on sys.path, where bench/queue.py would shadow the
-# standard library's ``queue`` (imported by concurrent.futures, logging.handlers, httpx's deps).
-_HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
-    del sys.path[0]
-sys.path.insert(0, str(_HERE.parent))
-
+_paths.setup()  # bench/ off sys.path (bench/queue.py would shadow ``queue``); root and tests/ on
 import argparse
 import contextlib
 import gzip
@@ -52,18 +45,20 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import psycopg
 from psycopg import sql
+from support.embedded_servers import throwaway_database, throwaway_server
 
-from indexpub import embedded
 from indexpub.domain.names import index_path
 
 BRANCH = "master"
@@ -158,11 +153,8 @@ def database(explicit: str | None) -> Iterator[str]:
     """A fresh database: on ``explicit``'s server, else on a throwaway embedded server with
     PostgreSQL's default, durable settings (fsync and synchronous_commit on)."""
     with contextlib.ExitStack() as stack:
-        admin = (
-            explicit
-            or stack.enter_context(embedded.throwaway_server("indexpub-bench-serve-pg-"))[0]
-        )
-        yield stack.enter_context(embedded.throwaway_database(admin, "indexpub_bench_serve_"))
+        admin = explicit or stack.enter_context(throwaway_server("indexpub-bench-serve-pg-"))[0]
+        yield stack.enter_context(throwaway_database(admin, "indexpub_bench_serve_"))
 
 
 def server_settings(url: str) -> dict[str, str]:

@@ -29,15 +29,6 @@ DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
 
 CREATE_DATABASE = "CREATE DATABASE {database}"
 
-DROP_DATABASE = "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-
-# Speed over durability, for a test server only (it takes effect on restart).
-TEST_TUNING = (
-    "ALTER SYSTEM SET fsync = off",
-    "ALTER SYSTEM SET full_page_writes = off",
-    "ALTER SYSTEM SET max_connections = 300",
-)
-
 # --- the registry's tables (registry/migrations) ----------------------------------------
 # Every statement names {schema}, filled in as a quoted identifier by jobs.queries.compose.
 
