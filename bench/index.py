@@ -62,6 +62,7 @@ import psutil
 import psycopg
 from psycopg import sql
 from support.embedded_servers import postmaster_pid, throwaway_database, throwaway_server
+from support.git import git as support_git
 
 from indexpub import config
 from indexpub.config import JOBS_SCHEMA
@@ -110,13 +111,10 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> bytes:
-    env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, input=input, capture_output=True, env=env, timeout=600
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.decode().strip()}")
-    return result.stdout
+    """The tests' git with the benchmark's settings: C locale, no prompts, up to 10 minutes; the
+    output as bytes. A failure raises GitFailed, with git's stderr."""
+    env = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+    return support_git(*args, cwd=cwd, input=input, text=False, env=env, timeout=600)
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float) -> None:

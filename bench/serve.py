@@ -58,6 +58,7 @@ import httpx
 import psycopg
 from psycopg import sql
 from support.embedded_servers import throwaway_database, throwaway_server
+from support.git import git
 
 from indexpub.domain.names import index_path
 
@@ -471,12 +472,7 @@ def idle(dep: Deployment, token: str, names: Sequence[str]) -> list[Sample]:
 
 def verify(dep: Deployment, names: Sequence[str]) -> None:
     """Every published crate is in both indexes, with one line each."""
-    listing = subprocess.run(
-        ["git", f"--git-dir={dep.remote}", "ls-tree", "-r", "--name-only", BRANCH],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    listing = git(f"--git-dir={dep.remote}", "ls-tree", "-r", "--name-only", BRANCH).split()
     in_git = set(listing)
     missing = [n for n in names if index_path(n) not in in_git]
     if missing:
@@ -543,12 +539,7 @@ def main() -> None:
         quiet_names = [f"quiet-{i:04d}" for i in range(idle_count)]
         quiet = idle(dep, token, quiet_names)
         verify(dep, [*warmup, *names, *paced_names, *quiet_names])
-        commits = subprocess.run(
-            ["git", f"--git-dir={dep.remote}", "rev-list", "--count", BRANCH],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commits = git(f"--git-dir={dep.remote}", "rev-list", "--count", BRANCH).strip()
 
     rate = result.count / result.seconds
     lines = [

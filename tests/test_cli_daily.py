@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from support.index_helpers import fixture_files, git
+from support.git import git
+from support.index_helpers import fixture_files
 
 from indexpub import config
 from indexpub.cli import main

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+from support.git import git
 from support.index_helpers import Registry, fixture_entry, make_registry
 
 import indexpub.gitindex.index as git_index
@@ -18,11 +18,6 @@ from indexpub.gitindex.index import GitError, GitIndex, PushRejected, init_index
 from indexpub.pipeline.git_sync import sync_crates
 
 DL = "https://dl.example/crates"
-
-
-def git(*args: str, cwd: Path | None = None) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=True, timeout=60)
-    return result.stdout.decode()
 
 
 def remote_tip(remote: Path, branch: str = "master") -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from support.index_helpers import Registry, fixture_entry, git, make_registry
+from support.git import git
+from support.index_helpers import Registry, fixture_entry, make_registry
 
 from indexpub.domain.entries import IndexEntry
 from indexpub.domain.versions import Version

@@ -18,6 +18,7 @@ from indexpub.gitindex.index import GitIndex, init_index
 from indexpub.pipeline.jobs import configure_index
 from indexpub.registry import render, store
 from indexpub.registry.queue import INDEX_QUEUE, SPARSE_QUEUE, app
+from support.git import git
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "fixtures" / "crates-dist"
@@ -37,12 +38,6 @@ def fixtures_registry_url() -> str:
 def fixture_entry(name: str, version: str) -> IndexEntry:
     data = fixture_files()[(name, version)].read_bytes()
     return read_crate_bytes(data, index_url=fixtures_registry_url())
-
-
-def git(*args: str, cwd: Path | None = None) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, check=True, text=True, timeout=60
-    ).stdout
 
 
 @dataclass
