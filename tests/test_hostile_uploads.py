@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.crates import file, gzipped, publish_body, simple_meta, tar_archive
 from support.hostile_crates import MANIFEST, NAME, TOP, VERSION, crate, hostile_corpus, member, tar
 from support.index_helpers import Registry
 from test_publish_refusals import cli, publish_json, refused, url  # noqa: F401 (url: fixture)
@@ -24,10 +25,8 @@ from test_serve_api import (  # noqa: F401 (reg and alice are fixtures)
     alice,
     app_for,
     detail,
-    framed,
     put_crate,
     reg,
-    simple_meta,
     stored_files,
 )
 from test_serve_api import counts as api_counts
@@ -82,14 +81,14 @@ def test_the_publish_api_refuses_each_and_stores_nothing(reg: Registry, alice: s
     meta = simple_meta(NAME, VERSION)
     with TestClient(app_for(reg)) as client:
         for case_id, data, fragment in CORPUS:
-            response = put_crate(client, alice, framed(meta, data))
+            response = put_crate(client, alice, publish_body(meta, data))
             assert response.status_code == 400, (case_id, response.status_code)
             assert fragment in detail(response), case_id
             assert len(response.content) < MAX_MESSAGE, case_id
         assert api_counts(reg.url) == NOTHING  # no crate, version, owner or job rows
         assert stored_files(reg) == []
         # The same token, metadata and good members publish: the refusals were the archives'.
-        good = put_crate(client, alice, framed(meta, crate()))
+        good = put_crate(client, alice, publish_body(meta, crate()))
         assert good.status_code == 200, good.text
     assert [p.name for p in stored_files(reg)] == [f"{TOP}.crate"]
 
@@ -97,7 +96,7 @@ def test_the_publish_api_refuses_each_and_stores_nothing(reg: Registry, alice: s
 def test_an_upload_over_the_size_limit_is_413(reg: Registry, alice: str) -> None:  # noqa: F811
     data = crate(member(f"{TOP}/blob", random.Random(1).randbytes(4000)))
     with TestClient(app_for(reg, max_crate_bytes=2000)) as client:
-        response = put_crate(client, alice, framed(simple_meta(NAME, VERSION), data))
+        response = put_crate(client, alice, publish_body(simple_meta(NAME, VERSION), data))
     assert response.status_code == 413
     assert "larger than the limit of 2000 bytes" in detail(response)
     assert api_counts(reg.url) == NOTHING
@@ -129,7 +128,7 @@ def test_bad_publish_json_is_a_400_in_cargo_s_shape(
     fragment: str,
 ) -> None:
     with TestClient(app_for(reg)) as client:
-        response = put_crate(client, alice, framed(body, crate()))
+        response = put_crate(client, alice, publish_body(body, crate()))
     assert response.status_code == 400, response.text[:200]
     assert fragment in detail(response)
     assert len(response.content) < MAX_MESSAGE
@@ -147,7 +146,7 @@ def test_bad_publish_json_is_one_line_from_the_cli(url: str, tmp_path: Path) -> 
 
 def test_an_archive_inside_the_crate_is_just_a_file() -> None:
     """crates.io accepts it, and so does cargo: nothing unpacks the inner archive."""
-    inner = gzip.compress(tar(member("other-1.0.0/src/lib.rs", b"evil")), mtime=0)
+    inner = gzipped(tar(member("other-1.0.0/src/lib.rs", b"evil")))
     entry = read_crate_bytes(crate(member(f"{TOP}/tests/data.tar.gz", inner)))
     assert entry.name == NAME
 
@@ -165,15 +164,10 @@ def test_padding_zeros_after_the_end_marker_and_no_end_marker_are_fine() -> None
 
 def _pack(members: list[tuple[str, bytes]], tar_format: int) -> tuple[bytes, list[int]]:
     """The tar bytes and where each member's own (last) 512-byte header starts."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tar_format) as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    with tarfile.open(fileobj=io.BytesIO(raw.getvalue()), mode="r") as archive:
+    raw = tar_archive(*(file(name, data) for name, data in members), tar_format=tar_format)
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r") as archive:
         headers = [info.offset_data - 512 for info in archive.getmembers()]
-    return raw.getvalue(), headers
+    return raw, headers
 
 
 MEMBERS = [
@@ -218,7 +212,7 @@ def mutated_crates(draw: st.DrawFn) -> bytes:
             raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
     if draw(st.booleans()):
         raw = raw[: draw(st.integers(0, len(raw)))]
-    data = bytearray(gzip.compress(bytes(raw), mtime=0))
+    data = bytearray(gzipped(bytes(raw)))
     if draw(st.booleans()):
         for _ in range(draw(st.integers(1, 3))):
             data[draw(st.integers(0, len(data) - 1))] ^= 1 << draw(st.integers(0, 7))
@@ -237,7 +231,7 @@ def assert_only_distinct_files_and_folders(data: bytes) -> None:
             seen.add(info.name.rstrip("/").lower())
 
 
-CLEAN = read_crate_bytes(gzip.compress(_pack(MEMBERS, tarfile.GNU_FORMAT)[0], mtime=0))
+CLEAN = read_crate_bytes(gzipped(_pack(MEMBERS, tarfile.GNU_FORMAT)[0]))
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,17 +3,15 @@ nothing stored or enqueued."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from support.bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_ENTRY
+from support.crates import file, gzip_tar, manifest
 from support.index_helpers import fixture_files
 
 from indexpub.cli import main
@@ -117,14 +115,8 @@ def test_bad_files_and_oversized_input(url: str, tmp_path: Path) -> None:
     )
     refused(cli(url, tmp_path, "publish", str(tmp_path / "missing.crate")), "no such file")
     # A .crate whose paths escape its {name}-{version}/ folder.
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo("../evil/Cargo.toml")
-        payload = b'[package]\nname = "evil"\nversion = "0.1.0"\n'
-        info.size = len(payload)
-        archive.addfile(info, io.BytesIO(payload))
     evil = tmp_path / "evil.crate"
-    evil.write_bytes(gzip.compress(buffer.getvalue()))
+    evil.write_bytes(gzip_tar(file("../evil/Cargo.toml", manifest("evil", "0.1.0"))))
     refused(cli(url, tmp_path, "publish", str(evil)), "evil")
     assert counts(url) == (0, 0, 0)
     assert not (tmp_path / "data" / "crates").exists()
@@ -159,14 +151,9 @@ def test_publish_crate_file_yank_unyank_cli(url: str, tmp_path: Path) -> None:
 def test_a_refused_crate_never_overwrites_the_published_bytes(url: str, tmp_path: Path) -> None:
     original = fixture_files()[("plain", "0.1.0")]
     assert cli(url, tmp_path, "publish", str(original)).exit_code == 0
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        manifest = b'[package]\nname = "plain"\nversion = "0.1.0"\nedition = "2021"\n'
-        info = tarfile.TarInfo("plain-0.1.0/Cargo.toml")
-        info.size = len(manifest)
-        archive.addfile(info, io.BytesIO(manifest))
     impostor = tmp_path / "impostor.crate"
-    impostor.write_bytes(gzip.compress(buffer.getvalue()))
+    toml = manifest("plain", "0.1.0", 'edition = "2021"\n')
+    impostor.write_bytes(gzip_tar(file("plain-0.1.0/Cargo.toml", toml)))
     refused(cli(url, tmp_path, "publish", str(impostor)), "already published with different")
     stored = tmp_path / "data" / "crates" / "plain" / "plain-0.1.0.crate"
     assert stored.read_bytes() == original.read_bytes()
