@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,6 @@ from support.cargo_registry import PUBLISH_ORDER, CargoRegistry
 from support.git import git
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
-
-
-@pytest.fixture
-def registry(database_url: str, tmp_path: Path) -> Iterator[CargoRegistry]:
-    reg = CargoRegistry(tmp_path, database_url)
-    reg.start()
-    try:
-        yield reg
-    finally:
-        reg.stop()
 
 
 def build_over_both_protocols(reg: CargoRegistry, name: str, dependencies: str) -> None:

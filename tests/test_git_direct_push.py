@@ -61,11 +61,6 @@ def remote(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def index(remote: Path, tmp_path: Path) -> GitIndex:
-    return GitIndex.open(str(remote), tmp_path / "clone", timeout=20)
-
-
 def commit_one(index: GitIndex, path: str, content: bytes | None = b"x\n") -> str:
     tip = index.tip()
     assert tip is not None

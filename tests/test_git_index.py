@@ -130,11 +130,6 @@ def remote(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def index(remote: Path, tmp_path: Path) -> GitIndex:
-    return GitIndex.open(str(remote), tmp_path / "clone", timeout=20)
-
-
 # --- init_index and open --------------------------------------------------------------------------
 
 

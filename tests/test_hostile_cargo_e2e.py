@@ -19,7 +19,6 @@ import pytest
 from support.cargo_registry import CargoRegistry
 from support.crates import publish_body, simple_meta
 from support.hostile_crates import symlink_chain
-from test_cargo_acceptance import registry  # noqa: F401 (a fixture: serve, worker, cargo)
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
 
@@ -47,7 +46,7 @@ def upload(reg: CargoRegistry, meta: dict[str, object], crate: bytes) -> tuple[i
 
 
 def test_a_symlink_chain_cannot_overwrite_another_crate_s_unpacked_sources(
-    registry: CargoRegistry,  # noqa: F811
+    registry: CargoRegistry,
 ) -> None:
     home = registry.cargo_home("victim-user", "sparse")
     registry.publish("plain-0.1.0", home)

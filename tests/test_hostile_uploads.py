@@ -17,16 +17,14 @@ from hypothesis import strategies as st
 from support.crates import file, gzipped, publish_body, simple_meta, tar_archive
 from support.hostile_crates import MANIFEST, NAME, TOP, VERSION, crate, hostile_corpus, member, tar
 from support.index_helpers import Registry
-from test_publish_refusals import cli, publish_json, refused, url  # noqa: F401 (url: fixture)
+from test_publish_refusals import cli, publish_json, refused
 from test_publish_refusals import counts as cli_counts
-from test_serve_api import (  # noqa: F401 (reg and alice are fixtures)
+from test_serve_api import (
     NOTHING,
     TestClient,
-    alice,
     app_for,
     detail,
     put_crate,
-    reg,
     stored_files,
 )
 from test_serve_api import counts as api_counts
@@ -64,20 +62,22 @@ def test_read_crate_bytes_refuses_in_one_short_line_and_bounded_memory(
     assert peak < MAX_PEAK, peak
 
 
-def test_indexpub_publish_refuses_each_and_stores_nothing(url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_indexpub_publish_refuses_each_and_stores_nothing(
+    registry_url: str, tmp_path: Path
+) -> None:
     path = tmp_path / "upload.crate"
     for case_id, data, fragment in CORPUS:
         path.write_bytes(data)
         # Without a gzip header, `publish FILE` reads the input as JSON.
         fragment = "no gzip header" if case_id == "not-gzip" else fragment
-        line = refused(cli(url, tmp_path, "publish", str(path)), fragment)
+        line = refused(cli(registry_url, tmp_path, "publish", str(path)), fragment)
         assert len(line) < MAX_MESSAGE, case_id
         assert "Traceback" not in line, case_id
-    assert cli_counts(url) == (0, 0, 0)
+    assert cli_counts(registry_url) == (0, 0, 0)
     assert not (tmp_path / "data" / "crates").exists()
 
 
-def test_the_publish_api_refuses_each_and_stores_nothing(reg: Registry, alice: str) -> None:  # noqa: F811
+def test_the_publish_api_refuses_each_and_stores_nothing(reg: Registry, alice: str) -> None:
     meta = simple_meta(NAME, VERSION)
     with TestClient(app_for(reg)) as client:
         for case_id, data, fragment in CORPUS:
@@ -93,7 +93,7 @@ def test_the_publish_api_refuses_each_and_stores_nothing(reg: Registry, alice: s
     assert [p.name for p in stored_files(reg)] == [f"{TOP}.crate"]
 
 
-def test_an_upload_over_the_size_limit_is_413(reg: Registry, alice: str) -> None:  # noqa: F811
+def test_an_upload_over_the_size_limit_is_413(reg: Registry, alice: str) -> None:
     data = crate(member(f"{TOP}/blob", random.Random(1).randbytes(4000)))
     with TestClient(app_for(reg, max_crate_bytes=2000)) as client:
         response = put_crate(client, alice, publish_body(simple_meta(NAME, VERSION), data))
@@ -122,8 +122,8 @@ BAD_JSON: list[tuple[str, bytes, str]] = [
     ("body", "fragment"), [case[1:] for case in BAD_JSON], ids=[case[0] for case in BAD_JSON]
 )
 def test_bad_publish_json_is_a_400_in_cargo_s_shape(
-    reg: Registry,  # noqa: F811
-    alice: str,  # noqa: F811
+    reg: Registry,
+    alice: str,
     body: bytes,
     fragment: str,
 ) -> None:
@@ -135,10 +135,12 @@ def test_bad_publish_json_is_a_400_in_cargo_s_shape(
     assert api_counts(reg.url) == NOTHING
 
 
-def test_bad_publish_json_is_one_line_from_the_cli(url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_publish_json_is_one_line_from_the_cli(registry_url: str, tmp_path: Path) -> None:
     for case_id, body, fragment in BAD_JSON:
-        assert len(refused(publish_json(url, tmp_path, body), fragment)) < MAX_MESSAGE, case_id
-        assert cli_counts(url) == (0, 0, 0), case_id
+        assert len(refused(publish_json(registry_url, tmp_path, body), fragment)) < MAX_MESSAGE, (
+            case_id
+        )
+        assert cli_counts(registry_url) == (0, 0, 0), case_id
 
 
 # --------------------------------------------------------------------------- fine after all

@@ -9,18 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from support.git import git
-from support.index_helpers import Registry, fixture_entry, make_registry
+from support.index_helpers import Registry, fixture_entry
 
 from indexpub.domain.entries import IndexEntry
 from indexpub.domain.versions import Version
 from indexpub.pipeline import jobs
 from indexpub.pipeline.git_sync import sync_crates
 from indexpub.registry import store
-
-
-@pytest.fixture
-def reg(database_url: str, tmp_path: Path) -> Registry:
-    return make_registry(database_url, tmp_path)
 
 
 def test_publish_yank_unyank_reach_the_remote(reg: Registry) -> None:

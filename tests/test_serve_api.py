@@ -21,7 +21,6 @@ from support.index_helpers import (
     Registry,
     fixture_files,
     fixtures_registry_url,
-    make_registry,
 )
 
 from indexpub.cli import main
@@ -133,11 +132,6 @@ def version_row(url: str, name: str, version: str) -> tuple[str, bool] | None:
     return None if row is None else (str(row[0]), bool(row[1]))
 
 
-def make_token(url: str, login: str, name: str = "") -> str:
-    with psycopg.connect(url) as conn:
-        return accounts.create_token(conn, login, name)
-
-
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": token}
 
@@ -152,25 +146,9 @@ def app_for(reg: Registry, **options: Any) -> Any:
 
 
 @pytest.fixture
-def reg(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
-    monkeypatch.delenv("INDEXPUB_SPARSE_DIR", raising=False)
-    return make_registry(database_url, tmp_path)
-
-
-@pytest.fixture
 def client(reg: Registry) -> Iterator[TestClient]:
     with TestClient(app_for(reg)) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def alice(reg: Registry) -> str:
-    return make_token(reg.url, "alice")
-
-
-@pytest.fixture
-def bob(reg: Registry) -> str:
-    return make_token(reg.url, "bob")
 
 
 def put_crate(client: TestClient, token: str | None, body: bytes) -> Any:

@@ -16,7 +16,7 @@ from indexpub.domain.entries import IndexEntry
 from indexpub.domain.names import index_path
 from indexpub.gitindex.index import GitIndex, init_index
 from indexpub.pipeline.jobs import configure_index
-from indexpub.registry import render, store
+from indexpub.registry import accounts, render, store
 from indexpub.registry.queue import INDEX_QUEUE, SPARSE_QUEUE, app
 from support.git import git
 
@@ -54,6 +54,11 @@ class Registry:
 
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url)
+
+    def token(self, login: str) -> str:
+        """A new API token of user ``login`` (created with it)."""
+        with self.connect() as conn:
+            return accounts.create_token(conn, login)
 
     def publish(self, *entries: IndexEntry) -> None:
         with self.connect() as conn:
