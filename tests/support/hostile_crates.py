@@ -7,9 +7,10 @@ Every case is ``(id, archive, fragment)``: ``fragment`` is a piece of the one-li
 that only this problem produces, so a case cannot pass by tripping over an earlier check.
 
 Import it as ``from support.hostile_crates import hostile_corpus`` (``tests/conftest.py`` puts
-``tests/`` on ``sys.path``; ``bench/hostile.py`` does the same). ``hostile_corpus(full_size=True)``
-builds the bombs at the sizes seen in the wild (a 450 MiB pax header in a ~460 KB upload), for
-the benchmark; the tests use smaller ones that still exceed every limit.
+``tests/`` on ``sys.path``; ``bench/_paths.py`` does the same for the benchmarks).
+``hostile_corpus(full_size=True)`` builds the bombs at the sizes seen in the wild (a 450 MiB pax
+header in a ~460 KB upload), for ``bench/hostile.py``; the tests use smaller ones that still
+exceed every limit.
 """
 
 from __future__ import annotations
