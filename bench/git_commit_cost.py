@@ -7,19 +7,20 @@ the layout's directories) and prints the per-update cost and the 100k/1k ratio.
     python bench/git_commit_cost.py [--updates 200] [--sizes 1000,10000,100000]
 """
 
+# ruff: noqa: E402
 from __future__ import annotations
 
+import _paths
+
+_paths.setup()  # bench/ off sys.path (bench/queue.py would shadow ``queue``); root and tests/ on
 import argparse
 import json
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexpub.gitindex.index import GitIndex, init_index
 

@@ -2,10 +2,10 @@
 
     python bench/hostile.py [--small] [--only ID ...] [--code DIR]
 
-Builds the corpus of ``tests/hostile_crates.py`` at full size (pax and GNU long-name headers
-announcing 450 MiB in ~460 KB uploads, a 40 MiB member name, TOML bombs, ...; ``--small``
-builds the test suite's sizes), then parses each archive with ``read_crate_bytes`` in a fresh
-Python process, so that one case's memory cannot hide another's. The child reads its RSS
+Builds the corpus of ``tests/support/hostile_crates.py`` at full size (pax and GNU long-name
+headers announcing 450 MiB in ~460 KB uploads, a 40 MiB member name, TOML bombs, ...;
+``--small`` builds the test suite's sizes), then parses each archive with ``read_crate_bytes``
+in a fresh Python process, so that one case's memory cannot hide another's. The child reads its RSS
 (``VmRSS``) after loading the archive and its peak RSS (``VmHWM``) after the parse: the
 difference is what the parse itself cost above the process's baseline. Valid crates (a
 synthetic one, and the largest cargo-built fixture) are measured the same way, as a baseline.
@@ -18,6 +18,9 @@ compare with an older commit; each child is limited to 4 GiB of address space.
 # ruff: noqa: E402
 from __future__ import annotations
 
+import _paths
+
+_paths.setup()  # bench/ off sys.path (bench/queue.py would shadow ``queue``); root and tests/ on
 import argparse
 import json
 import subprocess
@@ -25,14 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
-    del sys.path[0]  # bench/queue.py would shadow the standard library's queue
-ROOT = _HERE.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from support.hostile_crates import crate, hostile_corpus
 
-from hostile_crates import crate, hostile_corpus
-
+ROOT = _paths.ROOT
 TARGET_SECONDS = 1.0
 TARGET_MIB = 50.0
 

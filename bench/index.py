@@ -34,16 +34,9 @@ bench/README.md says what every number means.
 # ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _paths
 
-# ``python bench/index.py`` puts bench/ first on sys.path, where bench/queue.py would shadow the
-# standard library's ``queue`` (imported by multiprocessing, concurrent.futures, logging.handlers).
-_HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
-    del sys.path[0]
-sys.path.insert(0, str(_HERE.parent))
-
+_paths.setup()  # bench/ off sys.path (bench/queue.py would shadow ``queue``); root and tests/ on
 import argparse
 import collections
 import contextlib
@@ -56,18 +49,22 @@ import random
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg
 from psycopg import sql
+from support.embedded_servers import postmaster_pid, throwaway_database, throwaway_server
+from support.git import git as support_git
 
-from indexpub import config, embedded
+from indexpub import config
 from indexpub.config import JOBS_SCHEMA
 from indexpub.domain.entries import IndexEntry
 from indexpub.domain.names import canonical_name, index_path, validate_crate_name
@@ -114,13 +111,10 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> bytes:
-    env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, input=input, capture_output=True, env=env, timeout=600
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.decode().strip()}")
-    return result.stdout
+    """The tests' git with the benchmark's settings: C locale, no prompts, up to 10 minutes; the
+    output as bytes. A failure raises GitFailed, with git's stderr."""
+    env = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+    return support_git(*args, cwd=cwd, input=input, text=False, env=env, timeout=600)
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float) -> None:
@@ -158,12 +152,12 @@ def random_names(rng: random.Random, count: int) -> list[str]:
 @contextlib.contextmanager
 def embedded_server() -> Iterator[tuple[str, int]]:
     """A throwaway embedded server with PostgreSQL's default, durable settings: (URL, pid)."""
-    with embedded.throwaway_server("indexpub-bench-pg-") as (url, pgdata):
-        yield url, embedded.postmaster_pid(pgdata)
+    with throwaway_server("indexpub-bench-pg-") as (url, pgdata):
+        yield url, postmaster_pid(pgdata)
 
 
 def fresh_database(admin_url: str, label: str) -> contextlib.AbstractContextManager[str]:
-    return embedded.throwaway_database(admin_url, f"indexpub_bench_{label}_")
+    return throwaway_database(admin_url, f"indexpub_bench_{label}_")
 
 
 def server_settings(url: str) -> dict[str, str]:
@@ -407,7 +401,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             argv,
             env=env,
-            cwd=_HERE.parent,
+            cwd=_paths.ROOT,
             start_new_session=True,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

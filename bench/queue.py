@@ -10,16 +10,10 @@ machine does not land on one system only.
 # ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _paths
 
-# ``python bench/queue.py`` puts bench/ first on sys.path, where this file would shadow the
-# standard library's ``queue`` (imported by psycopg_pool, concurrent.futures, logging.handlers).
+_paths.setup()  # bench/ off sys.path (bench/queue.py would shadow ``queue``); root and tests/ on
 # (This file does not import ``queue`` itself: a type checker would take it for this file.)
-_HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
-    del sys.path[0]
-
 import argparse
 import asyncio
 import contextlib
@@ -29,11 +23,13 @@ import select
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -520,16 +516,16 @@ def embedded_server(fsync: bool = True) -> Iterator[Server]:
     ``fsync=False`` applies the tests' tuning (fsync and full_page_writes off) instead, only to
     compare with figures taken that way; it is not the benchmark.
     """
-    from indexpub import embedded
+    from support.embedded_servers import postmaster_pid, throwaway_server
 
-    with embedded.throwaway_server("indexpub-bench-pg-", durable=fsync) as (url, pgdata):
-        yield Server(url, embedded.postmaster_pid(pgdata))
+    with throwaway_server("indexpub-bench-pg-", durable=fsync) as (url, pgdata):
+        yield Server(url, postmaster_pid(pgdata))
 
 
 def database(server: Server, system: str) -> contextlib.AbstractContextManager[str]:
-    from indexpub import embedded
+    from support.embedded_servers import throwaway_database
 
-    return embedded.throwaway_database(server.admin_url, f"bench_{system}_")
+    return throwaway_database(server.admin_url, f"bench_{system}_")
 
 
 def postgres_cpu(server: Server) -> float | None:

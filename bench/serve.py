@@ -8,8 +8,8 @@ throwaway embedded PostgreSQL with its default, durable settings (fsync on; or a
 with ``--database-url``, where a database is created and dropped) and a bare index made with
 ``indexpub init-index``, then:
 
-1. burst: N synthetic crates (small valid ``.crate`` files built here: a gzip tar holding
-   ``{name}-{version}/Cargo.toml`` and ``src/lib.rs``) are published through
+1. burst: N synthetic crates (small valid ``.crate`` files from tests/support/crates.py: a gzip
+   tar holding ``{name}-{version}/Cargo.toml`` and ``src/lib.rs``) are published through
    ``PUT /api/v1/crates/new`` by ``--clients`` threads, each with its own keep-alive httpx
    client. Throughput is N over the time from the first request to the last response.
 2. publish -> visible under that load: for every K-th publish the clock starts when its HTTP
@@ -30,40 +30,33 @@ the worker and PostgreSQL take from each other. The target is a publish -> visib
 # ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _paths
 
-# ``python bench/serve.py`` puts bench/ first on sys.path, where bench/queue.py would shadow the
-# standard library's ``queue`` (imported by concurrent.futures, logging.handlers, httpx's deps).
-_HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
-    del sys.path[0]
-sys.path.insert(0, str(_HERE.parent))
-
+_paths.setup()  # bench/ off sys.path (bench/queue.py would shadow ``queue``); root and tests/ on
 import argparse
 import contextlib
-import gzip
-import io
 import json
 import os
 import platform
 import shutil
 import signal
 import socket
-import struct
 import subprocess
-import tarfile
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import psycopg
 from psycopg import sql
+from support.crates import publish_body, simple_meta, valid_crate
+from support.embedded_servers import throwaway_database, throwaway_server
+from support.git import git
 
-from indexpub import embedded
 from indexpub.domain.names import index_path
 
 BRANCH = "master"
@@ -113,41 +106,11 @@ def indexpub_command() -> str:
 # --- synthetic crates ---------------------------------------------------------------------------
 
 
-def make_crate(name: str, version: str) -> bytes:
-    """A small valid .crate: what ``cargo package`` would write for an empty library."""
-    folder = f"{name}-{version}"
-    files = {
-        f"{folder}/Cargo.toml": (
-            f'[package]\nname = "{name}"\nversion = "{version}"\nedition = "2021"\n'
-            'license = "MIT"\ndescription = "benchmark crate"\n\n[dependencies]\n'
-        ),
-        f"{folder}/src/lib.rs": f'pub fn id() -> &\'static str {{ "{name}" }}\n',
-    }
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            info.mtime = 1_153_704_088
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
-    return gzip.compress(buffer.getvalue(), mtime=0)
-
-
-def publish_body(name: str, version: str) -> bytes:
-    meta = {
-        "name": name,
-        "vers": version,
-        "deps": [],
-        "features": {},
-        "authors": [],
-        "description": "benchmark crate",
-        "license": "MIT",
-    }
-    raw = json.dumps(meta).encode()
-    crate = make_crate(name, version)
-    return struct.pack("<I", len(raw)) + raw + struct.pack("<I", len(crate)) + crate
+def publish_request(name: str, version: str) -> bytes:
+    """The body of ``cargo publish`` for a small valid crate of our own."""
+    meta = simple_meta(name, version, authors=[], description="benchmark crate", license="MIT")
+    extra = 'edition = "2021"\nlicense = "MIT"\ndescription = "benchmark crate"\n\n[dependencies]\n'
+    return publish_body(meta, valid_crate(name, version, manifest_extra=extra))
 
 
 # --- the database -------------------------------------------------------------------------------
@@ -158,11 +121,8 @@ def database(explicit: str | None) -> Iterator[str]:
     """A fresh database: on ``explicit``'s server, else on a throwaway embedded server with
     PostgreSQL's default, durable settings (fsync and synchronous_commit on)."""
     with contextlib.ExitStack() as stack:
-        admin = (
-            explicit
-            or stack.enter_context(embedded.throwaway_server("indexpub-bench-serve-pg-"))[0]
-        )
-        yield stack.enter_context(embedded.throwaway_database(admin, "indexpub_bench_serve_"))
+        admin = explicit or stack.enter_context(throwaway_server("indexpub-bench-serve-pg-"))[0]
+        yield stack.enter_context(throwaway_database(admin, "indexpub_bench_serve_"))
 
 
 def server_settings(url: str) -> dict[str, str]:
@@ -416,7 +376,7 @@ def burst(
     """Publish ``names`` with ``clients`` threads, as fast as they go or, with ``rate``, each
     publish due at a fixed total rate (an open schedule: a late publish does not delay the
     next ones' due times)."""
-    bodies = [(name, publish_body(name, "0.1.0")) for name in names]
+    bodies = [(name, publish_request(name, "0.1.0")) for name in names]
     monitor = Monitor(dep)
     cursor = iter(enumerate(bodies))
     lock = threading.Lock()
@@ -468,7 +428,7 @@ def idle(dep: Deployment, token: str, names: Sequence[str]) -> list[Sample]:
     try:
         with httpx.Client(base_url=dep.public, headers={"Authorization": token}) as client:
             for name in names:
-                body = publish_body(name, "0.1.0")
+                body = publish_request(name, "0.1.0")
                 time.sleep(0.05)  # let the worker go idle: each sample starts from rest
                 monitor.watch(Sample(name, publish(client, body)))
                 monitor.wait_all(60)
@@ -479,12 +439,7 @@ def idle(dep: Deployment, token: str, names: Sequence[str]) -> list[Sample]:
 
 def verify(dep: Deployment, names: Sequence[str]) -> None:
     """Every published crate is in both indexes, with one line each."""
-    listing = subprocess.run(
-        ["git", f"--git-dir={dep.remote}", "ls-tree", "-r", "--name-only", BRANCH],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    listing = git(f"--git-dir={dep.remote}", "ls-tree", "-r", "--name-only", BRANCH).split()
     in_git = set(listing)
     missing = [n for n in names if index_path(n) not in in_git]
     if missing:
@@ -551,12 +506,7 @@ def main() -> None:
         quiet_names = [f"quiet-{i:04d}" for i in range(idle_count)]
         quiet = idle(dep, token, quiet_names)
         verify(dep, [*warmup, *names, *paced_names, *quiet_names])
-        commits = subprocess.run(
-            ["git", f"--git-dir={dep.remote}", "rev-list", "--count", BRANCH],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commits = git(f"--git-dir={dep.remote}", "rev-list", "--count", BRANCH).strip()
 
     rate = result.count / result.seconds
     lines = [

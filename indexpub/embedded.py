@@ -8,20 +8,13 @@ share it; ``indexpub db stop`` ends it.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import shutil
-import tempfile
-import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
-
-from indexpub.registry import sql as queries
 
 DATABASE = "indexpub"
 
@@ -79,45 +72,3 @@ def restart(pgdata: Path) -> None:
         user=server.system_user,
         timeout=30,
     )
-
-
-@contextlib.contextmanager
-def throwaway_server(prefix: str, *, durable: bool = True) -> Iterator[tuple[str, Path]]:
-    """A server in a new temporary directory, removed afterwards: (admin URL, pgdata).
-
-    The tests and the benchmarks share it. ``durable=False`` turns fsync and full-page writes
-    off and allows more connections, as the tests want; the benchmarks keep PostgreSQL's durable
-    defaults.
-    """
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    pgdata = root / "pgdata"
-    try:
-        url = server_url(pgdata)
-        if not durable:
-            with psycopg.connect(url, autocommit=True) as conn:
-                for statement in queries.TEST_TUNING:
-                    conn.execute(statement)
-            restart(pgdata)
-        yield url, pgdata
-    finally:
-        with contextlib.suppress(Exception):
-            stop(pgdata)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def postmaster_pid(pgdata: Path) -> int:
-    return int((pgdata / "postmaster.pid").read_text().split()[0])
-
-
-@contextlib.contextmanager
-def throwaway_database(admin_url: str, prefix: str) -> Iterator[str]:
-    """A new empty database on any server, dropped (with its sessions) afterwards."""
-    name = f"{prefix}{uuid.uuid4().hex[:12]}"
-    identifier = sql.Identifier(name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL(CREATE_DATABASE).format(database=identifier))
-    try:
-        yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL(queries.DROP_DATABASE).format(database=identifier))

@@ -1,3 +1,5 @@
+"""The fixtures shared by the test modules; the helpers behind them are in ``support``."""
+
 from __future__ import annotations
 
 import sys
@@ -8,7 +10,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pg
+import psycopg
+from support import pg
+from support.cargo_registry import CargoRegistry
+from support.index_helpers import Registry, make_registry
+from support.queue_helpers import setup_database
+
+from indexpub.gitindex.index import GitIndex
+from indexpub.registry import store
+
+# --------------------------------------------------------------------------- PostgreSQL
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +44,59 @@ def restartable_server() -> Iterator[tuple[str, Path]]:
         pytest.skip("restarting PostgreSQL needs the embedded server")
     with pg.embedded_server("indexpub-restart-") as server:
         yield server
+
+
+@pytest.fixture
+def registry_url(database_url: str) -> str:
+    """``database_url`` with indexpub's tables (``store.migrate``)."""
+    with psycopg.connect(database_url) as conn:
+        store.migrate(conn)
+    return database_url
+
+
+@pytest.fixture
+def queue_url(database_url: str) -> str:
+    """``database_url`` with the test job application's queue tables and its runs table."""
+    setup_database(database_url)
+    return database_url
+
+
+# --------------------------------------------------------------------------- registries
+
+
+@pytest.fixture
+def reg(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """A migrated database, a bare index remote and a data directory in ``tmp_path``. The sparse
+    index goes to the data directory whatever ``INDEXPUB_SPARSE_DIR`` says outside the test."""
+    monkeypatch.delenv("INDEXPUB_SPARSE_DIR", raising=False)
+    return make_registry(database_url, tmp_path)
+
+
+@pytest.fixture
+def alice(reg: Registry) -> str:
+    """An API token of user alice on ``reg``."""
+    return reg.token("alice")
+
+
+@pytest.fixture
+def bob(reg: Registry) -> str:
+    """An API token of user bob on ``reg``."""
+    return reg.token("bob")
+
+
+@pytest.fixture
+def registry(database_url: str, tmp_path: Path) -> Iterator[CargoRegistry]:
+    """A whole registry for the real cargo: ``indexpub serve`` and ``indexpub worker`` running."""
+    running = CargoRegistry(tmp_path, database_url)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def index(remote: Path, tmp_path: Path) -> GitIndex:
+    """A GitIndex with its clone in ``tmp_path``, of ``remote``: a bare index remote that the
+    test's module provides (as a fixture of that name)."""
+    return GitIndex.open(str(remote), tmp_path / "clone", timeout=20)

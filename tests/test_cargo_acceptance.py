@@ -7,24 +7,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cargo_registry import PUBLISH_ORDER, CargoRegistry
+from support.cargo_registry import PUBLISH_ORDER, CargoRegistry
+from support.git import git
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
-
-
-@pytest.fixture
-def registry(database_url: str, tmp_path: Path) -> Iterator[CargoRegistry]:
-    reg = CargoRegistry(tmp_path, database_url)
-    reg.start()
-    try:
-        yield reg
-    finally:
-        reg.stop()
 
 
 def build_over_both_protocols(reg: CargoRegistry, name: str, dependencies: str) -> None:
@@ -140,12 +129,7 @@ def test_refusals_show_our_detail_and_leave_the_index_alone(
     home = registry.cargo_home("publisher")
     registry.publish("plain-0.1.0", home)
     registry.publish("q", home)
-    index_before = subprocess.run(
-        ["git", f"--git-dir={registry.remote}", "rev-parse", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    index_before = git(f"--git-dir={registry.remote}", "rev-parse", "HEAD")
 
     # A wrong token.
     wrong = registry.cargo(
@@ -200,12 +184,7 @@ def test_refusals_show_our_detail_and_leave_the_index_alone(
     metadata = registry.publish("xy", quick, ok=False)
     assert "once build metadata is ignored" in metadata.stderr, metadata.stderr
 
-    head = subprocess.run(
-        ["git", f"--git-dir={registry.remote}", "rev-parse", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    head = git(f"--git-dir={registry.remote}", "rev-parse", "HEAD")
     assert head == index_before  # nothing refused reached the index (and xy waits for a worker)
 
 
@@ -213,7 +192,7 @@ def test_config_json_edited_by_another_writer_survives(
     registry: CargoRegistry, tmp_path: Path
 ) -> None:
     other = tmp_path / "other-writer"
-    subprocess.run(["git", "clone", "-q", str(registry.remote), str(other)], check=True)
+    git("clone", "-q", str(registry.remote), str(other))
     config = json.loads((other / "config.json").read_text())
     config["x-operator-note"] = "kept"
     (other / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -223,7 +202,7 @@ def test_config_json_edited_by_another_writer_survives(
         ["commit", "-qam", "Edit config.json"],
         ["push", "-q", "origin", "HEAD"],
     ):
-        subprocess.run(["git", *args], cwd=other, check=True)
+        git(*args, cwd=other)
     home = registry.cargo_home("publisher")
     registry.publish("plain-0.1.0", home)
     registry.publish("q", home)

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from index_helpers import Registry, fixture_files, fixtures_registry_url, make_registry
+from support.index_helpers import Registry, fixture_files, fixtures_registry_url, make_registry
 
 from indexpub.domain.crate_file import read_crate_bytes
 from indexpub.registry import store

@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 import zlib
 from pathlib import Path
 
 import pytest
+from support.git import git
 
 from indexpub.gitindex.cat_file import CatFile
 from indexpub.gitindex.process import GitError, GitTimeout
 
 
-def git(repo: Path, *args: str, input: bytes | None = None) -> str:
-    done = subprocess.run(
-        ["git", f"--git-dir={repo}", *args], input=input, capture_output=True, check=True
-    )
-    return done.stdout.decode().strip()
-
-
 def blob(repo: Path, data: bytes) -> str:
-    return git(repo, "hash-object", "-w", "--stdin", input=data)
+    return git(f"--git-dir={repo}", "hash-object", "-w", "--stdin", input=data).strip()
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     path = tmp_path / "repo.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    git("init", "-q", "--bare", str(path))
     return path
 
 
@@ -49,7 +42,7 @@ def test_one_process_answers_every_read_and_sees_objects_written_after_it_starte
     ]
     # Written (loose, then packed) while the process runs: git looks again for a missing object.
     second = blob(repo, b"second\n")
-    git(repo, "repack", "-adq")
+    git(f"--git-dir={repo}", "repack", "-adq")
     third = blob(repo, b"third\n")
     found = reader.read([third, second, "0" * 40, first])
     assert [o.data if o else None for o in found] == [b"third\n", b"second\n", None, b"first\n"]

@@ -13,15 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from index_helpers import fixture_files, git
+from support.git import git
+from support.index_helpers import fixture_files
 
 from indexpub import config
 from indexpub.cli import main
 from indexpub.cli.common import EXIT_DATA_DIR, EXIT_DATABASE, EXIT_REMOTE
-from indexpub.registry import store
 
 T = TypeVar("T")
 
@@ -44,13 +43,6 @@ def one_line_failure(result: Result, code: int, *fragments: str) -> str:
         assert fragment in lines[0], (fragment, lines[0])
     assert "Traceback" not in result.output
     return lines[0]
-
-
-@pytest.fixture
-def url(database_url: str) -> str:
-    with psycopg.connect(database_url) as conn:
-        store.migrate(conn)
-    return database_url
 
 
 # --------------------------------------------------------------------------- defaults
@@ -78,9 +70,11 @@ def test_init_index_refuses_a_network_index_without_path(tmp_path: Path) -> None
     assert "is not a local path" in result.output
 
 
-def test_a_command_says_what_it_creates_in_the_data_dir(url: str, tmp_path: Path) -> None:
+def test_a_command_says_what_it_creates_in_the_data_dir(registry_url: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    result = cli("--data-dir", str(data), "--database-url", url, "worker", "--drain", env=_env())
+    result = cli(
+        "--data-dir", str(data), "--database-url", registry_url, "worker", "--drain", env=_env()
+    )
     assert result.exit_code == 0, result.output
     assert f"created a local index remote in {data / 'index.git'}" in result.output
 
@@ -110,9 +104,11 @@ def test_the_embedded_server_is_announced_found_and_stopped_by_its_data_dir(
     assert again.stdout.startswith(f"no embedded server runs in {data}/postgres")
 
 
-def test_demo_ends_saying_where_things_live_and_how_to_look(url: str, tmp_path: Path) -> None:
+def test_demo_ends_saying_where_things_live_and_how_to_look(
+    registry_url: str, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
-    result = cli("--data-dir", str(data), "--database-url", url, "demo", env=_env())
+    result = cli("--data-dir", str(data), "--database-url", registry_url, "demo", env=_env())
     assert result.exit_code == 0, result.output
     last = result.output.strip().splitlines()[-3:]
     assert (
@@ -125,13 +121,15 @@ def test_demo_ends_saying_where_things_live_and_how_to_look(url: str, tmp_path: 
 # --------------------------------------------------------------------------- status
 
 
-def test_status_shows_database_index_jobs_worker_and_last_push(url: str, tmp_path: Path) -> None:
+def test_status_shows_database_index_jobs_worker_and_last_push(
+    registry_url: str, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
-    common = ["--data-dir", str(data), "--database-url", url]
+    common = ["--data-dir", str(data), "--database-url", registry_url]
     crate = fixture_files()[("plain", "0.1.0")]
     assert cli(*common, "publish", str(crate), env=_env()).exit_code == 0
     before = json.loads(cli(*common, "status", "--json", env=_env()).output)
-    assert before["database"] == {"embedded": False, "url": _shown(url)}
+    assert before["database"] == {"embedded": False, "url": _shown(registry_url)}
     assert before["index"]["error"].startswith("not created yet")
     assert before["jobs"]["by_state"]["ready"] == 2  # the git and the sparse job
     assert before["consumer"] is None and before["last_push"] is None
@@ -161,7 +159,7 @@ def test_status_shows_database_index_jobs_worker_and_last_push(url: str, tmp_pat
     screen = cli(*common, "status", env=_env())
     assert screen.exit_code == 0
     lines = screen.output.splitlines()
-    assert lines[0] == f"database:   {_shown(url)}"
+    assert lines[0] == f"database:   {_shown(registry_url)}"
     assert lines[1] == f"index:      {data}/index.git"
     assert lines[2].startswith("  tip:      master at ") and "Create crate `plain`" in lines[2]
     assert lines[3] == "jobs:       ready 1, scheduled 0, running 0, failing 0, dead 0"
@@ -197,9 +195,9 @@ def test_no_database_reachable(tmp_path: Path) -> None:
     assert "hunter2secret" not in line
 
 
-def test_index_remote_not_found(url: str, tmp_path: Path) -> None:
+def test_index_remote_not_found(registry_url: str, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.git"
-    common = ["--data-dir", str(tmp_path / "data"), "--database-url", url]
+    common = ["--data-dir", str(tmp_path / "data"), "--database-url", registry_url]
     one_line_failure(
         cli(*common, "worker", "--drain", env=_env(index=missing)),
         EXIT_REMOTE,
@@ -209,11 +207,11 @@ def test_index_remote_not_found(url: str, tmp_path: Path) -> None:
     )
 
 
-def test_index_remote_whose_head_names_a_missing_branch(url: str, tmp_path: Path) -> None:
+def test_index_remote_whose_head_names_a_missing_branch(registry_url: str, tmp_path: Path) -> None:
     remote = tmp_path / "index.git"
     assert cli("init-index", "--dl", "x", str(remote), env=_env()).exit_code == 0
     git(f"--git-dir={remote}", "symbolic-ref", "HEAD", "refs/heads/main")
-    common = ["--data-dir", str(tmp_path / "data"), "--database-url", url]
+    common = ["--data-dir", str(tmp_path / "data"), "--database-url", registry_url]
     one_line_failure(
         cli(*common, "worker", "--drain", env=_env(index=remote)),
         EXIT_REMOTE,
@@ -222,7 +220,7 @@ def test_index_remote_whose_head_names_a_missing_branch(url: str, tmp_path: Path
     )
 
 
-def test_index_remote_without_config_json(url: str, tmp_path: Path) -> None:
+def test_index_remote_without_config_json(registry_url: str, tmp_path: Path) -> None:
     remote = tmp_path / "index.git"
     work = tmp_path / "work"
     git("init", "-q", "-b", "master", str(work))
@@ -230,7 +228,7 @@ def test_index_remote_without_config_json(url: str, tmp_path: Path) -> None:
     git("add", "README", cwd=work)
     git("-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "x", cwd=work)
     git("clone", "-q", "--bare", str(work), str(remote))
-    common = ["--data-dir", str(tmp_path / "data"), "--database-url", url]
+    common = ["--data-dir", str(tmp_path / "data"), "--database-url", registry_url]
     one_line_failure(
         cli(*common, "worker", "--drain", env=_env(index=remote)),
         EXIT_REMOTE,

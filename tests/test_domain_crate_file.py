@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from support.crates import Member, file, folder, gzip_tar, link, special
 
 from indexpub.domain import crate_file
 from indexpub.domain.crate_file import (
@@ -86,39 +87,6 @@ def expected_line(cksum: str) -> str:
     )
 
 
-Member = tuple[tarfile.TarInfo, bytes | None]
-
-
-def file(path: str, data: bytes | str) -> Member:
-    raw = data.encode() if isinstance(data, str) else data
-    info = tarfile.TarInfo(path)
-    info.size = len(raw)
-    info.mode = 0o644
-    return info, raw
-
-
-def link(path: str, target: str, *, hard: bool = False) -> Member:
-    info = tarfile.TarInfo(path)
-    info.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
-    info.linkname = target
-    return info, None
-
-
-def special(path: str, kind: bytes) -> Member:
-    info = tarfile.TarInfo(path)
-    info.type = kind
-    return info, None
-
-
-def build_crate(*members: Member) -> bytes:
-    """A gzip tar like `cargo package` writes, with exactly the given members."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for info, data in members:
-            archive.addfile(info, None if data is None else io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0)
-
-
 def good_members(prefix: str = "demo-0.1.0", manifest: str = MANIFEST) -> list[Member]:
     return [
         file(f"{prefix}/Cargo.toml", manifest),
@@ -139,7 +107,7 @@ def refusal(data: bytes, **options: object) -> str:
 
 
 def test_a_good_crate_gives_the_crates_io_line(tmp_path: Path) -> None:
-    data = build_crate(*good_members())
+    data = gzip_tar(*good_members())
     path = tmp_path / "demo-0.1.0.crate"
     path.write_bytes(data)
     entry = read_crate_file(path, index_url="file:///srv/index/")
@@ -148,27 +116,26 @@ def test_a_good_crate_gives_the_crates_io_line(tmp_path: Path) -> None:
 
 
 def test_without_our_index_url_the_own_registry_keeps_its_url() -> None:
-    entry = read_crate_bytes(build_crate(*good_members()))
+    entry = read_crate_bytes(gzip_tar(*good_members()))
     own = next(dep for dep in entry.deps if dep.name == "own")
     assert own.registry == "file:///srv/index"
 
 
 def test_expected_name_and_version_are_checked_when_given() -> None:
-    data = build_crate(*good_members())
+    data = gzip_tar(*good_members())
     assert read_crate_bytes(data, expected_name="demo", expected_version="0.1.0").name == "demo"
     assert "names the crate 'demo', not 'Demo'" in refusal(data, expected_name="Demo")
     assert "has version '0.1.0', not '0.1.1'" in refusal(data, expected_version="0.1.1")
 
 
 def test_pubtime_is_passed_through() -> None:
-    entry = read_crate_bytes(build_crate(*good_members()), pubtime="2025-01-02T03:04:05Z")
+    entry = read_crate_bytes(gzip_tar(*good_members()), pubtime="2025-01-02T03:04:05Z")
     assert entry.pubtime == "2025-01-02T03:04:05Z"
 
 
 def test_directories_are_allowed() -> None:
-    folder = tarfile.TarInfo("demo-0.1.0/src")
-    folder.type = tarfile.DIRTYPE
-    assert read_crate_bytes(build_crate((folder, None), *good_members())).name == "demo"
+    data = gzip_tar(folder("demo-0.1.0/src"), *good_members())
+    assert read_crate_bytes(data).name == "demo"
 
 
 def test_old_underscore_spellings_are_understood() -> None:
@@ -177,7 +144,7 @@ def test_old_underscore_spellings_are_understood() -> None:
         '[dev_dependencies]\nx = { version = "1", default_features = false }\n'
         '[build_dependencies]\ny = "2"\n'
     )
-    entry = read_crate_bytes(build_crate(*good_members(manifest=manifest)))
+    entry = read_crate_bytes(gzip_tar(*good_members(manifest=manifest)))
     assert [(d.name, d.kind, d.default_features) for d in entry.deps] == [
         ("x", "dev", False),
         ("y", "build", True),
@@ -196,32 +163,32 @@ def test_gzip_but_not_tar() -> None:
 
 
 def test_truncated_gzip() -> None:
-    data = build_crate(*good_members(), file("demo-0.1.0/big", os.urandom(50_000)))
+    data = gzip_tar(*good_members(), file("demo-0.1.0/big", os.urandom(50_000)))
     assert "invalid .crate file" in refusal(data[: len(data) // 2])
 
 
 def test_trailing_garbage_after_the_gzip_stream() -> None:
-    data = build_crate(*good_members()) + b"garbage!"
+    data = gzip_tar(*good_members()) + b"garbage!"
     assert "data after the end of the gzip stream" in refusal(data)
 
 
 def test_member_outside_the_prefix() -> None:
-    data = build_crate(*good_members(), file("other/evil.rs", "x"))
+    data = gzip_tar(*good_members(), file("other/evil.rs", "x"))
     assert "'other/evil.rs': outside the 'demo-0.1.0/' folder" in refusal(data)
 
 
 def test_absolute_member() -> None:
-    data = build_crate(*good_members(), file("/etc/passwd", "x"))
+    data = gzip_tar(*good_members(), file("/etc/passwd", "x"))
     assert "'/etc/passwd': not a relative POSIX path" in refusal(data)
 
 
 def test_member_with_dot_dot() -> None:
-    data = build_crate(*good_members(), file("demo-0.1.0/../../evil", "x"))
+    data = gzip_tar(*good_members(), file("demo-0.1.0/../../evil", "x"))
     assert "'demo-0.1.0/../../evil': contains '..'" in refusal(data)
 
 
 def test_member_with_backslash() -> None:
-    data = build_crate(*good_members(), file("demo-0.1.0\\..\\evil", "x"))
+    data = gzip_tar(*good_members(), file("demo-0.1.0\\..\\evil", "x"))
     assert "not a relative POSIX path" in refusal(data)
 
 
@@ -242,37 +209,37 @@ def test_member_with_backslash() -> None:
 )
 def test_only_files_and_folders(member: Member, kind: str) -> None:
     """Links of any target too: a chain of links that each stay inside can write outside."""
-    message = refusal(build_crate(*good_members(), member))
+    message = refusal(gzip_tar(*good_members(), member))
     assert f"'{member[0].name}': {kind}; only files and folders are allowed" in message
 
 
 def test_duplicate_members() -> None:
-    data = build_crate(*good_members(), file("demo-0.1.0/Cargo.toml", "[package]\n"))
+    data = gzip_tar(*good_members(), file("demo-0.1.0/Cargo.toml", "[package]\n"))
     assert "'demo-0.1.0/Cargo.toml': appears twice" in refusal(data)
 
 
 def test_missing_cargo_toml() -> None:
-    data = build_crate(file("demo-0.1.0/src/lib.rs", ""), file("demo-0.1.0/sub/Cargo.toml", ""))
+    data = gzip_tar(file("demo-0.1.0/src/lib.rs", ""), file("demo-0.1.0/sub/Cargo.toml", ""))
     assert "no Cargo.toml in 'demo-0.1.0/'" in refusal(data)
 
 
 def test_empty_archive() -> None:
-    assert "no Cargo.toml" in refusal(build_crate())
+    assert "no Cargo.toml" in refusal(gzip_tar())
 
 
 def test_cargo_toml_must_be_a_regular_file() -> None:
-    data = build_crate(
+    data = gzip_tar(
         file("demo-0.1.0/real.toml", MANIFEST), link("demo-0.1.0/Cargo.toml", "real.toml")
     )
     assert "'demo-0.1.0/Cargo.toml': a symbolic link" in refusal(data)
 
 
 def test_folder_must_match_the_manifest() -> None:
-    data = build_crate(*good_members(prefix="other-0.1.0"))
+    data = gzip_tar(*good_members(prefix="other-0.1.0"))
     assert "folder 'other-0.1.0' does not match Cargo.toml's name and version 'demo-0.1.0'" in (
         refusal(data)
     )
-    data = build_crate(*good_members(prefix="demo-0.2.0"))
+    data = gzip_tar(*good_members(prefix="demo-0.2.0"))
     assert "folder 'demo-0.2.0' does not match" in refusal(data)
 
 
@@ -280,7 +247,7 @@ def test_folder_must_match_the_manifest() -> None:
 
 
 def test_oversized_bytes() -> None:
-    data = build_crate(*good_members())
+    data = gzip_tar(*good_members())
     assert f"of {len(data)} bytes: larger than the limit of 100" in refusal(data, max_bytes=100)
 
 
@@ -306,12 +273,12 @@ def test_read_bounded_stops_at_the_limit() -> None:
 
 
 def test_too_many_members() -> None:
-    data = build_crate(*good_members(), *(file(f"demo-0.1.0/f{i}", "") for i in range(5)))
+    data = gzip_tar(*good_members(), *(file(f"demo-0.1.0/f{i}", "") for i in range(5)))
     assert "more than 4 members" in refusal(data, max_members=4)
 
 
 def test_declared_sizes_beyond_the_unpack_limit() -> None:
-    data = build_crate(*good_members(), file("demo-0.1.0/zeros", bytes(2 * 1024 * 1024)))
+    data = gzip_tar(*good_members(), file("demo-0.1.0/zeros", bytes(2 * 1024 * 1024)))
     assert len(data) < 20_000  # a few kilobytes that unpack to megabytes
     assert "unpacks to more than the limit of 1048576 bytes" in refusal(
         data, max_unpacked_bytes=1024 * 1024
@@ -320,7 +287,7 @@ def test_declared_sizes_beyond_the_unpack_limit() -> None:
 
 def test_decompressed_stream_is_bounded_even_when_members_are_empty() -> None:
     # 400 empty members: nothing declared, but 200 KiB of headers to decompress.
-    data = build_crate(*good_members(), *(file(f"demo-0.1.0/e{i}", "") for i in range(400)))
+    data = gzip_tar(*good_members(), *(file(f"demo-0.1.0/e{i}", "") for i in range(400)))
     assert "unpacks to more than the limit of 65536 bytes" in refusal(
         data, max_unpacked_bytes=64 * 1024
     )
@@ -330,7 +297,7 @@ def test_decompressed_stream_is_bounded_even_when_members_are_empty() -> None:
 
 
 def crate_with(manifest: str) -> bytes:
-    return build_crate(*good_members(manifest=manifest))
+    return gzip_tar(*good_members(manifest=manifest))
 
 
 HEADER = '[package]\nname = "demo"\nversion = "0.1.0"\n'
@@ -363,7 +330,7 @@ def test_bad_manifests(manifest: str, fragment: str) -> None:
 
 
 def test_manifest_must_be_utf8() -> None:
-    data = build_crate(file("demo-0.1.0/Cargo.toml", b"[package]\nname = '\xff'\n"))
+    data = gzip_tar(file("demo-0.1.0/Cargo.toml", b"[package]\nname = '\xff'\n"))
     assert "not UTF-8" in refusal(data)
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_CKSUM, line
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from support.bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_CKSUM, line
+from support.git import git
 
 from indexpub.domain.cfg import normalize_target, validate_target
 from indexpub.domain.entries import (
@@ -503,16 +504,6 @@ def test_no_two_bad_cases_share_a_message() -> None:
 # --------------------------------------------------------------------------- real cargo
 
 
-def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
 def _cargo_lock(tmp_path: Path, lines: dict[str, list[str]]) -> tuple[bool, str]:
     """Serve ``lines`` from a file:// git index and ask cargo to lock ``agree = "1"``."""
     index = tmp_path / "index"
@@ -522,9 +513,9 @@ def _cargo_lock(tmp_path: Path, lines: dict[str, list[str]]) -> tuple[bool, str]
         path = index / index_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(text + "\n" for text in crate_lines))
-    _git(index, "init", "-q", "-b", "master")
-    _git(index, "add", "-A")
-    _git(index, "commit", "-qm", "index")
+    git("init", "-q", "-b", "master", cwd=index)
+    git("add", "-A", cwd=index)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "index", cwd=index)
     consumer = tmp_path / "consumer"
     (consumer / "src").mkdir(parents=True)
     (consumer / "src" / "lib.rs").write_text("")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
-from index_helpers import Registry, fixture_entry, make_registry
+from support.git import git
+from support.index_helpers import Registry, fixture_entry, make_registry
 
 import indexpub.gitindex.index as git_index
 from indexpub.gitindex.direct_publish import LOCAL_PUSH_ENV, place_packs
@@ -19,11 +19,6 @@ from indexpub.gitindex.process import GitError, PushRejected
 from indexpub.pipeline.git_sync import sync_crates
 
 DL = "https://dl.example/crates"
-
-
-def git(*args: str, cwd: Path | None = None) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=True, timeout=60)
-    return result.stdout.decode()
 
 
 def remote_tip(remote: Path, branch: str = "master") -> str:
@@ -65,11 +60,6 @@ def remote(tmp_path: Path) -> Path:
     path = tmp_path / "remote.git"
     init_index(path, DL, None)
     return path
-
-
-@pytest.fixture
-def index(remote: Path, tmp_path: Path) -> GitIndex:
-    return GitIndex.open(str(remote), tmp_path / "clone", timeout=20)
 
 
 def commit_one(index: GitIndex, path: str, content: bytes | None = b"x\n") -> str:

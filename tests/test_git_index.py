@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.git import git
 
 from indexpub.gitindex.index import GitIndex, check_crate_path, init_index
 from indexpub.gitindex.objects import BLOB_MODE, TREE_MODE, Tree, TreeEdit, TreeEntry, format_tree
@@ -26,13 +27,6 @@ from indexpub.gitindex.reader import TreeCache
 
 DL = "https://dl.example/crates"
 API = "https://api.example"
-
-
-def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, input=input, capture_output=True, check=True, timeout=60
-    )
-    return result.stdout.decode()
 
 
 def ls_tree(repo: Path, rev: str) -> dict[str, str]:
@@ -119,11 +113,6 @@ def remote(tmp_path: Path) -> Path:
     path = tmp_path / "remote.git"
     init_index(path, DL, API)
     return path
-
-
-@pytest.fixture
-def index(remote: Path, tmp_path: Path) -> GitIndex:
-    return GitIndex.open(str(remote), tmp_path / "clone", timeout=20)
 
 
 # --- init_index and open --------------------------------------------------------------------------
@@ -852,9 +841,7 @@ def test_reads_share_one_git_process_until_a_repack(remote: Path, tmp_path: Path
     assert index._reader.cat_file.started == 1 and index._reader.cat_file._proc is None
     assert index.read_file(files[0]) == b"0\n"
     blob = ls_tree(remote, big)[files[-1]]
-    expected = subprocess.run(
-        ["git", f"--git-dir={remote}", "cat-file", "blob", blob], capture_output=True, check=True
-    ).stdout
+    expected = git(f"--git-dir={remote}", "cat-file", "blob", blob, text=False)
     assert index.read_file(files[-1], big) == expected
     assert index._reader.cat_file.started == 2
     index.close()

@@ -1,5 +1,5 @@
 """SSH remotes are reached only with a pinned host key, against a real SSH server on 127.0.0.1
-(tests/ssh_server.py) and the real ssh client that git runs."""
+(tests/support/ssh_server.py) and the real ssh client that git runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import paramiko
 import pytest
 from click.testing import CliRunner
-from ssh_server import NO_REPOSITORY, SshServer, write_client_key
+from support.ssh_server import NO_REPOSITORY, SshServer, write_client_key
 
 from indexpub.cli import main
 from indexpub.errors import shorten as _shorten

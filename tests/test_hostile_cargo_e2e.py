@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from cargo_registry import CargoRegistry
-from hostile_crates import symlink_chain
-from test_cargo_acceptance import registry  # noqa: F401 (a fixture: serve, worker, cargo)
+from support.cargo_registry import CargoRegistry
+from support.crates import publish_body, simple_meta
+from support.hostile_crates import symlink_chain
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
 
@@ -33,11 +32,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def upload(reg: CargoRegistry, meta: dict[str, object], crate: bytes) -> tuple[int, bytes]:
-    raw = json.dumps(meta).encode()
-    body = struct.pack("<I", len(raw)) + raw + struct.pack("<I", len(crate)) + crate
     request = urllib.request.Request(
         f"{reg.base}/api/v1/crates/new",
-        data=body,
+        data=publish_body(meta, crate),
         method="PUT",
         headers={"Authorization": reg.tokens["alice"]},
     )
@@ -49,7 +46,7 @@ def upload(reg: CargoRegistry, meta: dict[str, object], crate: bytes) -> tuple[i
 
 
 def test_a_symlink_chain_cannot_overwrite_another_crate_s_unpacked_sources(
-    registry: CargoRegistry,  # noqa: F811
+    registry: CargoRegistry,
 ) -> None:
     home = registry.cargo_home("victim-user", "sparse")
     registry.publish("plain-0.1.0", home)
@@ -60,8 +57,7 @@ def test_a_symlink_chain_cannot_overwrite_another_crate_s_unpacked_sources(
     assert "src/lib.rs" in before
 
     attack = symlink_chain("attacker", "0.1.0", "plain-0.1.0")
-    meta = {"name": "attacker", "vers": "0.1.0", "deps": [], "features": {}}
-    status, body = upload(registry, meta, attack)
+    status, body = upload(registry, simple_meta("attacker", "0.1.0"), attack)
     assert status == 400, body[:300]
     assert len(body) < 1024
     (error,) = json.loads(body)["errors"]

@@ -12,22 +12,19 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from hostile_crates import MANIFEST, NAME, TOP, VERSION, crate, hostile_corpus, member, tar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from index_helpers import Registry
-from test_publish_refusals import cli, publish_json, refused, url  # noqa: F401 (url: fixture)
+from support.crates import file, gzipped, publish_body, simple_meta, tar_archive
+from support.hostile_crates import MANIFEST, NAME, TOP, VERSION, crate, hostile_corpus, member, tar
+from support.index_helpers import Registry
+from test_publish_refusals import cli, publish_json, refused
 from test_publish_refusals import counts as cli_counts
-from test_serve_api import (  # noqa: F401 (reg and alice are fixtures)
+from test_serve_api import (
     NOTHING,
     TestClient,
-    alice,
     app_for,
     detail,
-    framed,
     put_crate,
-    reg,
-    simple_meta,
     stored_files,
 )
 from test_serve_api import counts as api_counts
@@ -65,39 +62,41 @@ def test_read_crate_bytes_refuses_in_one_short_line_and_bounded_memory(
     assert peak < MAX_PEAK, peak
 
 
-def test_indexpub_publish_refuses_each_and_stores_nothing(url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_indexpub_publish_refuses_each_and_stores_nothing(
+    registry_url: str, tmp_path: Path
+) -> None:
     path = tmp_path / "upload.crate"
     for case_id, data, fragment in CORPUS:
         path.write_bytes(data)
         # Without a gzip header, `publish FILE` reads the input as JSON.
         fragment = "no gzip header" if case_id == "not-gzip" else fragment
-        line = refused(cli(url, tmp_path, "publish", str(path)), fragment)
+        line = refused(cli(registry_url, tmp_path, "publish", str(path)), fragment)
         assert len(line) < MAX_MESSAGE, case_id
         assert "Traceback" not in line, case_id
-    assert cli_counts(url) == (0, 0, 0)
+    assert cli_counts(registry_url) == (0, 0, 0)
     assert not (tmp_path / "data" / "crates").exists()
 
 
-def test_the_publish_api_refuses_each_and_stores_nothing(reg: Registry, alice: str) -> None:  # noqa: F811
+def test_the_publish_api_refuses_each_and_stores_nothing(reg: Registry, alice: str) -> None:
     meta = simple_meta(NAME, VERSION)
     with TestClient(app_for(reg)) as client:
         for case_id, data, fragment in CORPUS:
-            response = put_crate(client, alice, framed(meta, data))
+            response = put_crate(client, alice, publish_body(meta, data))
             assert response.status_code == 400, (case_id, response.status_code)
             assert fragment in detail(response), case_id
             assert len(response.content) < MAX_MESSAGE, case_id
         assert api_counts(reg.url) == NOTHING  # no crate, version, owner or job rows
         assert stored_files(reg) == []
         # The same token, metadata and good members publish: the refusals were the archives'.
-        good = put_crate(client, alice, framed(meta, crate()))
+        good = put_crate(client, alice, publish_body(meta, crate()))
         assert good.status_code == 200, good.text
     assert [p.name for p in stored_files(reg)] == [f"{TOP}.crate"]
 
 
-def test_an_upload_over_the_size_limit_is_413(reg: Registry, alice: str) -> None:  # noqa: F811
+def test_an_upload_over_the_size_limit_is_413(reg: Registry, alice: str) -> None:
     data = crate(member(f"{TOP}/blob", random.Random(1).randbytes(4000)))
     with TestClient(app_for(reg, max_crate_bytes=2000)) as client:
-        response = put_crate(client, alice, framed(simple_meta(NAME, VERSION), data))
+        response = put_crate(client, alice, publish_body(simple_meta(NAME, VERSION), data))
     assert response.status_code == 413
     assert "larger than the limit of 2000 bytes" in detail(response)
     assert api_counts(reg.url) == NOTHING
@@ -123,23 +122,25 @@ BAD_JSON: list[tuple[str, bytes, str]] = [
     ("body", "fragment"), [case[1:] for case in BAD_JSON], ids=[case[0] for case in BAD_JSON]
 )
 def test_bad_publish_json_is_a_400_in_cargo_s_shape(
-    reg: Registry,  # noqa: F811
-    alice: str,  # noqa: F811
+    reg: Registry,
+    alice: str,
     body: bytes,
     fragment: str,
 ) -> None:
     with TestClient(app_for(reg)) as client:
-        response = put_crate(client, alice, framed(body, crate()))
+        response = put_crate(client, alice, publish_body(body, crate()))
     assert response.status_code == 400, response.text[:200]
     assert fragment in detail(response)
     assert len(response.content) < MAX_MESSAGE
     assert api_counts(reg.url) == NOTHING
 
 
-def test_bad_publish_json_is_one_line_from_the_cli(url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_publish_json_is_one_line_from_the_cli(registry_url: str, tmp_path: Path) -> None:
     for case_id, body, fragment in BAD_JSON:
-        assert len(refused(publish_json(url, tmp_path, body), fragment)) < MAX_MESSAGE, case_id
-        assert cli_counts(url) == (0, 0, 0), case_id
+        assert len(refused(publish_json(registry_url, tmp_path, body), fragment)) < MAX_MESSAGE, (
+            case_id
+        )
+        assert cli_counts(registry_url) == (0, 0, 0), case_id
 
 
 # --------------------------------------------------------------------------- fine after all
@@ -147,7 +148,7 @@ def test_bad_publish_json_is_one_line_from_the_cli(url: str, tmp_path: Path) -> 
 
 def test_an_archive_inside_the_crate_is_just_a_file() -> None:
     """crates.io accepts it, and so does cargo: nothing unpacks the inner archive."""
-    inner = gzip.compress(tar(member("other-1.0.0/src/lib.rs", b"evil")), mtime=0)
+    inner = gzipped(tar(member("other-1.0.0/src/lib.rs", b"evil")))
     entry = read_crate_bytes(crate(member(f"{TOP}/tests/data.tar.gz", inner)))
     assert entry.name == NAME
 
@@ -165,15 +166,10 @@ def test_padding_zeros_after_the_end_marker_and_no_end_marker_are_fine() -> None
 
 def _pack(members: list[tuple[str, bytes]], tar_format: int) -> tuple[bytes, list[int]]:
     """The tar bytes and where each member's own (last) 512-byte header starts."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tar_format) as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    with tarfile.open(fileobj=io.BytesIO(raw.getvalue()), mode="r") as archive:
+    raw = tar_archive(*(file(name, data) for name, data in members), tar_format=tar_format)
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r") as archive:
         headers = [info.offset_data - 512 for info in archive.getmembers()]
-    return raw.getvalue(), headers
+    return raw, headers
 
 
 MEMBERS = [
@@ -218,7 +214,7 @@ def mutated_crates(draw: st.DrawFn) -> bytes:
             raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
     if draw(st.booleans()):
         raw = raw[: draw(st.integers(0, len(raw)))]
-    data = bytearray(gzip.compress(bytes(raw), mtime=0))
+    data = bytearray(gzipped(bytes(raw)))
     if draw(st.booleans()):
         for _ in range(draw(st.integers(1, 3))):
             data[draw(st.integers(0, len(data) - 1))] ^= 1 << draw(st.integers(0, 7))
@@ -237,7 +233,7 @@ def assert_only_distinct_files_and_folders(data: bytes) -> None:
             seen.add(info.name.rstrip("/").lower())
 
 
-CLEAN = read_crate_bytes(gzip.compress(_pack(MEMBERS, tarfile.GNU_FORMAT)[0], mtime=0))
+CLEAN = read_crate_bytes(gzipped(_pack(MEMBERS, tarfile.GNU_FORMAT)[0]))
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,15 +12,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from index_helpers import Registry, fixture_entry, make_registry
-from queue_helpers import wait_for
+from support.index_helpers import Registry, fixture_entry
+from support.queue_helpers import wait_for
 
 from indexpub.pipeline.faults import ENV as CRASH_ENV
-
-
-@pytest.fixture
-def reg(database_url: str, tmp_path: Path) -> Registry:
-    return make_registry(database_url, tmp_path)
 
 
 def start_index_worker(reg: Registry, **env: str) -> subprocess.Popen[bytes]:

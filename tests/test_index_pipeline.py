@@ -8,18 +8,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from index_helpers import Registry, fixture_entry, git, make_registry
+from support.git import git
+from support.index_helpers import Registry, fixture_entry
 
 from indexpub.domain.entries import IndexEntry
 from indexpub.domain.versions import Version
 from indexpub.pipeline import jobs
 from indexpub.pipeline.git_sync import sync_crates
 from indexpub.registry import store
-
-
-@pytest.fixture
-def reg(database_url: str, tmp_path: Path) -> Registry:
-    return make_registry(database_url, tmp_path)
 
 
 def test_publish_yank_unyank_reach_the_remote(reg: Registry) -> None:
@@ -141,7 +137,7 @@ def test_unreachable_remote_fails_the_job_then_converges(reg: Registry, tmp_path
 
 def test_pushes_go_to_the_branch_the_remote_head_names(database_url: str, tmp_path: Path) -> None:
     from click.testing import CliRunner
-    from index_helpers import Registry
+    from support.index_helpers import Registry
 
     from indexpub.cli import main
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from index_helpers import Registry, make_registry
+from support.index_helpers import Registry, make_registry
 
 from indexpub.domain.entries import IndexEntry
 from indexpub.domain.names import index_path
@@ -49,7 +49,7 @@ ops = st.lists(
 
 @pytest.fixture(scope="module")
 def shared(pg_server: tuple[str, Path | None], tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    import pg
+    from support import pg
 
     with pg.fresh_database(pg_server[0]) as url:
         yield make_registry(url, tmp_path_factory.mktemp("props"))

@@ -8,16 +8,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from jobapp import app
-from queue_helpers import enqueue, scalar, setup_database, wait_for
+from support.jobapp import app
+from support.queue_helpers import enqueue, scalar, wait_for
 
 from jobs import App, Worker
-
-
-@pytest.fixture
-def url(database_url: str) -> str:
-    setup_database(database_url)
-    return database_url
 
 
 def run_until_idle(url: str, queue: str = "default") -> Worker:
@@ -36,33 +30,33 @@ def job_row(url: str, job_id: int) -> dict[str, Any] | None:
         return dict(zip([c.name for c in cur.description], row, strict=True))
 
 
-def test_success_deletes_the_row(url: str) -> None:
-    job_id = enqueue(url, "noop", {"x": 1})
-    worker = run_until_idle(url)
+def test_success_deletes_the_row(queue_url: str) -> None:
+    job_id = enqueue(queue_url, "noop", {"x": 1})
+    worker = run_until_idle(queue_url)
     assert worker.jobs_run == 1
-    assert job_row(url, job_id) is None
+    assert job_row(queue_url, job_id) is None
 
 
-def test_enqueue_in_rolled_back_transaction_leaves_nothing(url: str) -> None:
-    with psycopg.connect(url) as conn:
+def test_enqueue_in_rolled_back_transaction_leaves_nothing(queue_url: str) -> None:
+    with psycopg.connect(queue_url) as conn:
         app.enqueue(conn, app.registry["noop"].job({}))
         conn.rollback()
-    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+    assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 0
 
 
-def test_enqueue_does_not_commit(url: str) -> None:
-    with psycopg.connect(url) as conn:
+def test_enqueue_does_not_commit(queue_url: str) -> None:
+    with psycopg.connect(queue_url) as conn:
         app.enqueue(conn, app.registry["noop"].job({}))
-        assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+        assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 0
         conn.commit()
-    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 1
+    assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 1
 
 
-def test_raising_job_counts_attempt_stores_error_and_backs_off(url: str) -> None:
-    job_id = enqueue(url, "fail", {"n": 1})
+def test_raising_job_counts_attempt_stores_error_and_backs_off(queue_url: str) -> None:
+    job_id = enqueue(queue_url, "fail", {"n": 1})
     before = time.time()
-    run_until_idle(url)
-    row = job_row(url, job_id)
+    run_until_idle(queue_url)
+    row = job_row(queue_url, job_id)
     assert row is not None
     assert row["attempts"] == 1
     assert not row["dead"]
@@ -73,54 +67,56 @@ def test_raising_job_counts_attempt_stores_error_and_backs_off(url: str) -> None
     delay = row["run_at"].timestamp() - before
     assert 0.15 < delay < 1.0, delay
     # Not ready yet: a drain finds nothing to do.
-    assert run_until_idle(url).jobs_run == 0
+    assert run_until_idle(queue_url).jobs_run == 0
 
 
-def test_max_attempts_then_dead_then_retry_revives(url: str) -> None:
-    job_id = enqueue(url, "fail", {"n": 2})
+def test_max_attempts_then_dead_then_retry_revives(queue_url: str) -> None:
+    job_id = enqueue(queue_url, "fail", {"n": 2})
     for attempt in (1, 2, 3):
         wait_for(
-            lambda: scalar(url, "SELECT run_at <= now() FROM jobs.jobs WHERE id = %s", (job_id,)),
+            lambda: scalar(
+                queue_url, "SELECT run_at <= now() FROM jobs.jobs WHERE id = %s", (job_id,)
+            ),
             timeout=5,
         )
-        run_until_idle(url)
-        assert job_row(url, job_id)["attempts"] == attempt  # type: ignore[index]
-    row = job_row(url, job_id)
+        run_until_idle(queue_url)
+        assert job_row(queue_url, job_id)["attempts"] == attempt  # type: ignore[index]
+    row = job_row(queue_url, job_id)
     assert row is not None and row["dead"]
     time.sleep(0.6)
-    assert run_until_idle(url).jobs_run == 0  # dead jobs are never claimed
-    with psycopg.connect(url, autocommit=True) as conn:
+    assert run_until_idle(queue_url).jobs_run == 0  # dead jobs are never claimed
+    with psycopg.connect(queue_url, autocommit=True) as conn:
         assert app.store.retry(conn, [job_id]) == 1
-    row = job_row(url, job_id)
+    row = job_row(queue_url, job_id)
     assert row is not None and not row["dead"] and row["attempts"] == 0
-    assert run_until_idle(url).jobs_run == 1
+    assert run_until_idle(queue_url).jobs_run == 1
 
 
-def test_dedup_absorbs_only_unstarted_duplicates(url: str) -> None:
-    with psycopg.connect(url) as conn:
+def test_dedup_absorbs_only_unstarted_duplicates(queue_url: str) -> None:
+    with psycopg.connect(queue_url) as conn:
         first = app.enqueue(conn, app.registry["dedup"].job({"a": 1, "b": 2}))
         second = app.enqueue(conn, app.registry["dedup"].job({"b": 2, "a": 1}))
         other = app.enqueue(conn, app.registry["dedup"].job({"a": 2}))
     assert first.inserted and not second.inserted and second.id == first.id
     assert other.inserted
     # Start the first job (claim it) and enqueue the same payload again: not absorbed.
-    with psycopg.connect(url, autocommit=True) as control:
+    with psycopg.connect(queue_url, autocommit=True) as control:
         claimed = app.store.claim(control, "default")
         assert [j.id for j in claimed] == [first.id]
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(queue_url) as conn:
             third = app.enqueue(conn, app.registry["dedup"].job({"a": 1, "b": 2}))
         assert third.inserted and third.id != first.id
 
 
-def test_absorbing_enqueue_keeps_the_twin_unclaimable_until_commit(url: str) -> None:
+def test_absorbing_enqueue_keeps_the_twin_unclaimable_until_commit(queue_url: str) -> None:
     """A worker must not run the absorbing job before the enqueuer's data is committed."""
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         app.enqueue(conn, app.registry["dedup"].job({"k": 1}))
-    enqueuer = psycopg.connect(url)
+    enqueuer = psycopg.connect(queue_url)
     try:
         result = app.enqueue(enqueuer, app.registry["dedup"].job({"k": 1}))
         assert not result.inserted
-        with psycopg.connect(url, autocommit=True) as control:
+        with psycopg.connect(queue_url, autocommit=True) as control:
             assert app.store.claim(control, "default") == []
             enqueuer.commit()
             assert len(app.store.claim(control, "default")) == 1
@@ -128,12 +124,12 @@ def test_absorbing_enqueue_keeps_the_twin_unclaimable_until_commit(url: str) -> 
         enqueuer.close()
 
 
-def test_enqueue_many_folds_duplicates_and_notifies_once(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as listener:
+def test_enqueue_many_folds_duplicates_and_notifies_once(queue_url: str) -> None:
+    with psycopg.connect(queue_url, autocommit=True) as listener:
         listener.execute('LISTEN "jobs.jobs"')
         # As a waiting worker of the queue does (see JobStore.start_waiting).
         app.store.start_waiting(listener, "default")
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(queue_url) as conn:
             results = app.enqueue_many(
                 conn,
                 [app.registry["noop"].job({"i": i}) for i in range(500)]
@@ -143,27 +139,27 @@ def test_enqueue_many_folds_duplicates_and_notifies_once(url: str) -> None:
     assert len(results) == 503
     assert len({r.id for r in results}) == 501
     assert [n.payload for n in notes] == ["default"]
-    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 501
+    assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 501
 
 
-def test_unknown_type_and_bad_payload_fail_the_job_not_the_worker(url: str) -> None:
-    with psycopg.connect(url) as conn:
+def test_unknown_type_and_bad_payload_fail_the_job_not_the_worker(queue_url: str) -> None:
+    with psycopg.connect(queue_url) as conn:
         conn.execute(
             "INSERT INTO jobs.jobs (queue, job_type, payload) VALUES ('default', 'nope', '{}')"
         )
-    bad = enqueue(url, "strict", [1, 2])
-    good = enqueue(url, "noop", {})
-    run_until_idle(url)
-    assert job_row(url, good) is None
-    bad_row = job_row(url, bad)
+    bad = enqueue(queue_url, "strict", [1, 2])
+    good = enqueue(queue_url, "noop", {})
+    run_until_idle(queue_url)
+    assert job_row(queue_url, good) is None
+    bad_row = job_row(queue_url, bad)
     assert bad_row is not None and bad_row["dead"]
     assert "cannot decode the payload of a 'strict' job" in bad_row["last_error"]
     assert "needs an object with a 'key'" in bad_row["last_error"]
-    unknown = scalar(url, "SELECT last_error FROM jobs.jobs WHERE job_type = 'nope'")
+    unknown = scalar(queue_url, "SELECT last_error FROM jobs.jobs WHERE job_type = 'nope'")
     assert unknown.startswith("unknown job type 'nope'")
 
 
-def test_running_job_is_invisible_and_failure_is_written_before_unlock(url: str) -> None:
+def test_running_job_is_invisible_and_failure_is_written_before_unlock(queue_url: str) -> None:
     """A blocking FOR UPDATE (no SKIP LOCKED) waits for the run and sees its written failure."""
     release = threading.Event()
     started = threading.Event()
@@ -174,20 +170,20 @@ def test_running_job_is_invisible_and_failure_is_written_before_unlock(url: str)
         raise RuntimeError("late failure")
 
     local = app.registry["fail_later"]
-    job_id = enqueue(url, "fail_later", {})
-    worker = app.worker(url, "default", drain=True)
+    job_id = enqueue(queue_url, "fail_later", {})
+    worker = app.worker(queue_url, "default", drain=True)
     original = local.func
     object.__setattr__(local, "func", slow_fail)
     try:
         thread = threading.Thread(target=worker.run)
         thread.start()
         assert started.wait(10)
-        with psycopg.connect(url, autocommit=True) as other:
+        with psycopg.connect(queue_url, autocommit=True) as other:
             assert app.store.claim(other, "default") == []  # invisible to other workers
             seen: list[Any] = []
 
             def blocking_read() -> None:
-                with psycopg.connect(url) as conn:
+                with psycopg.connect(queue_url) as conn:
                     seen.append(
                         conn.execute(
                             "SELECT attempts, last_error FROM jobs.jobs WHERE id = %s FOR UPDATE",
@@ -208,15 +204,17 @@ def test_running_job_is_invisible_and_failure_is_written_before_unlock(url: str)
         object.__setattr__(local, "func", original)
 
 
-def test_batch_claim_runs_up_to_batch_size_jobs_in_one_call(url: str) -> None:
-    with psycopg.connect(url) as conn:
+def test_batch_claim_runs_up_to_batch_size_jobs_in_one_call(queue_url: str) -> None:
+    with psycopg.connect(queue_url) as conn:
         app.enqueue_many(conn, [app.registry["batched"].job({"key": str(i)}) for i in range(25)])
-    worker = app.worker(url, "batch", drain=True)
+    worker = app.worker(queue_url, "batch", drain=True)
     worker.run()
-    keys = [r[0] for r in psycopg.connect(url).execute("SELECT job_key FROM runs ORDER BY id")]
+    keys = [
+        r[0] for r in psycopg.connect(queue_url).execute("SELECT job_key FROM runs ORDER BY id")
+    ]
     sizes = [int(k.split(":")[1]) for k in keys]
     assert sizes == [10] * 10 + [10] * 10 + [5] * 5
-    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+    assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 0
 
 
 def _picky_rows(url: str) -> dict[str, tuple[Any, ...]]:
@@ -228,20 +226,22 @@ def _picky_rows(url: str) -> dict[str, tuple[Any, ...]]:
     return {str(r[0]): tuple(r[1:]) for r in rows}
 
 
-def test_a_batch_fails_only_the_jobs_its_function_returns(url: str) -> None:
+def test_a_batch_fails_only_the_jobs_its_function_returns(queue_url: str) -> None:
     """Returned failures fail their own jobs, each with its own error and its own attempt's
     backoff; the rest are deleted as done and the function's transaction is committed."""
     picky = app.registry["picky"]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         app.enqueue_many(conn, [picky.job({"key": "a"}), picky.job({"key": "b", "fail": "no"})])
         app.enqueue_many(conn, [picky.job({"key": "c", "exc": "gone"}), picky.job({"key": "d"})])
         conn.execute("UPDATE jobs.jobs SET attempts = 1 WHERE payload->>'key' = 'c'")
-    worker = app.worker(url, "picky", drain=True)
+    worker = app.worker(queue_url, "picky", drain=True)
     worker.run()
     assert worker.jobs_run == 4
-    runs = [r[0] for r in psycopg.connect(url).execute("SELECT job_key FROM runs ORDER BY id")]
+    runs = [
+        r[0] for r in psycopg.connect(queue_url).execute("SELECT job_key FROM runs ORDER BY id")
+    ]
     assert runs == ["a", "b", "c", "d"]
-    rows = _picky_rows(url)
+    rows = _picky_rows(queue_url)
     assert set(rows) == {"b", "c"}
     attempts, dead, error, due = rows["b"]
     assert (attempts, dead, error) == (1, False, "b: no")
@@ -252,13 +252,13 @@ def test_a_batch_fails_only_the_jobs_its_function_returns(url: str) -> None:
     assert 115 <= due <= 120  # the backoff of its own (second) attempt, not the batch's first
 
 
-def test_a_batch_whose_every_job_failed_apart_keeps_each_error(url: str) -> None:
+def test_a_batch_whose_every_job_failed_apart_keeps_each_error(queue_url: str) -> None:
     picky = app.registry["picky"]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         app.enqueue_many(conn, [picky.job({"key": k, "fail": k * 2}) for k in "xy"])
-    run_until_idle(url, "picky")
-    assert {k: row[2] for k, row in _picky_rows(url).items()} == {"x": "x: xx", "y": "y: yy"}
-    assert scalar(url, "SELECT count(*) FROM runs") == 2
+    run_until_idle(queue_url, "picky")
+    assert {k: row[2] for k, row in _picky_rows(queue_url).items()} == {"x": "x: xx", "y": "y: yy"}
+    assert scalar(queue_url, "SELECT count(*) FROM runs") == 2
 
 
 @pytest.mark.parametrize(
@@ -269,21 +269,21 @@ def test_a_batch_whose_every_job_failed_apart_keeps_each_error(url: str) -> None
     ],
 )
 def test_a_batch_returning_anything_else_fails_whole_and_rolls_back(
-    url: str, returned: Any, fragment: str
+    queue_url: str, returned: Any, fragment: str
 ) -> None:
     picky = app.registry["picky"]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         app.enqueue_many(
             conn, [picky.job({"key": "a", "return": returned}), picky.job({"key": "b"})]
         )
-    run_until_idle(url, "picky")
-    rows = _picky_rows(url)
+    run_until_idle(queue_url, "picky")
+    rows = _picky_rows(queue_url)
     assert set(rows) == {"a", "b"}
     assert all(fragment in row[2] for row in rows.values())
-    assert scalar(url, "SELECT count(*) FROM runs") == 0  # the job's transaction rolled back
+    assert scalar(queue_url, "SELECT count(*) FROM runs") == 0  # the job's transaction rolled back
 
 
-def test_a_batch_failure_outside_the_batch_fails_it_whole(url: str) -> None:
+def test_a_batch_failure_outside_the_batch_fails_it_whole(queue_url: str) -> None:
     """JSON keys are strings; a position past the batch is a bug, not a partial success."""
     picky = app.registry["picky"]
     original = picky.func
@@ -294,25 +294,25 @@ def test_a_batch_failure_outside_the_batch_fails_it_whole(url: str) -> None:
 
     object.__setattr__(picky, "func", out_of_range)
     try:
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(queue_url) as conn:
             app.enqueue_many(conn, [picky.job({"key": "a"}), picky.job({"key": "b"})])
-        run_until_idle(url, "picky")
+        run_until_idle(queue_url, "picky")
     finally:
         object.__setattr__(picky, "func", original)
-    rows = _picky_rows(url)
+    rows = _picky_rows(queue_url)
     assert set(rows) == {"a", "b"}
     assert all("at position 2, outside its batch of 2" in row[2] for row in rows.values())
 
 
-def test_twins_in_one_call_fold_like_twins_of_separate_calls(url: str) -> None:
+def test_twins_in_one_call_fold_like_twins_of_separate_calls(queue_url: str) -> None:
     twin = app.registry["dedup"]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         one = app.enqueue_many(conn, [twin.job({"k": 1}, delay=60), twin.job({"k": 1}, priority=5)])
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         app.enqueue(conn, twin.job({"k": 2}, delay=60))
         app.enqueue(conn, twin.job({"k": 2}, priority=5))
     rows = (
-        psycopg.connect(url)
+        psycopg.connect(queue_url)
         .execute("SELECT payload->>'k', priority, run_at <= now() FROM jobs.jobs ORDER BY 1")
         .fetchall()
     )
@@ -332,22 +332,22 @@ def _observing(url: str, seen: list[tuple[Any, Any]], then: Any = None) -> Any:
     return observe
 
 
-def test_each_run_claims_the_next_job_and_runs_every_job_once(url: str) -> None:
+def test_each_run_claims_the_next_job_and_runs_every_job_once(queue_url: str) -> None:
     """The commit that deletes a finished job also claims the next one: nothing runs twice,
     the job it just deleted is never claimed again, and each job runs on its first attempt."""
     for i in range(3):
-        enqueue(url, "noop", {"i": i})
+        enqueue(queue_url, "noop", {"i": i})
     seen: list[tuple[Any, Any]] = []
     local = app.registry["noop"]
     original = local.func
-    object.__setattr__(local, "func", _observing(url, seen))
+    object.__setattr__(local, "func", _observing(queue_url, seen))
     try:
-        worker = run_until_idle(url)
+        worker = run_until_idle(queue_url)
     finally:
         object.__setattr__(local, "func", original)
     assert worker.jobs_run == 3
     assert seen == [(0, 1, [1, 0, 0]), (1, 1, [1, 0]), (2, 1, [1])]
-    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+    assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 0
 
 
 def _row_state(url: str, job_id: int) -> tuple[Any, bool]:
@@ -362,11 +362,11 @@ def _row_state(url: str, job_id: int) -> tuple[Any, bool]:
 
 
 def test_the_next_job_is_claimed_and_locked_in_the_last_runs_round_trip(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    queue_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After the first job, each job's claim, attempt count and row lock come with the previous
     run's commit: no lock statement of its own, yet it runs locked with its attempt counted."""
-    ids = [enqueue(url, "noop", {"i": i}) for i in range(3)]
+    ids = [enqueue(queue_url, "noop", {"i": i}) for i in range(3)]
     states: list[tuple[Any, bool]] = []
     local = app.registry["noop"]
     original = local.func
@@ -379,19 +379,19 @@ def test_the_next_job_is_claimed_and_locked_in_the_last_runs_round_trip(
 
     monkeypatch.setattr(app.store, "open_run", counting_open_run)
     object.__setattr__(
-        local, "func", lambda ctx, payload: states.append(_row_state(url, ctx.job_ids[0]))
+        local, "func", lambda ctx, payload: states.append(_row_state(queue_url, ctx.job_ids[0]))
     )
     try:
-        worker = run_until_idle(url)
+        worker = run_until_idle(queue_url)
     finally:
         object.__setattr__(local, "func", original)
     assert worker.jobs_run == 3
     assert opened == [[ids[0]]]
     assert states == [(1, True)] * 3
-    assert scalar(url, "SELECT count(*) FROM jobs.jobs") == 0
+    assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 0
 
 
-def test_a_batch_head_claimed_after_a_run_still_gets_its_followers(url: str) -> None:
+def test_a_batch_head_claimed_after_a_run_still_gets_its_followers(queue_url: str) -> None:
     """A queue that mixes a batch type with a single one: the head that the last run claimed and
     locked is let go, its followers are claimed and counted, and the batch runs as one."""
     mixed = App(schema="mixed")
@@ -400,7 +400,7 @@ def test_a_batch_head_claimed_after_a_run_still_gets_its_followers(url: str) -> 
     def attempts_of_many() -> list[Any]:
         return list(
             scalar(
-                url,
+                queue_url,
                 "SELECT array_agg(attempts ORDER BY id) FROM mixed.jobs WHERE job_type = 'many'",
             )
         )
@@ -413,44 +413,44 @@ def test_a_batch_head_claimed_after_a_run_still_gets_its_followers(url: str) -> 
     def many(ctx: Any, payloads: list[Any]) -> None:
         seen.append((len(payloads), attempts_of_many()))
 
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         mixed.migrate(conn)
         mixed.enqueue(conn, one.job({}))
         mixed.enqueue_many(conn, [many.job({"i": i}) for i in range(5)])
-    worker = mixed.worker(url, "q", drain=True)
+    worker = mixed.worker(queue_url, "q", drain=True)
     worker.run()
     assert worker.jobs_run == 6
     assert seen == [(5, [1] * 5)]
-    assert scalar(url, "SELECT count(*) FROM mixed.jobs") == 0
+    assert scalar(queue_url, "SELECT count(*) FROM mixed.jobs") == 0
 
 
-def test_a_stopping_worker_does_not_claim_the_next_job(url: str) -> None:
-    first = enqueue(url, "noop", {"i": 0})
-    second = enqueue(url, "noop", {"i": 1})
+def test_a_stopping_worker_does_not_claim_the_next_job(queue_url: str) -> None:
+    first = enqueue(queue_url, "noop", {"i": 0})
+    second = enqueue(queue_url, "noop", {"i": 1})
     seen: list[tuple[Any, Any]] = []
-    worker = app.worker(url, "default")
+    worker = app.worker(queue_url, "default")
     local = app.registry["noop"]
     original = local.func
-    object.__setattr__(local, "func", _observing(url, seen, then=worker.stop))
+    object.__setattr__(local, "func", _observing(queue_url, seen, then=worker.stop))
     try:
         worker.run()
     finally:
         object.__setattr__(local, "func", original)
     assert [s[0] for s in seen] == [0]
-    assert job_row(url, first) is None
-    row = job_row(url, second)
+    assert job_row(queue_url, first) is None
+    row = job_row(queue_url, second)
     assert row is not None
     assert (row["attempts"], row["worker_pid"], row["last_error"]) == (0, None, None)
 
 
 def test_a_worker_stopped_after_locking_its_next_job_gives_it_back(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    queue_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stop that lands between the commit that claimed and locked the next job and that job's
     run: the lock is let go and the claim given back, so the job does not wait out a lease."""
-    first = enqueue(url, "noop", {"i": 0})
-    second = enqueue(url, "noop", {"i": 1})
-    worker = app.worker(url, "default")
+    first = enqueue(queue_url, "noop", {"i": 0})
+    second = enqueue(queue_url, "noop", {"i": 1})
+    worker = app.worker(queue_url, "default")
     complete_run = app.store.complete_run
 
     def complete_then_stop(*args: Any, **kwargs: Any) -> Any:
@@ -461,21 +461,21 @@ def test_a_worker_stopped_after_locking_its_next_job_gives_it_back(
     monkeypatch.setattr(app.store, "complete_run", complete_then_stop)
     worker.run()
     assert worker.jobs_run == 1
-    assert job_row(url, first) is None
-    row = job_row(url, second)
+    assert job_row(queue_url, first) is None
+    row = job_row(queue_url, second)
     assert row is not None
     assert (row["attempts"], row["worker_pid"], row["last_error"]) == (0, None, None)
-    assert _row_state(url, second) == (0, False)
+    assert _row_state(queue_url, second) == (0, False)
 
 
-def test_release_gives_a_claim_back(url: str) -> None:
-    job_id = enqueue(url, "noop", {})
-    with psycopg.connect(url, autocommit=True) as control:
+def test_release_gives_a_claim_back(queue_url: str) -> None:
+    job_id = enqueue(queue_url, "noop", {})
+    with psycopg.connect(queue_url, autocommit=True) as control:
         claimed = app.store.claim(control, "default")
         assert [j.id for j in claimed] == [job_id]
         assert app.store.claim(control, "default") == []
         app.store.release(control, claimed)
-        row = job_row(url, job_id)
+        row = job_row(queue_url, job_id)
         assert row is not None and row["attempts"] == 0 and row["worker_pid"] is None
         again = app.store.claim(control, "default")
         assert [(j.id, j.attempt) for j in again] == [(job_id, 1)]
@@ -492,11 +492,11 @@ def test_release_gives_a_claim_back(url: str) -> None:
     ],
 )
 def test_the_claim_leases_a_job_for_its_types_backoff(
-    url: str, job_type: str, queue: str, lease: float
+    queue_url: str, job_type: str, queue: str, lease: float
 ) -> None:
     """A job whose worker dies comes back after its own type's first backoff delay."""
-    enqueue(url, job_type, {"key": "k"})
-    with psycopg.connect(url, autocommit=True) as control:
+    enqueue(queue_url, job_type, {"key": "k"})
+    with psycopg.connect(queue_url, autocommit=True) as control:
         (claimed,) = app.store.claim(control, queue)
         assert claimed.job_type == job_type
         row = control.execute(
@@ -507,11 +507,11 @@ def test_the_claim_leases_a_job_for_its_types_backoff(
 
 
 @pytest.mark.parametrize("uniform", [True, False])
-def test_a_batch_of_one_type_enqueues_like_a_mixed_one(url: str, uniform: bool) -> None:
+def test_a_batch_of_one_type_enqueues_like_a_mixed_one(queue_url: str, uniform: bool) -> None:
     """A batch whose jobs share type and options takes the shorter statement; it must store,
     absorb and report exactly as the general one does."""
     dedup = app.registry["dedup"]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         waiting = app.enqueue(conn, dedup.job({"k": 0}))
         jobs = [dedup.job({"k": k}, priority=3) for k in (0, 1, 2, 1)]
         if not uniform:
@@ -519,7 +519,7 @@ def test_a_batch_of_one_type_enqueues_like_a_mixed_one(url: str, uniform: bool) 
         results = app.enqueue_many(conn, jobs)
     assert [r.inserted for r in results[:4]] == [False, True, True, True]
     assert results[0].id == waiting.id and results[1].id == results[3].id
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         rows = conn.execute(
             "SELECT payload, priority, run_at > now() + interval '30 s', attempts"
             " FROM jobs.jobs ORDER BY id"
@@ -530,13 +530,13 @@ def test_a_batch_of_one_type_enqueues_like_a_mixed_one(url: str, uniform: bool) 
     assert rows == expected
 
 
-def test_a_uniform_batch_stores_every_kind_of_json_payload_in_order(url: str) -> None:
+def test_a_uniform_batch_stores_every_kind_of_json_payload_in_order(queue_url: str) -> None:
     """The uniform batch sends its payloads as one JSON array that the server splits: every
     JSON value comes back as it went in, each under the id reported for it."""
     payloads: list[Any] = [{"k": [1, 2.5, None]}, [1, "two"], "ü ☃", 7, None, True, {}]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         results = app.enqueue_many(conn, [app.registry["noop"].job(p) for p in payloads])
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         stored = dict(conn.execute("SELECT id, payload FROM jobs.jobs").fetchall())
     assert [stored[r.id] for r in results] == payloads
 

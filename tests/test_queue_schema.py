@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from jobapp import app
+from support.jobapp import app
 
 from jobs import migrations, queries
 
@@ -45,7 +45,7 @@ def catalog(url: str) -> list[tuple[str, str]]:
 
 
 def test_step_by_step_migration_equals_fresh_install(pg_server: Any) -> None:
-    import pg
+    from support import pg
 
     versions = [m.version for m in migrations.load_migrations("jobs")]
     assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 2

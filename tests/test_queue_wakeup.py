@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
-import pytest
-from jobapp import app
-from queue_helpers import enqueue, scalar, setup_database, wait_for
+from support.jobapp import app
+from support.queue_helpers import enqueue, scalar, wait_for
 
 from jobs import JobStore, Worker
 from jobs.store import ClaimedJob
@@ -24,12 +23,6 @@ from jobs.store import ClaimedJob
 # NOTIFY, nor the other way round.
 POLL = 2.0
 AT_ONCE = 0.5
-
-
-@pytest.fixture
-def url(database_url: str) -> str:
-    setup_database(database_url)
-    return database_url
 
 
 class SteppedStore(JobStore):
@@ -109,35 +102,35 @@ def pickup_after(worker: Worker, runs: int, started: float) -> float:
     return time.monotonic() - started
 
 
-def test_a_sleeping_worker_has_a_listener_row_and_deletes_it_when_it_exits(url: str) -> None:
-    with running(url) as worker:
+def test_a_sleeping_worker_has_a_listener_row_and_deletes_it_when_it_exits(queue_url: str) -> None:
+    with running(queue_url) as worker:
         assert worker.sleeping.wait(10)
-        assert listeners(url) == [("default", worker.pid)]
-    assert listeners(url) == []
+        assert listeners(queue_url) == [("default", worker.pid)]
+    assert listeners(queue_url) == []
 
 
-def test_a_worker_that_sleeps_before_a_job_is_enqueued_is_notified_at_once(url: str) -> None:
+def test_a_worker_that_sleeps_before_a_job_is_enqueued_is_notified_at_once(queue_url: str) -> None:
     """The listener row is visible before the enqueue's trigger runs: the trigger notifies."""
-    with running(url, poll_interval=POLL) as worker, channel(url) as ears:
+    with running(queue_url, poll_interval=POLL) as worker, channel(queue_url) as ears:
         assert worker.sleeping.wait(10)
-        assert listeners(url) == [("default", worker.pid)]
-        enqueue(url, "noop", {})
+        assert listeners(queue_url) == [("default", worker.pid)]
+        enqueue(queue_url, "noop", {})
         delay = pickup_after(worker, 1, time.monotonic())
         assert delay < AT_ONCE, delay
         assert heard(ears) == ["default"]
 
 
-def test_a_job_committed_before_the_listener_row_is_found_by_the_last_claim(url: str) -> None:
+def test_a_job_committed_before_the_listener_row_is_found_by_the_last_claim(queue_url: str) -> None:
     """The worker's first claim found nothing; the job commits, without a NOTIFY, before the
     worker's row is written: the claim after the row finds it."""
     store = SteppedStore()
     committed: list[tuple[int, float]] = []
 
     def enqueue_now() -> None:
-        committed.append((enqueue(url, "noop", {}), time.monotonic()))
+        committed.append((enqueue(queue_url, "noop", {}), time.monotonic()))
 
     store.before_waiting = enqueue_now
-    with channel(url) as ears, running(url, poll_interval=POLL, store=store) as worker:
+    with channel(queue_url) as ears, running(queue_url, poll_interval=POLL, store=store) as worker:
         delay = pickup_after(worker, 1, wait_for(lambda: committed)[0][1])
         assert delay < AT_ONCE, delay
         assert heard(ears) == []  # nobody was waiting when its trigger ran
@@ -145,16 +138,16 @@ def test_a_job_committed_before_the_listener_row_is_found_by_the_last_claim(url:
 
 
 def test_a_job_whose_trigger_ran_before_the_listener_row_waits_for_the_poll_not_longer(
-    url: str,
+    queue_url: str,
 ) -> None:
     """The race: the enqueue's trigger runs (no listener row yet: no NOTIFY), the worker writes
     its row and claims once more (the job is not committed yet), sleeps, and only then does the
     job commit. The poll picks it up, within the poll interval."""
-    with psycopg.connect(url) as enqueuer, channel(url) as ears:
+    with psycopg.connect(queue_url) as enqueuer, channel(queue_url) as ears:
         app.enqueue(enqueuer, app.registry["noop"].job({}))  # trigger run, not committed
-        with running(url, poll_interval=POLL) as worker:
+        with running(queue_url, poll_interval=POLL) as worker:
             assert worker.sleeping.wait(10)
-            assert listeners(url) == [("default", worker.pid)]
+            assert listeners(queue_url) == [("default", worker.pid)]
             assert worker.jobs_run == 0
             enqueuer.commit()
             delay = pickup_after(worker, 1, time.monotonic())
@@ -162,51 +155,55 @@ def test_a_job_whose_trigger_ran_before_the_listener_row_waits_for_the_poll_not_
     assert AT_ONCE < delay < POLL + AT_ONCE, delay
 
 
-def test_enqueues_send_no_notify_while_no_worker_of_the_queue_waits(url: str) -> None:
-    with channel(url) as ears:
-        enqueue(url, "noop", {})  # no worker at all
+def test_enqueues_send_no_notify_while_no_worker_of_the_queue_waits(queue_url: str) -> None:
+    with channel(queue_url) as ears:
+        enqueue(queue_url, "noop", {})  # no worker at all
         assert heard(ears) == []
-        with running(url) as worker:
+        with running(queue_url) as worker:
             assert worker.sleeping.wait(10)  # after it ran the first job
-            enqueue(url, "record", {"key": "busy", "sleep": 2.0})
+            enqueue(queue_url, "record", {"key": "busy", "sleep": 2.0})
             assert heard(ears, stop_after=1) == ["default"]  # it woke it
-            wait_for(lambda: scalar(url, "SELECT count(*) FROM runs WHERE job_key = 'busy'"))
+            wait_for(lambda: scalar(queue_url, "SELECT count(*) FROM runs WHERE job_key = 'busy'"))
             # Its claim found work: the run that followed deleted its row (and committed that).
-            assert listeners(url) == []
-            enqueue(url, "noop", {})
+            assert listeners(queue_url) == []
+            enqueue(queue_url, "noop", {})
             assert heard(ears) == []  # the only worker is busy
             wait_for(lambda: worker.jobs_run == 3, timeout=10)
-            wait_for(lambda: listeners(url) == [("default", worker.pid)])
-            enqueue(url, "noop", {})
+            wait_for(lambda: listeners(queue_url) == [("default", worker.pid)])
+            enqueue(queue_url, "noop", {})
             assert heard(ears, timeout=5, stop_after=1) == ["default"]  # idle again: notified
 
 
-def test_rows_of_gone_backends_are_removed_when_a_worker_connects(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as gone:
+def test_rows_of_gone_backends_are_removed_when_a_worker_connects(queue_url: str) -> None:
+    with psycopg.connect(queue_url, autocommit=True) as gone:
         gone_pid = gone.info.backend_pid
     wait_for(
-        lambda: not scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (gone_pid,))
+        lambda: (
+            not scalar(
+                queue_url, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (gone_pid,)
+            )
+        )
     )
-    with psycopg.connect(url, autocommit=True) as alive, channel(url) as ears:
+    with psycopg.connect(queue_url, autocommit=True) as alive, channel(queue_url) as ears:
         alive.execute(
             "INSERT INTO jobs.listeners (queue, pid) VALUES ('default', %s), ('other', %s)",
             (gone_pid, alive.info.backend_pid),
         )
         # Meanwhile the gone backend's row costs an enqueue a NOTIFY nobody needs, no more.
-        enqueue(url, "noop", {})
+        enqueue(queue_url, "noop", {})
         assert heard(ears) == ["default"]
-        with running(url) as worker:
+        with running(queue_url) as worker:
             assert worker.sleeping.wait(10)
-            assert listeners(url) == sorted(
+            assert listeners(queue_url) == sorted(
                 [("default", worker.pid), ("other", alive.info.backend_pid)]
             )
 
 
-def test_the_listener_row_commits_before_the_claim_after_it_starts(url: str) -> None:
+def test_the_listener_row_commits_before_the_claim_after_it_starts(queue_url: str) -> None:
     """start_waiting sends the row and the claim in one round trip but as two transactions: a
     claim in the row's transaction would run before the row is visible to enqueues."""
-    job_id = enqueue(url, "noop", {})
-    with psycopg.connect(url, autocommit=True) as conn:
+    job_id = enqueue(queue_url, "noop", {})
+    with psycopg.connect(queue_url, autocommit=True) as conn:
         assert [job.id for job in app.store.start_waiting(conn, "default")] == [job_id]
         row = conn.execute(
             "SELECT l.xmin::text::bigint, j.xmin::text::bigint"

@@ -3,12 +3,9 @@ database: what cargo sends, what it must get back, and that every refusal stores
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 import struct
-import tarfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +14,14 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from index_helpers import (
+from starlette.exceptions import StarletteDeprecationWarning
+from support.crates import publish_body, simple_meta, valid_crate
+from support.index_helpers import (
     DIST,
     Registry,
     fixture_files,
     fixtures_registry_url,
-    make_registry,
 )
-from starlette.exceptions import StarletteDeprecationWarning
 
 from indexpub.cli import main
 from indexpub.domain.entries import IndexEntry
@@ -84,36 +81,8 @@ def crate_bytes(name: str, version: str) -> bytes:
     return fixture_files()[(name, version)].read_bytes()
 
 
-def make_crate(name: str, version: str, *, folder: str | None = None, extra: str = "") -> bytes:
-    """A small .crate made here (not by cargo): a gzip tar with ``{folder}/Cargo.toml``."""
-    folder = folder or f"{name}-{version}"
-    files = {
-        f"{folder}/Cargo.toml": f'[package]\nname = "{name}"\nversion = "{version}"\n{extra}',
-        f"{folder}/src/lib.rs": "// synthetic\n",
-    }
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            info.mtime = 1_153_704_088
-            archive.addfile(info, io.BytesIO(data))
-    return gzip.compress(buffer.getvalue(), mtime=0)
-
-
-def simple_meta(name: str, version: str) -> dict[str, Any]:
-    return {"name": name, "vers": version, "deps": [], "features": {}}
-
-
-def framed(meta: dict[str, Any] | bytes, crate: bytes) -> bytes:
-    """cargo's publish body: u32 LE JSON length, JSON, u32 LE .crate length, .crate."""
-    raw = meta if isinstance(meta, bytes) else json.dumps(meta).encode()
-    return struct.pack("<I", len(raw)) + raw + struct.pack("<I", len(crate)) + crate
-
-
 def fixture_body(name: str, version: str) -> bytes:
-    return framed(publish_meta(name, version), crate_bytes(name, version))
+    return publish_body(publish_meta(name, version), crate_bytes(name, version))
 
 
 def detail(response: Any) -> str:
@@ -163,11 +132,6 @@ def version_row(url: str, name: str, version: str) -> tuple[str, bool] | None:
     return None if row is None else (str(row[0]), bool(row[1]))
 
 
-def make_token(url: str, login: str, name: str = "") -> str:
-    with psycopg.connect(url) as conn:
-        return accounts.create_token(conn, login, name)
-
-
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": token}
 
@@ -182,25 +146,9 @@ def app_for(reg: Registry, **options: Any) -> Any:
 
 
 @pytest.fixture
-def reg(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
-    monkeypatch.delenv("INDEXPUB_SPARSE_DIR", raising=False)
-    return make_registry(database_url, tmp_path)
-
-
-@pytest.fixture
 def client(reg: Registry) -> Iterator[TestClient]:
     with TestClient(app_for(reg)) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def alice(reg: Registry) -> str:
-    return make_token(reg.url, "alice")
-
-
-@pytest.fixture
-def bob(reg: Registry) -> str:
-    return make_token(reg.url, "bob")
 
 
 def put_crate(client: TestClient, token: str | None, body: bytes) -> Any:
@@ -257,7 +205,7 @@ def test_metadata_that_disagrees_with_the_crate_earns_a_warning(
     reg: Registry, client: TestClient, alice: str
 ) -> None:
     meta = {**publish_meta("abc", "0.1.0"), "deps": []}  # abc depends on q
-    response = put_crate(client, alice, framed(meta, crate_bytes("abc", "0.1.0")))
+    response = put_crate(client, alice, publish_body(meta, crate_bytes("abc", "0.1.0")))
     assert response.status_code == 200, response.text
     other = response.json()["warnings"]["other"]
     assert len(other) == 1 and "the index uses the .crate's" in other[0]
@@ -272,18 +220,18 @@ def test_conflicting_versions_are_refused_and_keep_the_published_bytes(
     assert put_crate(client, alice, fixture_body("plain", "0.1.0")).status_code == 200
     before = counts(reg.url)
 
-    other = make_crate("plain", "0.1.0", extra="# other content\n")
-    response = put_crate(client, alice, framed(simple_meta("plain", "0.1.0"), other))
+    other = valid_crate("plain", "0.1.0", manifest_extra="# other content\n")
+    response = put_crate(client, alice, publish_body(simple_meta("plain", "0.1.0"), other))
     assert response.status_code == 409
     assert "already published with different content" in detail(response)
 
-    build = make_crate("plain", "0.1.0+build.7")
-    response = put_crate(client, alice, framed(simple_meta("plain", "0.1.0+build.7"), build))
+    build = valid_crate("plain", "0.1.0+build.7")
+    response = put_crate(client, alice, publish_body(simple_meta("plain", "0.1.0+build.7"), build))
     assert response.status_code == 409
     assert "equals the published version 0.1.0 once build metadata" in detail(response)
 
-    collides = make_crate("Plain", "0.3.0")
-    response = put_crate(client, alice, framed(simple_meta("Plain", "0.3.0"), collides))
+    collides = valid_crate("Plain", "0.3.0")
+    response = put_crate(client, alice, publish_body(simple_meta("Plain", "0.3.0"), collides))
     assert response.status_code == 409
     assert "collides with the existing crate 'plain'" in detail(response)
 
@@ -474,7 +422,7 @@ def test_download_missing_and_invalid(reg: Registry, client: TestClient, alice: 
 def test_malformed_bodies_are_refused_each_with_its_own_detail(reg: Registry, alice: str) -> None:
     plain = crate_bytes("plain", "0.1.0")
     meta = json.dumps(publish_meta("plain", "0.1.0")).encode()
-    good = framed(meta, plain)
+    good = publish_body(meta, plain)
     cases: list[tuple[str, bytes, int, str]] = [
         ("empty", b"", 400, "a body of 0 bytes is too short for the 4-byte length"),
         ("short", b"\x01\x00", 400, "a body of 2 bytes is too short"),
@@ -493,39 +441,51 @@ def test_malformed_bodies_are_refused_each_with_its_own_detail(reg: Registry, al
         ),
         ("crate past end", good[:-10], 400, f".crate length {len(plain)} reaches past the end"),
         ("trailing bytes", good + b"xyz", 400, "3 unexpected bytes after the .crate file"),
-        ("not json", framed(b"{nope", plain), 400, "the publish metadata is not valid JSON"),
-        ("not utf-8", framed(b"\xff\xfe", plain), 400, "the publish metadata is not valid JSON"),
-        ("array", framed(b"[1, 2]", plain), 400, "must be a JSON object, not list"),
-        ("deep", framed(b"[" * 100_000, plain), 400, "the publish metadata is not valid JSON"),
+        ("not json", publish_body(b"{nope", plain), 400, "the publish metadata is not valid JSON"),
+        (
+            "not utf-8",
+            publish_body(b"\xff\xfe", plain),
+            400,
+            "the publish metadata is not valid JSON",
+        ),
+        ("array", publish_body(b"[1, 2]", plain), 400, "must be a JSON object, not list"),
+        (
+            "deep",
+            publish_body(b"[" * 100_000, plain),
+            400,
+            "the publish metadata is not valid JSON",
+        ),
         (
             "missing deps",
-            framed({"name": "plain", "vers": "0.1.0"}, plain),
+            publish_body({"name": "plain", "vers": "0.1.0"}, plain),
             400,
             "missing field 'deps' in publish metadata",
         ),
         (
             "bad version",
-            framed(simple_meta("plain", "01.0.0"), plain),
+            publish_body(simple_meta("plain", "01.0.0"), plain),
             400,
             "01.0.0",
         ),
-        ("not gzip", framed(meta, b"PK\x03\x04 zip"), 400, "not a gzip file"),
-        ("corrupt gzip", framed(meta, plain[:200]), 400, "truncated gzip data"),
+        ("not gzip", publish_body(meta, b"PK\x03\x04 zip"), 400, "not a gzip file"),
+        ("corrupt gzip", publish_body(meta, plain[:200]), 400, "truncated gzip data"),
         (
             "name mismatch",
-            framed(simple_meta("abc", "0.1.0"), plain),
+            publish_body(simple_meta("abc", "0.1.0"), plain),
             400,
             "Cargo.toml names the crate 'plain', not 'abc'",
         ),
         (
             "version mismatch",
-            framed(simple_meta("plain", "0.2.0"), plain),
+            publish_body(simple_meta("plain", "0.2.0"), plain),
             400,
             "Cargo.toml has version '0.1.0', not '0.2.0'",
         ),
         (
             "wrong folder",
-            framed(simple_meta("plain", "0.1.0"), make_crate("plain", "0.1.0", folder="x-0.1.0")),
+            publish_body(
+                simple_meta("plain", "0.1.0"), valid_crate("plain", "0.1.0", folder="x-0.1.0")
+            ),
             400,
             "its folder 'x-0.1.0' does not match",
         ),
@@ -556,7 +516,7 @@ def test_malformed_bodies_are_refused_each_with_its_own_detail(reg: Registry, al
         assert detail(big_crate) == (
             f"the .crate file of {len(plain)} bytes is larger than the limit of 500 bytes"
         )
-        big_body = put_crate(small, alice, framed(b" " * 5000, plain))
+        big_body = put_crate(small, alice, publish_body(b" " * 5000, plain))
         assert big_body.status_code == 413
         assert "the upload of" in detail(big_body) and "at most 500 bytes" in detail(big_body)
     assert counts(reg.url) == NOTHING
@@ -662,7 +622,7 @@ def test_chunked_uploads_without_content_length(reg: Registry, alice: str) -> No
             yield data[start : start + size]
 
     with TestClient(app_for(reg, max_crate_bytes=2000, max_metadata_bytes=1000)) as client:
-        huge = framed(b"{}", b"\0" * 1500) + b"\0" * 5000
+        huge = publish_body(b"{}", b"\0" * 1500) + b"\0" * 5000
         response = client.put("/api/v1/crates/new", content=chunks(huge), headers=auth(alice))
         assert response.status_code == 413
         assert detail(response) == "the request body is larger than the limit of 3008 bytes"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from cargo_registry import free_port, stop_groups
+from support.cargo_registry import free_port, stop_groups
 
 from indexpub.registry import accounts, render, store
 

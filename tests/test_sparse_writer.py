@@ -9,16 +9,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from index_helpers import Registry, fixture_entry, make_registry
+from support.index_helpers import Registry, fixture_entry
 
 from indexpub.domain.names import index_path
 from indexpub.pipeline import sparse_sync as sparse
 from indexpub.registry import store
-
-
-@pytest.fixture
-def reg(database_url: str, tmp_path: Path) -> Registry:
-    return make_registry(database_url, tmp_path)
 
 
 def test_a_crate_whose_file_cannot_be_written_fails_alone(reg: Registry) -> None:

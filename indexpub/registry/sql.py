@@ -23,19 +23,8 @@ def statement(template: str) -> Composed:
     return compose(template, SCHEMA)
 
 
-# --- test servers only ------------------------------------------------------------------------
-
-DROP_DATABASE = "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-
-# Speed over durability, for a test server only (it takes effect on restart).
-TEST_TUNING = (
-    "ALTER SYSTEM SET fsync = off",
-    "ALTER SYSTEM SET full_page_writes = off",
-    "ALTER SYSTEM SET max_connections = 300",
-)
-
-# --- the registry's tables (registry/migrations) ----------------------------------------
-# Every statement names {schema}, filled in as a quoted identifier by jobs.queries.compose.
+# The tables are made by registry/migrations. Every statement names {schema}, filled in as a
+# quoted identifier by statement().
 
 LOCK_CRATE = "SELECT id, name FROM {schema}.crates WHERE canonical_name = %s FOR UPDATE"
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from indexpub import embedded
+from support.embedded_servers import throwaway_database, throwaway_server
 
 
 def _docker_answers() -> bool:
@@ -31,7 +31,7 @@ def embedded_server(
     prefix: str = "indexpub-pg-",
 ) -> contextlib.AbstractContextManager[tuple[str, Path]]:
     """A throwaway embedded server, tuned for tests (no fsync): (admin URL, pgdata)."""
-    return embedded.throwaway_server(prefix, durable=False)
+    return throwaway_server(prefix, durable=False)
 
 
 @contextlib.contextmanager
@@ -53,4 +53,4 @@ def admin_server() -> Iterator[tuple[str, Path | None]]:
 
 def fresh_database(admin_url: str) -> contextlib.AbstractContextManager[str]:
     """A new empty database for one test, dropped (with its sessions) afterwards."""
-    return embedded.throwaway_database(admin_url, "test_")
+    return throwaway_database(admin_url, "test_")

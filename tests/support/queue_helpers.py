@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
-from jobapp import RUNS_TABLE, app
 
-HERE = Path(__file__).parent
+from support.jobapp import RUNS_TABLE, app
+
+TESTS = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
@@ -26,8 +27,8 @@ def setup_database(url: str) -> None:
 def start_worker(url: str, *args: str) -> subprocess.Popen[bytes]:
     """A real supervisor process, in its own process group so tests can signal the whole tree."""
     return subprocess.Popen(
-        [sys.executable, str(HERE / "run_worker.py"), url, *args],
-        cwd=HERE,
+        [sys.executable, "-m", "support.run_worker", url, *args],
+        cwd=TESTS,  # -m puts the working directory on sys.path: tests/, where support is
         start_new_session=True,
         stderr=subprocess.PIPE,
     )

@@ -6,7 +6,8 @@ this problem produces, so a case cannot pass by tripping over some other, earlie
 
 The domain tests feed each line to ``IndexEntry.from_line``; a store-level test can feed the
 same lines to the database-backed publish and check that nothing was stored. Import it as
-``from bad_inputs import BAD_LINES`` (pytest puts ``tests/`` on ``sys.path``).
+``from support.bad_inputs import BAD_LINES`` (``tests/conftest.py`` puts ``tests/`` on
+``sys.path``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.git import git
+
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ROOT / "fixtures" / "crates"
 # Publish order: every crate after its dependencies.
 PUBLISH_ORDER = [
@@ -215,9 +217,4 @@ class CargoRegistry:
             time.sleep(0.05)
 
     def remote_file(self, path: str) -> str:
-        return subprocess.run(
-            ["git", f"--git-dir={self.remote}", "show", f"HEAD:{path}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        return git(f"--git-dir={self.remote}", "show", f"HEAD:{path}")

@@ -16,10 +16,11 @@ from indexpub.domain.entries import IndexEntry
 from indexpub.domain.names import index_path
 from indexpub.gitindex.index import GitIndex, init_index
 from indexpub.pipeline.jobs import configure_index
-from indexpub.registry import render, store
+from indexpub.registry import accounts, render, store
 from indexpub.registry.queue import INDEX_QUEUE, SPARSE_QUEUE, app
+from support.git import git
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "fixtures" / "crates-dist"
 
 
@@ -39,12 +40,6 @@ def fixture_entry(name: str, version: str) -> IndexEntry:
     return read_crate_bytes(data, index_url=fixtures_registry_url())
 
 
-def git(*args: str, cwd: Path | None = None) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, check=True, text=True, timeout=60
-    ).stdout
-
-
 @dataclass
 class Registry:
     """A migrated database, a bare index remote with config.json, and a data directory."""
@@ -59,6 +54,11 @@ class Registry:
 
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url)
+
+    def token(self, login: str) -> str:
+        """A new API token of user ``login`` (created with it)."""
+        with self.connect() as conn:
+            return accounts.create_token(conn, login)
 
     def publish(self, *entries: IndexEntry) -> None:
         with self.connect() as conn:

@@ -1,4 +1,5 @@
-"""Run the test job application's supervisor as a real process: run_worker.py URL [options]."""
+"""Run the test job application's supervisor as a real process, from tests/:
+``python -m support.run_worker URL [options]``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from jobapp import app
+from support.jobapp import app
 
 
 def main() -> int:

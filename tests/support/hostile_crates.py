@@ -1,27 +1,31 @@
 """A corpus of hostile ``.crate`` archives, written byte by byte.
 
 ``tarfile`` cannot write most of these (a pax header that announces 450 MiB, a checksum that
-lies, a folder with data, a second gzip member), so the tar headers are built here by hand.
+lies, a folder with data, a second gzip member), so the tar headers are built here by hand (the
+archives ``tarfile`` can write come from :mod:`support.crates`, which also gzips these).
 Every case is ``(id, archive, fragment)``: ``fragment`` is a piece of the one-line refusal
 that only this problem produces, so a case cannot pass by tripping over an earlier check.
 
-Import it as ``from hostile_crates import hostile_corpus`` (pytest puts ``tests/`` on
-``sys.path``; ``bench/hostile.py`` does the same). ``hostile_corpus(full_size=True)`` builds
-the bombs at the sizes seen in the wild (a 450 MiB pax header in a ~460 KB upload), for the
-benchmark; the tests use smaller ones that still exceed every limit.
+Import it as ``from support.hostile_crates import hostile_corpus`` (``tests/conftest.py`` puts
+``tests/`` on ``sys.path``; ``bench/_paths.py`` does the same for the benchmarks).
+``hostile_corpus(full_size=True)`` builds the bombs at the sizes seen in the wild (a 450 MiB pax
+header in a ~460 KB upload), for ``bench/hostile.py``; the tests use smaller ones that still
+exceed every limit.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip
 import unicodedata
 import zlib
+
+from support import crates
 
 NAME = "demo"
 VERSION = "0.1.0"
 TOP = f"{NAME}-{VERSION}"
-MANIFEST = f'[package]\nname = "{NAME}"\nversion = "{VERSION}"\nedition = "2021"\n'
+EDITION = 'edition = "2021"\n'
+MANIFEST = crates.manifest(NAME, VERSION, EDITION)
 MiB = 1024 * 1024
 BLOCK = 512
 USTAR = b"ustar\x0000"
@@ -115,7 +119,7 @@ def tar(*members: bytes, end: bytes = END) -> bytes:
 
 def crate(*members: bytes, end: bytes = END) -> bytes:
     """A gzip tar with the good members then the given ones."""
-    return gzip.compress(tar(*good_members(), *members, end=end), mtime=0)
+    return crates.gzipped(tar(*good_members(), *members, end=end))
 
 
 def _huge_entry(kind: bytes, size: int) -> bytes:
@@ -140,7 +144,7 @@ def symlink_chain(name: str, version: str, victim: str, manifest: str | None = N
     """The attack of issue 11: each link stays inside ``{name}-{version}/`` on its own, but
     unpacked in order they write ``{victim}/src/lib.rs`` next to it (cargo's registry/src)."""
     top = f"{name}-{version}"
-    manifest = manifest or f'[package]\nname = "{name}"\nversion = "{version}"\nedition = "2021"\n'
+    manifest = manifest or crates.manifest(name, version, EDITION)
     members = [
         folder(top),
         member(f"{top}/Cargo.toml", manifest.encode()),
@@ -151,11 +155,11 @@ def symlink_chain(name: str, version: str, victim: str, manifest: str | None = N
         link(f"{top}/A/B/L", f"../../{victim}/src"),
         member(f"{top}/A/B/L/lib.rs", b'compile_error!("overwritten by the attacker");\n'),
     ]
-    return gzip.compress(tar(*members), mtime=0)
+    return crates.gzipped(tar(*members))
 
 
 def _manifest_crate(extra: str) -> bytes:
-    return gzip.compress(tar(*good_members(MANIFEST + extra)), mtime=0)
+    return crates.gzipped(tar(*good_members(MANIFEST + extra)))
 
 
 @functools.cache
@@ -261,15 +265,15 @@ def hostile_corpus(full_size: bool = False) -> tuple[tuple[str, bytes, str], ...
         ("backslash", crate(member(f"{TOP}\\..\\evil", b"x")), "not a relative POSIX path"),
         ("only-dots", crate(member("./.")), "empty path"),
         ("outside", crate(member("victim-1.0.0/src/lib.rs", b"x")), "outside the 'demo-0.1.0/'"),
-        ("top-is-file", gzip.compress(tar(member(TOP, b"x")), mtime=0), "a file, not the folder"),
+        ("top-is-file", crates.gzipped(tar(member(TOP, b"x"))), "a file, not the folder"),
         (
             "missing-manifest",
-            gzip.compress(tar(folder(TOP), member(f"{TOP}/src/lib.rs")), mtime=0),
+            crates.gzipped(tar(folder(TOP), member(f"{TOP}/src/lib.rs"))),
             "no Cargo.toml in 'demo-0.1.0/'",
         ),
         (
             "wrong-folder",
-            gzip.compress(tar(*good_members(top="victim-1.0.0")), mtime=0),
+            crates.gzipped(tar(*good_members(top="victim-1.0.0"))),
             "its folder 'victim-1.0.0' does not match",
         ),
         # ---- what surrounds the tar stream
@@ -277,7 +281,7 @@ def hostile_corpus(full_size: bool = False) -> tuple[tuple[str, bytes, str], ...
         ("garbage-after-gzip", crate() + b"garbage", "data after the end of the gzip stream"),
         (
             "second-gzip-member",
-            crate() + gzip.compress(tar(member(f"{TOP}/build.rs", b"fn main(){}")), mtime=0),
+            crate() + crates.gzipped(tar(member(f"{TOP}/build.rs", b"fn main(){}"))),
             "data after the end of the gzip stream",
         ),
         (
