@@ -286,13 +286,8 @@ WHERE NOT EXISTS (SELECT FROM pg_stat_activity AS a WHERE a.pid = l.pid)"""
 SESSION_SETUP = "SET idle_in_transaction_session_timeout = 0"
 
 # The control connection's bookkeeping (claims, deletes, failures) commits without waiting for
-# the WAL flush. A worker that dies loses nothing by it: a commit is visible and durable against
-# the death of the client the moment it returns. Only a crash of PostgreSQL itself can forget
-# the last few hundred milliseconds of bookkeeping, and then a finished job runs again, or a
-# claimed attempt goes uncounted: at-least-once still holds, and the job's own work, on its own
-# connection, commits durably as always. This halves the cost of a job (two WAL flushes of
-# about 0.3 ms each on the development VMs). Generic plans: the queue's statements are the same
-# few all day, and re-planning them cost more than running them.
+# the WAL flush, and its few statements run generic plans (docs/architecture.md, "bookkeeping
+# commits without waiting for the WAL flush").
 CONTROL_SESSION_SETUP = "SET synchronous_commit = off; SET plan_cache_mode = force_generic_plan"
 
 TRY_CONSUMER_LOCK = "SELECT pg_try_advisory_lock(%s)"

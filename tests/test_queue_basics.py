@@ -542,19 +542,19 @@ def test_a_uniform_batch_stores_every_kind_of_json_payload_in_order(queue_url: s
 
 
 def test_a_declared_type_is_enqueued_without_its_function_and_run_once_implemented(
-    url: str,
+    queue_url: str,
 ) -> None:
     """The enqueuing side declares the type (its row's options) and the worker's side binds the
     function: the row carries the declaration's queue, priority and dedup either way."""
     split = App(schema="split")
     declared = split.declare("index_it", queue="q", priority=7, dedup=True, batch_size=10)
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(queue_url) as conn:
         split.migrate(conn)
         split.enqueue_many(conn, [declared.job({"n": 1}), declared.job({"n": 1})])
-    assert scalar(url, "SELECT count(*) FROM split.jobs WHERE queue = 'q'") == 1
-    assert scalar(url, "SELECT priority FROM split.jobs") == 7
+    assert scalar(queue_url, "SELECT count(*) FROM split.jobs WHERE queue = 'q'") == 1
+    assert scalar(queue_url, "SELECT priority FROM split.jobs") == 7
     with pytest.raises(ValueError, match=r"queue 'q' has job types with no function.*index_it"):
-        split.worker(url, "q", drain=True)
+        split.worker(queue_url, "q", drain=True)
 
     seen: list[list[Any]] = []
 
@@ -564,7 +564,7 @@ def test_a_declared_type_is_enqueued_without_its_function_and_run_once_implement
 
     with pytest.raises(ValueError, match="implemented twice"):
         split.implement("index_it")(run.func)  # type: ignore[arg-type]
-    worker = split.worker(url, "q", drain=True)
+    worker = split.worker(queue_url, "q", drain=True)
     worker.run()
     assert seen == [[{"n": 1}]]
-    assert scalar(url, "SELECT count(*) FROM split.jobs") == 0
+    assert scalar(queue_url, "SELECT count(*) FROM split.jobs") == 0
