@@ -23,10 +23,11 @@ def setup_database(url: str) -> None:
         conn.execute(RUNS_TABLE)
 
 
-def start_worker(url: str, *args: str) -> subprocess.Popen[bytes]:
-    """A real supervisor process, in its own process group so tests can signal the whole tree."""
+def start_worker(url: str, *args: str, script: str = "run_worker.py") -> subprocess.Popen[bytes]:
+    """A real supervisor process, in its own process group so tests can signal the whole tree;
+    ``script``: the file in tests/ that runs it (the test job application's by default)."""
     return subprocess.Popen(
-        [sys.executable, str(HERE / "run_worker.py"), url, *args],
+        [sys.executable, str(HERE / script), url, *args],
         cwd=HERE,
         start_new_session=True,
         stderr=subprocess.PIPE,
