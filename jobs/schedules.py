@@ -81,6 +81,10 @@ class Every(Schedule):
         object.__setattr__(self, "interval", int(seconds_total))
         object.__setattr__(self, "misfire_grace", _check_grace(misfire_grace))
 
+    def __repr__(self) -> str:
+        grace = "" if self.misfire_grace is None else f", misfire_grace={self.misfire_grace:g}"
+        return f"Every(seconds={self.interval}{grace})"
+
     def latest(self, at: datetime) -> datetime:
         count = math.floor(at.timestamp()) // self.interval
         return datetime.fromtimestamp(count * self.interval, UTC)
