@@ -7,7 +7,18 @@ from jobs.app import App
 from jobs.backoff import Backoff
 from jobs.context import JobContext
 from jobs.registry import Failures, Job, JobType, QueueConfig
-from jobs.store import ClaimedJob, Consumer, Enqueued, Failure, JobInfo, JobStore, QueueStats
+from jobs.schedules import Cron, Every, Period, Schedule
+from jobs.store import (
+    ClaimedJob,
+    Consumer,
+    Enqueued,
+    Failure,
+    JobInfo,
+    JobStore,
+    PeriodicEnqueued,
+    PeriodMark,
+    QueueStats,
+)
 from jobs.supervisor import Supervisor
 from jobs.worker import EXIT_GRACE_EXPIRED, EXIT_SECOND_SIGNAL, EXIT_TIMEOUT, Worker
 
@@ -19,7 +30,9 @@ __all__ = [
     "Backoff",
     "ClaimedJob",
     "Consumer",
+    "Cron",
     "Enqueued",
+    "Every",
     "Failure",
     "Failures",
     "Job",
@@ -27,8 +40,12 @@ __all__ = [
     "JobInfo",
     "JobStore",
     "JobType",
+    "Period",
+    "PeriodMark",
+    "PeriodicEnqueued",
     "QueueConfig",
     "QueueStats",
+    "Schedule",
     "Supervisor",
     "Worker",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -12,6 +13,7 @@ import psycopg
 from jobs import migrations
 from jobs.backoff import Backoff
 from jobs.registry import DEFAULT_QUEUE, Job, JobFunction, JobType, QueueConfig, Registry
+from jobs.schedules import Schedule, as_schedule
 from jobs.store import Enqueued, JobStore
 from jobs.supervisor import Slot, Supervisor
 from jobs.worker import Worker
@@ -49,9 +51,10 @@ class App:
         dedup: bool = False,
         batch_size: int = 1,
         decode: Callable[[Any], Any] | None = None,
+        schedule: Schedule | str | timedelta | None = None,
     ) -> Callable[[JobFunction], JobType]:
         """Declare a job type and its function at once (the decorated function's name by
-        default)."""
+        default). ``schedule`` makes it periodic: see :meth:`periodic`."""
 
         def register(func: JobFunction) -> JobType:
             declared = self.declare(
@@ -64,6 +67,7 @@ class App:
                 dedup=dedup,
                 batch_size=batch_size,
                 decode=decode,
+                schedule=schedule,
             )
             return self.implement(declared)(func)
 
@@ -81,6 +85,7 @@ class App:
         dedup: bool = False,
         batch_size: int = 1,
         decode: Callable[[Any], Any] | None = None,
+        schedule: Schedule | str | timedelta | None = None,
     ) -> JobType:
         """Declare a job type without its function, for code that enqueues it but never runs it.
 
@@ -88,7 +93,7 @@ class App:
         attempts), so it can live in a module that does not import what the job's function
         needs; the worker's process binds the function with :meth:`implement`. A worker refuses
         to start on a queue with a type left unimplemented (procrastinate's ``configure_task``
-        serves the same split).
+        serves the same split). ``schedule`` makes it periodic: see :meth:`periodic`.
         """
         return self.registry.add(
             JobType(
@@ -102,8 +107,23 @@ class App:
                 dedup=dedup,
                 batch_size=batch_size,
                 decode=decode,
+                schedule=None if schedule is None else as_schedule(schedule, name),
             )
         )
+
+    def periodic(self, job_type: JobType | str, schedule: Schedule | str | timedelta) -> JobType:
+        """Make a registered type periodic: declared (see :meth:`declare`) or implemented.
+
+        ``schedule`` is an :class:`jobs.Every` interval, a :class:`jobs.Cron` expression, a cron
+        string (read in UTC) or a timedelta. Every worker of the type's queue then enqueues one
+        job for each period as it starts, with ``{"period_start": ..., "period_end": ...,
+        "previous_start": ...}`` as its payload (see :class:`jobs.Period`), at most once per
+        period across all workers and hosts; a period missed while no worker ran is not made
+        up, but the latest one is run once when a worker comes back (docs/periodic-jobs.md).
+        A bad schedule raises here, with a one-line error that names the type.
+        """
+        name = job_type if isinstance(job_type, str) else job_type.name
+        return self.registry.schedule(name, as_schedule(schedule, name))
 
     def implement(self, job_type: JobType | str) -> Callable[[JobFunction], JobType]:
         """Bind the function that runs a type declared with :meth:`declare`."""

@@ -264,6 +264,67 @@ WHERE queue = %(queue)s AND NOT dead"""
 
 LISTEN = "LISTEN {channel}"
 
+# --- periodic jobs (the periodic table, sql/0004_periodic.sql) ---------------------------------
+
+# A worker enqueues the latest started period of each periodic type of its queue: the type's
+# mark moves forward to the period, and only the statement that moved it inserts the job, so two
+# workers, or one that restarted, never enqueue a period twice. The database's clock decides:
+# a period is enqueued only while it is the current one by now() (period_start <= now() <
+# period_end), so a worker whose own clock is off is refused rather than trusted, and learns the
+# database's time from the first column. A period found more than its grace late is skipped,
+# and the mark stays where it was. The marks are taken in job type order, the same in every
+# worker. The payload's timestamps are spelled in SQL, so that the start of the previous period,
+# which only the updated mark knows, reads like the others.
+_UTC_SECOND = """to_char(__T__ AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+
+ENQUEUE_PERIODS = (
+    """
+WITH due AS (
+    SELECT d.* FROM unnest(
+        %(job_type)s::text[], %(queue)s::text[], %(period_start)s::timestamptz[],
+        %(period_end)s::timestamptz[], %(grace)s::float8[], %(priority)s::smallint[],
+        %(max_attempts)s::integer[]
+    ) AS d(job_type, queue, period_start, period_end, grace, priority, max_attempts)
+    WHERE d.period_start <= now() AND (d.period_end IS NULL OR now() < d.period_end)
+      AND (d.grace IS NULL OR now() <= d.period_start + make_interval(secs => d.grace))
+), marked AS (
+    INSERT INTO {schema}.periodic AS p (job_type, period_start)
+    SELECT job_type, period_start FROM due ORDER BY job_type
+    ON CONFLICT (job_type) DO UPDATE
+        SET period_start = EXCLUDED.period_start, previous_start = p.period_start,
+            enqueued_at = now()
+        WHERE p.period_start < EXCLUDED.period_start
+    RETURNING p.job_type, p.previous_start
+), enqueued AS (
+    INSERT INTO {schema}.jobs (queue, job_type, payload, priority, max_attempts)
+    SELECT d.queue, d.job_type,
+           jsonb_build_object(
+               'period_start', """
+    + _UTC_SECOND.replace("__T__", "d.period_start")
+    + """,
+               'period_end', """
+    + _UTC_SECOND.replace("__T__", "d.period_end")
+    + """,
+               'previous_start', """
+    + _UTC_SECOND.replace("__T__", "m.previous_start")
+    + """),
+           d.priority, d.max_attempts
+    FROM marked AS m JOIN due AS d USING (job_type)
+    RETURNING id, job_type, payload
+)
+SELECT EXTRACT(EPOCH FROM now())::float8, e.id, e.job_type, e.payload
+FROM (VALUES (1)) AS one LEFT JOIN enqueued AS e ON true"""
+)
+
+# The mark is what keeps a period from running twice: its commit waits for the WAL flush even
+# on the control connection (see CONTROL_SESSION_SETUP), so that a PostgreSQL crash cannot
+# forget an enqueued period. It costs one flush per period, not per job.
+DURABLE_COMMIT = "SET LOCAL synchronous_commit = on"
+
+LIST_PERIODS = """
+SELECT job_type, period_start, previous_start, enqueued_at FROM {schema}.periodic
+ORDER BY job_type"""
+
 # --- waiting workers (the listeners table, sql/0003_listeners.sql) -----------------------------
 
 # A worker that found nothing to claim notes that it waits, by its control connection's backend

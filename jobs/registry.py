@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from jobs.backoff import Backoff
+from jobs.schedules import Schedule
 
 if TYPE_CHECKING:
     from jobs.context import JobContext
@@ -70,6 +71,9 @@ class JobType:
     batch_size: int = 1
     # Turns the stored JSON into what ``func`` takes; raising here fails the job, not the worker.
     decode: Callable[[Any], Any] | None = None
+    # Periodic types: the workers of the type's queue enqueue a job for each period of it (see
+    # jobs.periodic), with the period in the payload (see jobs.Period).
+    schedule: Schedule | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:
@@ -80,6 +84,8 @@ class JobType:
             raise ValueError(f"job type {self.name!r}: timeout must be positive")
         if not -32768 <= self.priority <= 32767:
             raise ValueError(f"job type {self.name!r}: priority must fit in a smallint")
+        if self.schedule is not None and not isinstance(self.schedule, Schedule):
+            raise TypeError(f"job type {self.name!r}: schedule must be a jobs.Schedule")
 
     def job(self, payload: Any, *, priority: int | None = None, delay: float = 0.0) -> Job:
         """A job of this type, ready to pass to :meth:`App.enqueue`."""
@@ -117,6 +123,24 @@ class Registry:
             raise ValueError(f"job type {name!r} is implemented twice")
         self._types[name] = bound = replace(declared, func=func)
         return bound
+
+    def schedule(self, name: str, schedule: Schedule) -> JobType:
+        """Give a registered type (declared or implemented) its schedule."""
+        registered = self[name]
+        if registered.schedule is not None:
+            raise ValueError(
+                f"job type {name!r} has a schedule already ({registered.schedule!r}); a type "
+                "has one schedule: declare another type for another one"
+            )
+        self._types[name] = scheduled = replace(registered, schedule=schedule)
+        return scheduled
+
+    def scheduled(self, queue: str) -> list[JobType]:
+        """The queue's periodic types, by name."""
+        return sorted(
+            (t for t in self._types.values() if t.queue == queue and t.schedule is not None),
+            key=lambda t: t.name,
+        )
 
     def unimplemented(self, queue: str) -> list[str]:
         """The names of the queue's types that no function runs yet."""

@@ -7,6 +7,7 @@ be read in one place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from jobs import queries
 from jobs.backoff import Backoff
+from jobs.periodic import DuePeriod
 from jobs.registry import Job, JobType, Registry
 
 Conn = psycopg.Connection[Any]
@@ -76,6 +78,26 @@ class JobInfo:
     last_attempt_at: datetime | None
     last_error: str | None
     state: str
+
+
+@dataclass(frozen=True)
+class PeriodicEnqueued:
+    """A job that a worker enqueued for a period of its periodic type."""
+
+    id: int
+    job_type: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class PeriodMark:
+    """A periodic type's row in the periodic table: the latest period enqueued, and the one
+    before it."""
+
+    job_type: str
+    period_start: datetime
+    previous_start: datetime | None
+    enqueued_at: datetime
 
 
 STATES = ("ready", "scheduled", "running", "failing", "dead")
@@ -325,6 +347,54 @@ class JobStore:
         """How long until the earliest live job of the queue is due; None when there is none."""
         row = conn.execute(self._sql(queries.NEXT_RUN_AT), {"queue": queue}).fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    def enqueue_periods(
+        self, conn: Conn, due: Sequence[DuePeriod]
+    ) -> tuple[float, list[PeriodicEnqueued]]:
+        """Enqueue the job of each period in ``due`` that no worker enqueued yet, if it is still
+        the current period of its type by the database's clock and not past its misfire grace;
+        return the database's clock (a Unix time) and the jobs enqueued.
+
+        ``conn`` is in autocommit mode, with no transaction open: the statement commits in its
+        own transaction, durably (see queries.DURABLE_COMMIT), in one round trip.
+        """
+        params: dict[str, list[Any]] = {
+            "job_type": [],
+            "queue": [],
+            "period_start": [],
+            "period_end": [],
+            "grace": [],
+            "priority": [],
+            "max_attempts": [],
+        }
+        for period in sorted(due, key=lambda d: d.job_type.name):
+            job_type = period.job_type
+            assert job_type.schedule is not None
+            params["job_type"].append(job_type.name)
+            params["queue"].append(job_type.queue)
+            params["period_start"].append(period.start)
+            params["period_end"].append(period.end)
+            params["grace"].append(job_type.schedule.misfire_grace)
+            params["priority"].append(job_type.priority)
+            params["max_attempts"].append(job_type.max_attempts)
+        try:
+            with conn.pipeline():
+                conn.execute(queries.BEGIN)
+                conn.execute(queries.DURABLE_COMMIT)
+                cursor = conn.execute(self._sql(queries.ENQUEUE_PERIODS), params)
+                conn.execute(queries.COMMIT)
+            rows = cursor.fetchall()
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                self.abort_run(conn)
+            raise
+        enqueued = [PeriodicEnqueued(int(r[1]), str(r[2]), r[3]) for r in rows if r[1] is not None]
+        return float(rows[0][0]), enqueued
+
+    def periods(self, conn: Conn) -> list[PeriodMark]:
+        """Every periodic type's latest enqueued period (see PeriodMark)."""
+        rows = conn.execute(self._sql(queries.LIST_PERIODS)).fetchall()
+        return [PeriodMark(str(r[0]), r[1], r[2], r[3]) for r in rows]
 
     def listen(self, conn: Conn) -> None:
         """LISTEN on the schema's channel, and remove the listener rows of backends that are gone

@@ -25,6 +25,7 @@ from psycopg import pq
 from jobs.backoff import Backoff
 from jobs.connections import connect
 from jobs.context import JobContext
+from jobs.periodic import Scheduler
 from jobs.registry import JobType, Registry
 from jobs.store import ClaimedJob, Failure, JobStore, consumer_lock_key
 
@@ -71,6 +72,10 @@ class Worker:
                 f"{', '.join(missing)} (import the module that implements them)"
             )
         self._consumer_key = consumer_lock_key(store.schema, queue)
+        # The queue's periodic types, if it has any (see jobs.periodic): this worker enqueues
+        # their periods, unless it stands by for a single-consumer queue.
+        scheduled = registry.scheduled(queue)
+        self._scheduler = Scheduler(scheduled) if scheduled else None
         self._control: psycopg.Connection[Any] | None = None
         self._job_conn: psycopg.Connection[Any] | None = None
         self._is_consumer = False
@@ -127,6 +132,7 @@ class Worker:
                         self._sleep(self.standby_interval)
                         continue
                     delay = 0.05
+                    self._enqueue_due_periods()
                     if self.run_once():
                         continue
                     if self.drain:
@@ -219,6 +225,36 @@ class Worker:
             )
         return self._job_conn
 
+    # --- periodic jobs ------------------------------------------------------------------------
+
+    def _period_due(self) -> bool:
+        return self._scheduler is not None and self._scheduler.is_due()
+
+    def _enqueue_due_periods(self) -> None:
+        """Enqueue the jobs of the periods that started, if one may have (no query otherwise).
+
+        Only between runs: a run's transaction may be open on the control connection (the next
+        job locked in the last run's round trip), and the periodic marks must not wait in it
+        for the job to end. _run leaves none open once a period is due.
+        """
+        scheduler = self._scheduler
+        control = self._control
+        if scheduler is None or control is None or not scheduler.is_due():
+            return
+        if control.info.transaction_status != pq.TransactionStatus.IDLE:
+            return
+        planned = scheduler.plan()
+        database_now, enqueued = self.store.enqueue_periods(control, planned)
+        scheduler.record(database_now, time.monotonic(), planned)
+        for job in enqueued:
+            log.info(
+                "%s: enqueued job %s (%s) for the period starting %s",
+                self.name,
+                job.id,
+                job.job_type,
+                job.payload.get("period_start"),
+            )
+
     # --- waiting ------------------------------------------------------------------------------
 
     def _sleep(self, seconds: float) -> None:
@@ -227,7 +263,8 @@ class Worker:
             time.sleep(min(left, _WAIT_SLICE))
 
     def _wait(self) -> None:
-        """Sleep until a NOTIFY for this queue, the next scheduled job, or the poll interval.
+        """Sleep until a NOTIFY for this queue, the next scheduled job, the start of the next
+        period of a periodic type, or the poll interval.
 
         The trigger notifies only while the listener row is there (see _start_waiting); a job
         whose enqueuing transaction ran its trigger before the row was visible and committed
@@ -237,6 +274,8 @@ class Worker:
         due = self.store.seconds_until_next(self._control, self.queue)
         if due is not None:
             timeout = min(timeout, max(due, 0.0))
+        if self._scheduler is not None:
+            timeout = min(timeout, self._scheduler.seconds_until_due())
         end = time.monotonic() + timeout
         while not self._stopping and (left := end - time.monotonic()) > 0:
             for notify in self._control.notifies(timeout=min(left, _WAIT_SLICE)):
@@ -318,8 +357,11 @@ class Worker:
                     # claimed and then left would wait out the claim's backoff and count an attempt.
                     claim_next = None if self._stopping else self.queue
                     # Lock the next job in the same round trip too, unless this queue runs
-                    # batches: a batch's followers are claimed after its head.
-                    lock_next = job_type is None or job_type.batch_size == 1
+                    # batches (a batch's followers are claimed after its head) or a period is
+                    # due (its marks are written between runs, see _enqueue_due_periods).
+                    lock_next = (
+                        job_type is None or job_type.batch_size == 1
+                    ) and not self._period_due()
                     self._next, self._next_locked = self.store.complete_run(
                         control, done, failed=failed, claim_next=claim_next, lock_next=lock_next
                     )

@@ -24,10 +24,13 @@ def setup_database(url: str) -> None:
         conn.execute(RUNS_TABLE)
 
 
-def start_worker(url: str, *args: str) -> subprocess.Popen[bytes]:
-    """A real supervisor process, in its own process group so tests can signal the whole tree."""
+def start_worker(
+    url: str, *args: str, module: str = "support.run_worker"
+) -> subprocess.Popen[bytes]:
+    """A real supervisor process, in its own process group so tests can signal the whole tree;
+    ``module``: the one that runs it (the test job application's by default)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "support.run_worker", url, *args],
+        [sys.executable, "-m", module, url, *args],
         cwd=TESTS,  # -m puts the working directory on sys.path: tests/, where support is
         start_new_session=True,
         stderr=subprocess.PIPE,
