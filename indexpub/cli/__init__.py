@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from indexpub import __version__, config
-from indexpub.cli import database, demo, http, queue, registry, status
+from indexpub.cli import check, database, demo, http, queue, registry, status
 from indexpub.cli.common import EXIT_CODES_HELP, Settings, failure_of
 
 
@@ -97,6 +97,7 @@ for command in (
     http.owner,
     database.db,
     status.status,
+    check.check,
     demo.demo,
 ):
     main.add_command(command)

@@ -80,6 +80,9 @@ LOCK_CRATE_FILES = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS
 
 ALL_CRATE_NAMES = "SELECT lower(name) FROM {schema}.crates ORDER BY 1"
 
+# `indexpub check` answers within its time limit even when the server is stuck (milliseconds).
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
+
 # The first change to the versions after a moment (the remote tip's commit time), the newest
 # change, and the server's clock: a publish dates itself by published_at, a yank or unyank by
 # updated_at. Each min and max is one look into an index.
