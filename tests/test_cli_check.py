@@ -176,7 +176,7 @@ def test_ok_with_a_worker_holding_the_index_queue_and_the_remote_up_to_date(
     ("limits", "code", "state"),
     [
         (["--warn-age", "1"], WARNING, "WARNING"),
-        (["--warn-age", "0.5", "--crit-age", "1s"], CRITICAL, "CRITICAL"),
+        (["--crit-age", "1s"], CRITICAL, "CRITICAL"),
     ],
     ids=["warning", "critical"],
 )
@@ -307,7 +307,7 @@ def test_jobs_waiting_with_no_worker_holding_the_index_queue(site: Site) -> None
     ("limits", "code", "state"),
     [
         (["--warn-behind", "1"], WARNING, "WARNING"),
-        (["--warn-behind", "0.5", "--crit-behind", "1"], CRITICAL, "CRITICAL"),
+        (["--crit-behind", "1"], CRITICAL, "CRITICAL"),
     ],
     ids=["warning", "critical"],
 )
@@ -406,7 +406,13 @@ def test_an_unreachable_remote_is_unknown(site: Site, tmp_path: Path) -> None:
 
 
 def test_a_usage_error_is_unknown_not_critical(site: Site) -> None:
-    for args in (["--warn-age", "soon"], ["--warn-age", "2h"], ["--no-such-option"]):
+    for args in (
+        ["--warn-age", "soon"],
+        ["--warn-age", "2h"],
+        ["--warn-age", "2m", "--crit-age", "1m"],
+        ["--crit-dead", "0"],
+        ["--no-such-option"],
+    ):
         assert site.cli("check", *args).exit_code == UNKNOWN, args
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from indexpub.cli.common import Settings, first_line, pass_settings
 
@@ -150,7 +151,8 @@ The checks (each can be left out with --skip NAME):
             clone or a local remote: run check where the worker runs
 
 UNKNOWN (3): the database or the remote cannot be reached, or the embedded server is not running
-(check starts nothing). Durations are seconds or take a unit: 90, 15m, 1h."""
+(check starts nothing). Durations are seconds or take a unit: 90, 15m, 1h. A --crit-X given
+alone below the default --warn-X brings the warning threshold down with it."""
 
 
 @click.command(
@@ -223,13 +225,20 @@ def check(
     skip: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    for warn, crit, name in (
-        (warn_age, crit_age, "age"),
-        (warn_attempts, crit_attempts, "attempts"),
-        (warn_behind, crit_behind, "behind"),
-    ):
-        if warn > crit:
+    # A critical threshold given alone below the default warning one lowers the warning one
+    # with it; both given the wrong way round is a mistake worth stopping.
+    for name in ("age", "attempts", "behind"):
+        warn, crit = ctx.params[f"warn_{name}"], ctx.params[f"crit_{name}"]
+        if warn <= crit:
+            continue
+        if ctx.get_parameter_source(f"warn_{name}") != ParameterSource.DEFAULT:
             raise UsageUnknown(f"--warn-{name} must not be above --crit-{name}", ctx)
+        ctx.params[f"warn_{name}"] = crit
+    warn_age, warn_attempts, warn_behind = (
+        ctx.params["warn_age"],
+        ctx.params["warn_attempts"],
+        ctx.params["warn_behind"],
+    )
     limits = Thresholds(
         warn_age,
         crit_age,
