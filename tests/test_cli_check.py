@@ -400,9 +400,14 @@ def test_an_unreachable_remote_is_unknown(site: Site, tmp_path: Path) -> None:
     assert result.exit_code == UNKNOWN
     (line,) = result.stdout.splitlines()
     assert line.startswith(f"INDEXPUB UNKNOWN - cannot reach the index remote {missing}: ")
-    # A failing check still outranks it.
+    # A failing check outranks it, and comes first in the line.
     site.publish("alpha")
-    assert _cli(*site.common, "check", env=_env(index=missing)).exit_code == CRITICAL
+    both = _cli(*site.common, "check", env=_env(index=missing))
+    assert both.exit_code == CRITICAL
+    assert both.stdout.startswith(
+        "INDEXPUB CRITICAL - index: 1 job ready and no worker holds the queue (start one: "
+        f"indexpub worker); cannot reach the index remote {missing}: "
+    )
 
 
 def test_a_usage_error_is_unknown_not_critical(site: Site) -> None:

@@ -117,12 +117,18 @@ class Report:
 
     def summary(self) -> str:
         state = self.state
-        shown = [f for f in self.findings if f.state == state]
-        details = list(dict.fromkeys(f.detail for f in shown))
-        if state == OK and self.queues:
-            # All is well: the counts of each queue in a few words, then the remote.
-            details = [_queue_line(queue, facts) for queue, facts in self.queues.items()]
-            details += [f.detail for f in shown if f.check == "remote"]
+        if state == OK:
+            shown = [f for f in self.findings if f.state == OK]
+            details = [f.detail for f in shown]
+            if self.queues:
+                # All is well: the counts of each queue in a few words, then the remote.
+                details = [_queue_line(queue, facts) for queue, facts in self.queues.items()]
+                details += [f.detail for f in shown if f.check == "remote"]
+        else:
+            # What is wrong, the worst first.
+            wrong = [f for f in self.findings if f.state not in (None, OK)]
+            wrong.sort(key=lambda f: _RANK[f.state or OK], reverse=True)
+            details = list(dict.fromkeys(f.detail for f in wrong))
         line = f"INDEXPUB {STATE_NAMES[state]} - {'; '.join(details)}"
         perfdata = " ".join(_perfdata(f) for f in self.findings if f.value is not None)
         return f"{line} | {perfdata}" if perfdata else line
@@ -130,7 +136,8 @@ class Report:
 
 _HELP = """Check the queue and the index remote for alerting, as a Nagios/Sensu plugin: one
 line, `INDEXPUB STATE - what is wrong | perfdata`, and the exit code 0 OK, 1 WARNING,
-2 CRITICAL, 3 UNKNOWN (unlike every other indexpub command). The worst state wins.
+2 CRITICAL, 3 UNKNOWN (unlike every other indexpub command). The worst state sets the
+exit code; the line names every problem, the worst first.
 
 \b
 The checks (each can be left out with --skip NAME):
