@@ -445,6 +445,39 @@ WHERE dead
        OR last_attempt_at < now() - make_interval(secs => %(older_than)s))"""
 
 
+# --- health (monitoring: indexpub check) -------------------------------------------------------
+
+# Every queue's alerting facts in one scan of the table, which holds only unfinished jobs (a
+# finished job is deleted), so in a healthy queue it reads next to nothing: how many jobs are
+# ready and how long ago the oldest of them was enqueued (as crates.io's monitor measures a
+# backlog: a running job is not waiting), how many are running, failing and dead, and the live
+# job tried most often without succeeding, with its last error. "running" as in _STATE.
+QUEUE_HEALTH = (
+    """
+WITH states AS (
+    SELECT j.id, j.queue, j.job_type, j.created_at, j.attempts, j.dead, j.last_error, """
+    + _STATE
+    + """ AS state
+    FROM {schema}.jobs AS j
+), worst AS (
+    SELECT DISTINCT ON (queue) queue, id, job_type, attempts, last_error
+    FROM states
+    WHERE NOT dead AND last_error IS NOT NULL
+    ORDER BY queue, attempts DESC, id
+)
+SELECT s.queue,
+       count(*) FILTER (WHERE s.state = 'ready'),
+       EXTRACT(EPOCH FROM now() - min(s.created_at) FILTER (WHERE s.state = 'ready'))::float8,
+       count(*) FILTER (WHERE s.state = 'running'),
+       count(*) FILTER (WHERE s.state = 'failing'),
+       count(*) FILTER (WHERE s.state = 'dead'),
+       w.id, w.job_type, w.attempts, w.last_error
+FROM states AS s LEFT JOIN worst AS w ON w.queue = s.queue
+GROUP BY s.queue, w.id, w.job_type, w.attempts, w.last_error
+ORDER BY s.queue"""
+)
+
+
 @cache
 def compose(template: str, schema: str, channel: str | None = None) -> sql.Composed:
     """The statement for one schema; cached because a worker runs the same few all day."""

@@ -109,6 +109,31 @@ _SHARED_IN_A_BATCH = ("queue", "job_type", "priority", "max_attempts", "delay")
 
 
 @dataclass(frozen=True)
+class TriedJob:
+    """A live job that has failed: the one of its queue tried most often (see QueueHealth)."""
+
+    id: int
+    job_type: str
+    attempts: int
+    last_error: str
+
+
+@dataclass(frozen=True)
+class QueueHealth:
+    """What a monitor alerts on, for one queue (see JobStore.health)."""
+
+    queue: str
+    ready: int
+    # Seconds since the oldest ready job was enqueued; None when none is ready.
+    oldest_ready_age: float | None
+    running: int
+    failing: int
+    dead: int
+    # The live job (not dead) tried most often without succeeding; None when none has failed.
+    most_tried: TriedJob | None
+
+
+@dataclass(frozen=True)
 class Consumer:
     """The process that holds a single-consumer queue's lock, as PostgreSQL sees its session."""
 
@@ -434,6 +459,21 @@ class JobStore:
         key = consumer_lock_key(self.schema, queue)
         row = conn.execute(queries.CONSUMER_HOLDER, {"key": key}).fetchone()
         return None if row is None else Consumer(queue, *row)
+
+    # --- health -------------------------------------------------------------------------------
+
+    def health(self, conn: Conn) -> dict[str, QueueHealth]:
+        """Every queue's backlog, failures and dead jobs, in one statement: the registered
+        queues (empty ones too) and any other queue that has rows, by name."""
+        found = {
+            queue: QueueHealth(queue, 0, None, 0, 0, 0, None) for queue in self.registry.queues
+        }
+        for row in conn.execute(self._sql(queries.QUEUE_HEALTH)).fetchall():
+            tried = None if row[6] is None else TriedJob(int(row[6]), row[7], row[8], row[9])
+            found[row[0]] = QueueHealth(
+                row[0], int(row[1]), row[2], int(row[3]), int(row[4]), int(row[5]), tried
+            )
+        return dict(sorted(found.items()))
 
     # --- admin --------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from psycopg import pq
 from jobs.backoff import Backoff
 from jobs.connections import connect
 from jobs.context import JobContext
+from jobs.logcontext import job_fields
 from jobs.periodic import Scheduler
 from jobs.registry import JobType, Registry
 from jobs.store import ClaimedJob, Failure, JobStore, consumer_lock_key
@@ -307,18 +308,21 @@ class Worker:
             )
         for job in claimed:
             if job.dead:
-                log.error(
-                    "%s: job %s (%s) is dead after %s attempts: %s",
-                    self.name,
-                    job.id,
-                    job.job_type,
-                    job.attempt,
-                    job.last_error,
-                )
+                with job_fields(**_log_fields([job], job.job_type, self.queue)):
+                    log.error(
+                        "%s: job %s (%s) is dead after %s attempts: %s",
+                        self.name,
+                        job.id,
+                        job.job_type,
+                        job.attempt,
+                        job.last_error,
+                    )
         live = [job for job in claimed if not job.dead]
         if live:
             # (``locked`` is only ever set for live jobs: the recording claim leaves dead ones out.)
-            self._run(live, job_type, head.job_type, locked)
+            # Records logged during the run carry the job's fields (see jobs.logcontext).
+            with job_fields(**_log_fields(live, head.job_type, self.queue)):
+                self._run(live, job_type, head.job_type, locked)
         return True
 
     def _run(
@@ -342,7 +346,9 @@ class Worker:
             if not batch:
                 self.store.abort_run(control)
                 return
+            started = time.monotonic()
             errors = self._call(batch, job_type, type_name)
+            ran = time.monotonic() - started
             with self._finish_lock:
                 self._current = None
                 backoff = job_type.backoff if job_type is not None else Backoff()
@@ -368,13 +374,15 @@ class Worker:
                 else:
                     self.store.fail_run(control, failed)
                 for failure in failed:
-                    log.warning(
-                        "%s: job %s (%s) failed: %s",
-                        self.name,
-                        failure.id,
-                        type_name,
-                        _last_line(failure.error),
-                    )
+                    with job_fields(job_id=failure.id):
+                        log.warning(
+                            "%s: job %s (%s) failed: %s",
+                            self.name,
+                            failure.id,
+                            type_name,
+                            _last_line(failure.error),
+                            extra={"duration_s": ran},
+                        )
         except BaseException:
             with contextlib.suppress(Exception):
                 self.store.abort_run(control)
@@ -519,6 +527,23 @@ def _failures_by_id(
             problem = "".join(traceback.format_exception(problem))
         errors[batch[position].id] = str(problem)
     return errors
+
+
+def _log_fields(jobs: Sequence[ClaimedJob], type_name: str, queue: str) -> dict[str, Any]:
+    """The fields of a run's log records (see jobs.logcontext)."""
+    if len(jobs) == 1:
+        return {
+            "job_id": jobs[0].id,
+            "job_type": type_name,
+            "queue": queue,
+            "attempt": jobs[0].attempt,
+        }
+    return {
+        "job_ids": [job.id for job in jobs],
+        "job_type": type_name,
+        "queue": queue,
+        "attempts": [job.attempt for job in jobs],
+    }
 
 
 def _last_line(error: str) -> str:

@@ -7,16 +7,14 @@ are imported inside the commands that use them (tests/test_cli_startup.py keeps 
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from indexpub import __version__, config
-from indexpub.cli import database, demo, http, queue, registry, status
+from indexpub.cli import check, database, demo, http, logs, queue, registry, status
 from indexpub.cli.common import EXIT_CODES_HELP, Settings, failure_of
 
 
@@ -62,6 +60,15 @@ class _Main(click.Group):
     help="The known_hosts file pinning an SSH remote's host key (required for SSH remotes).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.option(
+    "--log-format",
+    envvar="INDEXPUB_LOG_FORMAT",
+    type=click.Choice(logs.LOG_FORMATS, case_sensitive=False),
+    default="human",
+    show_default=True,
+    help="Logs on stderr: a line for people, or one JSON object per line (time, level, logger, "
+    "message, and the job and crate inside a job). Credentials never appear in either.",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -70,12 +77,14 @@ def main(
     index_url: str | None,
     git_known_hosts: Path | None,
     verbose: bool,
+    log_format: str,
 ) -> None:
     """Publish a Cargo registry's git index from a PostgreSQL job queue."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    logs.configure(
+        log_format.lower(),
+        verbose=verbose,
+        index_url=config.configured_index_url(index_url),
+        database_url=config.configured_database_url(database_url),
     )
     if git_known_hosts:
         # indexpub.gitindex.process (KNOWN_HOSTS_VAR) and the worker's processes read it from the
@@ -97,6 +106,7 @@ for command in (
     http.owner,
     database.db,
     status.status,
+    check.check,
     demo.demo,
 ):
     main.add_command(command)

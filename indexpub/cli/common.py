@@ -31,7 +31,8 @@ EXIT_DATA_DIR = 5  # the data directory cannot be written
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 refused or failed (the message says why); 2 usage error; "
     "3 the database cannot be reached; 4 the index remote cannot be used; "
-    "5 the data directory cannot be written."
+    "5 the data directory cannot be written. `indexpub check` alone follows the Nagios "
+    "convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
 )
 
 
@@ -93,6 +94,20 @@ class Settings:
         if created:
             announce(f"created an embedded PostgreSQL server in {self.pgdata}")
         return url
+
+    def running_url(self) -> str | None:
+        """The database URL without starting anything: None when the database is the embedded
+        server and it is not running (for commands that only look, such as ``check``)."""
+        if self.embedded:
+            if not (self.pgdata / "postmaster.pid").exists():
+                return None
+            return config.database_url(self.database_url, self.data_dir)
+        return config.configured_database_url(self.database_url) or ""
+
+    @property
+    def shown_database(self) -> str:
+        """The database in use, for a person: a URL without its password, or the embedded one."""
+        return _database(self)
 
     @property
     def index_location(self) -> str:

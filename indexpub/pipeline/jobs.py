@@ -7,6 +7,7 @@ Importing this module binds them; the worker imports it before it starts.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from indexpub.pipeline.git_sync import sync_crates
 from indexpub.pipeline.sparse_sync import sync_sparse
 from indexpub.registry.queue import app, sync_crate, write_sparse
 from jobs import Failures, JobContext
+from jobs.logcontext import add_fields
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,20 @@ def run_sync_crate(ctx: JobContext, payloads: list[Any]) -> Failures:
     """Make the index files of a batch of crates equal to the database; a crate whose file
     cannot be written fails its own job alone."""
     names = [str(p["name"]) for p in payloads]
+    _log_crates(names)
+    started = time.monotonic()
     result = sync_crates(ctx.conn, _index(), names)
     for message in result.commits:
         log.info("%s", message)
+    took = time.monotonic() - started
+    log.info(
+        "synced %d crate(s): %d commit(s), %d push(es) in %.3f s",
+        len(names),
+        len(result.commits),
+        result.pushes,
+        took,
+        extra={"duration_s": took, "commits": len(result.commits), "pushes": result.pushes},
+    )
     return _failures_of(names, result.failed)
 
 
@@ -67,7 +80,17 @@ def run_write_sparse(ctx: JobContext, payloads: list[Any]) -> Failures:
     if root is None:
         raise RuntimeError("the sparse index directory is not configured (see configure_index)")
     names = [str(p["name"]) for p in payloads]
+    _log_crates(names)
     return _failures_of(names, sync_sparse(ctx.conn, root, names).failed)
+
+
+def _log_crates(names: list[str]) -> None:
+    """The crates of this run, on its log records: ``crate`` for one, ``crates`` for a batch
+    (see jobs.logcontext)."""
+    if len(names) == 1:
+        add_fields(crate=names[0])
+    else:
+        add_fields(crates=names)
 
 
 def _failures_of(names: list[str], failed: dict[str, str]) -> Failures:

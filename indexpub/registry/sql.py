@@ -47,7 +47,8 @@ JOIN {schema}.crates AS c ON c.id = v.crate_id
 WHERE c.canonical_name = %s AND v.num = %s
 FOR UPDATE OF v"""
 
-SET_YANKED = "UPDATE {schema}.versions SET yanked = %s WHERE id = %s"
+# updated_at dates the change for `indexpub check` (registry/migrations/0003_change_times.sql).
+SET_YANKED = "UPDATE {schema}.versions SET yanked = %s, updated_at = now() WHERE id = %s"
 
 DELETE_VERSION = "DELETE FROM {schema}.versions WHERE id = %s"
 
@@ -67,6 +68,21 @@ ORDER BY v.id"""
 LOCK_CRATE_FILES = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
 
 ALL_CRATE_NAMES = "SELECT lower(name) FROM {schema}.crates ORDER BY 1"
+
+# `indexpub check` answers within its time limit even when the server is stuck (milliseconds).
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
+
+# The first change to the versions after a moment (the remote tip's commit time), the newest
+# change, and the server's clock: a publish dates itself by published_at, a yank or unyank by
+# updated_at. Each min and max is one look into an index.
+CHANGES_AFTER = """
+SELECT LEAST(
+           (SELECT min(published_at) FROM {schema}.versions WHERE published_at > %(after)s),
+           (SELECT min(updated_at) FROM {schema}.versions WHERE updated_at > %(after)s)),
+       GREATEST(
+           (SELECT max(published_at) FROM {schema}.versions),
+           (SELECT max(updated_at) FROM {schema}.versions)),
+       now()"""
 
 # --- accounts: users, tokens, owners (indexpub/sql/0002_accounts.sql) ----------------------------
 

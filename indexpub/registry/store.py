@@ -9,6 +9,7 @@ does — the gap that lost updates in the old "commit, then push" design is gone
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
 from indexpub.domain.entries import IndexEntry, check_line_size
@@ -45,6 +46,26 @@ class Change:
     enqueued: bool
     # Whether this call created the crate itself (its first version).
     new_crate: bool = False
+
+
+@dataclass(frozen=True)
+class ChangesAfter:
+    """When the registry's versions changed after a moment, by the database server's clock."""
+
+    # The first publish, yank or unyank after the moment; None when there was none.
+    first: datetime | None
+    # The newest change of all; None when no version exists.
+    newest: datetime | None
+    # The server's now(), to measure ages against on the same clock.
+    now: datetime
+
+
+def changes_after(conn: Conn, moment: datetime) -> ChangesAfter:
+    """Publishes, yanks and unyanks made after ``moment`` (for `indexpub check`, which asks
+    whether the index remote's tip is older than them). Deletions are not dated."""
+    row = conn.execute(statement(sql.CHANGES_AFTER), {"after": moment}).fetchone()
+    assert row is not None
+    return ChangesAfter(row[0], row[1], row[2])
 
 
 def migrate(conn: Conn) -> dict[str, list[int]]:

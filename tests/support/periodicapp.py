@@ -1,8 +1,9 @@
 """A job application with periodic job types, for tests/test_queue_periodic.py.
 
 Each periodic type has a queue of its own, so that a test runs the workers of exactly the
-schedules it looks at. Every run writes a row into public.periodic_runs. Run as a script, it is
-a supervisor of this application: python -m support.periodicapp URL [--queue Q]... [--concurrency N].
+schedules it looks at. Every run writes a row into public.periodic_runs. Run from tests/ as
+``python -m support.periodicapp URL [--queue Q]... [--concurrency N]``, it is a supervisor of
+this application.
 """
 
 from __future__ import annotations
