@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from support.queue_helpers import stop
 
 from indexpub.cli import main
 from indexpub.config import JOBS_SCHEMA
@@ -98,7 +98,7 @@ def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for process in started:
-        _stop(process)
+        stop(process, timeout=30)
 
 
 # --------------------------------------------------------------------------- OK
@@ -501,13 +501,3 @@ def _wait_for(condition: Callable[[], T], timeout: float = 60.0) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"not met within {timeout}s")
         time.sleep(0.1)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()

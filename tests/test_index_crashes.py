@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from support.index_helpers import Registry, fixture_entry
-from support.queue_helpers import wait_for
+from support.queue_helpers import stop, wait_for
 
 from indexpub.pipeline.faults import ENV as CRASH_ENV
 
@@ -34,14 +34,9 @@ def start_index_worker(reg: Registry, **env: str) -> subprocess.Popen[bytes]:
     )
 
 
-def stop(process: subprocess.Popen[bytes]) -> str:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def stop_and_read(process: subprocess.Popen[bytes]) -> str:
+    """Stop the worker's process group; what it wrote to stderr."""
+    stop(process, timeout=15)
     assert process.stderr is not None
     return process.stderr.read().decode()
 
@@ -59,7 +54,7 @@ def test_worker_killed_at_each_step_converges(reg: Registry, tmp_path: Path, poi
     try:
         wait_for(lambda: reg.pending_jobs() == 0, timeout=30, interval=0.1)
     finally:
-        log = stop(worker)
+        log = stop_and_read(worker)
     assert marker.exists(), f"the crash point {point} never fired:\n{log}"
     assert "died before it finished" in log or "exited with -9" in log, log
     for name, _ in CRATES:
@@ -113,7 +108,7 @@ def test_two_workers_never_push_at_once_and_the_standby_takes_over(
         took_over = time.monotonic() - killed_at
     finally:
         for worker in workers:
-            stop(worker)
+            stop_and_read(worker)
     assert took_over < 3.0, took_over  # standby's 0.2 s lock poll + one push with a 0.2 s hook
     for name in {n for n, _ in names}:
         assert reg.remote_file(name) == reg.expected_file(name)
