@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,12 +80,13 @@ def test_a_command_says_what_it_creates_in_the_data_dir(registry_url: str, tmp_p
     assert f"created a local index remote in {data / 'index.git'}" in result.output
 
 
-def test_the_embedded_server_is_announced_found_and_stopped_by_its_data_dir(
-    tmp_path: Path,
-) -> None:
+def test_the_embedded_server_is_announced_found_and_stopped_by_its_data_dir() -> None:
     if os.environ.get("INDEXPUB_TEST_DATABASE_URL"):
         pytest.skip("the embedded server's own test")
-    data = tmp_path / "data"
+    # Not under tmp_path: the server runs as a user of its own, which must reach its folder, and
+    # a pytest session starting beside this one resets /tmp/pytest-of-<user> to mode 0700.
+    root = Path(tempfile.mkdtemp(prefix="indexpub-db-test-"))
+    data = root / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("INDEXPUB_")}
     env.pop("DATABASE_URL", None)
     run = [sys.executable, "-m", "indexpub", "--data-dir", str(data)]
@@ -102,6 +104,7 @@ def test_the_embedded_server_is_announced_found_and_stopped_by_its_data_dir(
     assert stopped.stdout.strip() == f"stopped the embedded server in {data}/postgres"
     again = subprocess.run([*run, "db", "stop"], env=env, capture_output=True, text=True)
     assert again.stdout.startswith(f"no embedded server runs in {data}/postgres")
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_demo_ends_saying_where_things_live_and_how_to_look(
