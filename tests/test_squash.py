@@ -18,6 +18,7 @@ from support.git import git
 from support.index_helpers import Registry, fixture_entry
 from support.queue_helpers import wait_for
 
+from indexpub.gitindex.index import GitIndex
 from indexpub.gitindex.process import PushRejected
 from indexpub.pipeline import jobs
 from indexpub.pipeline.faults import ENV as CRASH_ENV
@@ -184,6 +185,32 @@ def test_the_same_gitindex_builds_on_the_squash_commit(reg: Registry) -> None:
     assert synced.commits == ["Create crate `xy`"] and synced.rejected == 0
     assert rev(reg.remote, f"{BRANCH}^") == result.commit
     assert index.last_push_mode == "direct"
+
+
+def objects_in(repo: Path) -> int:
+    counts = dict(
+        line.split(": ") for line in git(f"--git-dir={repo}", "count-objects", "-v").splitlines()
+    )
+    return int(counts["count"]) + int(counts["in-pack"])
+
+
+def test_the_squash_push_sends_one_commit_not_the_whole_tree(reg: Registry, tmp_path: Path) -> None:
+    """The worker's clone gets a bitmap first, so git push knows the tip's tree is the
+    remote's although the squash commit has no parent to say so."""
+    # The remote keeps every pack it receives, so its object count says what was sent.
+    git(f"--git-dir={reg.remote}", "config", "receive.unpackLimit", "1")
+    published(reg, ("q", "0.1.0"), ("xy", "0.1.0"), ("plain", "0.1.0"), ("abc", "0.1.0"))
+    before = objects_in(reg.remote)
+    squash(reg.index(), day=date(2000, 1, 1), request="one")
+    assert objects_in(reg.remote) == before + 1
+    # Without the bitmap, from a fetched clone (what a plain `git commit-tree` and `git push
+    # --force` does), git push sends every tree and blob again.
+    published(reg, ("feats", "0.1.0"))
+    before = objects_in(reg.remote)
+    tree_objects = len(git(f"--git-dir={reg.remote}", "ls-tree", "-r", "-t", BRANCH).splitlines())
+    fresh = GitIndex.open(str(reg.remote), tmp_path / "fresh-clone")
+    fresh.squash(fresh.fetch(), "Collapse index into one commit\n", snapshot=None, bitmap=False)
+    assert objects_in(reg.remote) == before + tree_objects + 2  # the root tree and the commit
 
 
 def test_todays_snapshot_branch_is_never_overwritten(reg: Registry) -> None:
