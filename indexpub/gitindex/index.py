@@ -27,7 +27,7 @@ from indexpub.gitindex.direct_publish import (
 )
 from indexpub.gitindex.objects import SHA_RE, parse_identity
 from indexpub.gitindex.pack import PendingPack
-from indexpub.gitindex.process import GitError, GitRemote, failure_message
+from indexpub.gitindex.process import GitError, GitRemote, failure_message, run_git
 from indexpub.gitindex.reader import TreeReader
 from indexpub.gitindex.repo import (
     DEFAULT_IDENTITY,
@@ -38,6 +38,7 @@ from indexpub.gitindex.repo import (
     remote_head_by_url,
 )
 from indexpub.gitindex.squash import (
+    REWRITE_TIMEOUT,
     CommitInfo,
     RefUpdate,
     parse_commit,
@@ -402,7 +403,7 @@ class GitIndex:
         ``PushRejected`` otherwise."""
         remote, where = self._remote_for(url)
         update = RefUpdate(commit, f"refs/heads/{name}", expect)
-        push_with_lease(self.path, remote, where, [update], timeout=self.timeout)
+        push_with_lease(self.path, remote, where, [update], timeout=self._rewrite_timeout)
 
     def squash(self, tip: str, message: str, *, snapshot: str | None, bitmap: bool = True) -> str:
         """Replace the remote branch by one commit without parents that holds ``tip``'s tree,
@@ -427,13 +428,20 @@ class GitIndex:
         if snapshot is not None:
             updates.append(RefUpdate(tip, f"refs/heads/{snapshot}", None))
         try:
-            push_with_lease(self.path, self._remote, REMOTE, updates, timeout=self.timeout)
+            push_with_lease(self.path, self._remote, REMOTE, updates, timeout=self._rewrite_timeout)
         finally:
             # Commits built before now were built on a tip that is gone or stale.
             self._builder.clear_unpushed()
         self._reader.remember_commit(commit, tree)
         self._clone.pushed(commit)
         return commit
+
+    @property
+    def _rewrite_timeout(self) -> float:
+        """The git processes of a squash or an archive may move the whole index (the first
+        archive pushes all its history): they get REWRITE_TIMEOUT, or the index's own timeout
+        when that is longer."""
+        return max(self.timeout, REWRITE_TIMEOUT)
 
     def _write_bitmap(self) -> None:
         """Give the clone a reachability bitmap before a squash is pushed, so that git push
@@ -448,14 +456,12 @@ class GitIndex:
         failure only costs the bigger push, so it is logged, not raised.
         """
         self._reader.close()  # so that it holds none of the packs the repack deletes
-        result = self._clone.git(
-            "repack",
-            "-d",
-            "-q",
-            "--geometric=2",
-            "--write-midx",
-            "--write-bitmap-index",
+        args = ["repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index"]
+        result = run_git(
+            [f"--git-dir={self.path}", *args],
+            timeout=self._rewrite_timeout,
             what="git repack",
+            remote=self._remote,
             check=False,
         )
         if result.returncode != 0:
