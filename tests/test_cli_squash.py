@@ -160,7 +160,10 @@ def test_worker_squash_every_enqueues_one_squash_per_period(reg: Registry, tmp_p
     ]
     starts = [start for start, _ in periods]
     assert len(set(starts)) == len(starts), text  # never two squashes for one period
-    assert all((b - a).total_seconds() == 2 for a, b in itertools.pairwise(starts)), text
+    # Periods of 2 s from the epoch, in order; a loaded machine may skip one (the queue runs
+    # the latest missed period once, not each), never repeat one.
+    assert all(start.timestamp() % 2 == 0 for start in starts), text
+    assert all((b - a).total_seconds() >= 2 for a, b in itertools.pairwise(starts)), text
     assert len({job for _, job in periods}) == len(periods), text
     # Each period's squash ran: the first squashed the index, the later ones found one commit.
     ran = text.count("squashed the index into ") + text.count("squash: nothing to do")
