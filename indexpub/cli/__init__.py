@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from indexpub import __version__, config
-from indexpub.cli import check, database, demo, http, logs, queue, registry, status
+from indexpub.cli import check, database, demo, http, logs, queue, registry, squash, status
 from indexpub.cli.common import EXIT_CODES_HELP, Settings, failure_of
 
 
@@ -108,5 +108,6 @@ for command in (
     status.status,
     check.check,
     demo.demo,
+    squash.squash,
 ):
     main.add_command(command)

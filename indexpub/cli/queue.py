@@ -38,6 +38,19 @@ def migrate(settings: Settings) -> None:
 @click.option("--drain", is_flag=True, help="Exit once nothing is ready.")
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True)
 @click.option("--grace-period", type=click.FloatRange(min=0), default=30.0, show_default=True)
+@click.option(
+    "--squash-every",
+    metavar="SCHEDULE",
+    envvar="INDEXPUB_SQUASH_EVERY",
+    help="Squash the index on a schedule: an interval (7d, 1w, 12h; counted from 1970-01-01 "
+    'UTC) or a cron expression in UTC ("0 3 * * 0"). Give every worker the same.',
+)
+@click.option(
+    "--squash-archive-url",
+    envvar="INDEXPUB_SQUASH_ARCHIVE_URL",
+    help="With --squash-every: keep the old history on this archive remote (as `indexpub "
+    "squash --archive-url`).",
+)
 @pass_settings
 def worker(
     settings: Settings,
@@ -46,12 +59,15 @@ def worker(
     drain: bool,
     poll_interval: float,
     grace_period: float,
+    squash_every: str | None,
+    squash_archive_url: str | None,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
+    from indexpub.cli.squash import archive_url_option, parse_squash_schedule
     from indexpub.gitindex.direct_publish import local_push_mode
     from indexpub.gitindex.process import ssh_command
-    from indexpub.pipeline.jobs import configure_index
-    from indexpub.registry.queue import INDEX_QUEUE, app
+    from indexpub.pipeline.jobs import configure_index, configure_squash
+    from indexpub.registry.queue import INDEX_QUEUE, app, scheduled_squash
 
     try:
         # The git job reads it when it opens the index; a typo should stop the worker here,
@@ -61,6 +77,14 @@ def worker(
         raise click.UsageError(str(exc)) from None
     # An SSH remote without a pinned host key is refused (GitError) before the database starts.
     ssh_command(settings.index_location)
+    if squash_archive_url and not squash_every:
+        raise click.UsageError("--squash-archive-url needs --squash-every")
+    if squash_every:
+        try:
+            app.periodic(scheduled_squash, parse_squash_schedule(squash_every))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        configure_squash(archive_url_option(squash_archive_url))
     unknown = [q for q in queues if q not in app.registry.queues]
     if unknown:
         raise click.UsageError(

@@ -27,7 +27,7 @@ from indexpub.gitindex.direct_publish import (
 )
 from indexpub.gitindex.objects import SHA_RE, parse_identity
 from indexpub.gitindex.pack import PendingPack
-from indexpub.gitindex.process import GitError, failure_message
+from indexpub.gitindex.process import GitError, GitRemote, failure_message, run_git
 from indexpub.gitindex.reader import TreeReader
 from indexpub.gitindex.repo import (
     DEFAULT_IDENTITY,
@@ -36,6 +36,15 @@ from indexpub.gitindex.repo import (
     init_index,
     maintain,
     remote_head_by_url,
+)
+from indexpub.gitindex.squash import (
+    REWRITE_TIMEOUT,
+    CommitInfo,
+    RefUpdate,
+    parse_commit,
+    push_with_lease,
+    snapshot_refs,
+    write_parentless_commit,
 )
 
 __all__ = [
@@ -99,6 +108,7 @@ class GitIndex:
         self._builder = CommitBuilder(
             clone.path, self._reader, pending, author=author_line, committer=committer_line
         )
+        self._author, self._committer = author_line, committer_line
         self._pushes_since_gc = 0
         # Whether a push may publish directly into a local bare remote (see push): decided by
         # open, asked again when the remote's config file changes or could not be read.
@@ -343,3 +353,119 @@ class GitIndex:
         self._pushes_since_gc = 0
         self._reader.close()  # so that it holds none of the packs the repack deletes
         maintain(self.path, self.timeout, self._remote)
+
+    # --- rewriting history: the squash (see squash.py) -------------------------------------
+
+    def commit_info(self, commit: str) -> CommitInfo:
+        """The tree, parents and message of ``commit``, which the clone must have."""
+        _check_sha(commit)
+        (found,) = self._reader.cat_file.read([commit])
+        if found is None or found.kind != "commit":
+            raise GitError(f"{commit} is not a commit in {self.path}")
+        return parse_commit(commit, found.data)
+
+    def root_commits(self, commit: str) -> list[str]:
+        """The commits without parents that ``commit``'s history starts from (one, unless
+        histories were merged): the squash commit, in a squashed index."""
+        _check_sha(commit)
+        result = self._clone.git("rev-list", "--max-parents=0", commit, what="git rev-list")
+        return result.stdout.decode().split()
+
+    def is_ancestor(self, ancestor: str, commit: str) -> bool:
+        """Whether ``commit``'s history holds ``ancestor`` (False also when the clone does not
+        have ``ancestor`` at all)."""
+        _check_sha(ancestor)
+        _check_sha(commit)
+        result = self._clone.git(
+            "merge-base", "--is-ancestor", ancestor, commit, what="git merge-base", check=False
+        )
+        return result.returncode == 0
+
+    def _remote_for(self, url: str | None) -> tuple[GitRemote, str]:
+        """The remote to reach and how to name it to git: ours by its name, another by URL
+        (with the credentials the URL holds, else the environment's)."""
+        if url is None:
+            return self._remote, REMOTE
+        if not url.strip() or any(c in url for c in "\n\r\0") or url.startswith("-"):
+            raise ValueError(f"not a usable remote URL: {url!r}")
+        remote = GitRemote.parse(url, askpass=self.path / "indexpub-askpass")
+        return remote, remote.url
+
+    def snapshots(self, url: str | None = None) -> dict[str, str]:
+        """The ``snapshot-YYYY-MM-DD[-N]`` branches of the index remote (or of the remote at
+        ``url``), by name."""
+        remote, where = self._remote_for(url)
+        return snapshot_refs(self.path, remote, where, self.timeout)
+
+    def push_snapshot(self, url: str | None, commit: str, name: str, expect: str | None) -> None:
+        """Set the branch ``name`` of the remote at ``url`` (None: the index remote) to
+        ``commit``, only if it holds ``expect`` now (None: only if it does not exist);
+        ``PushRejected`` otherwise."""
+        remote, where = self._remote_for(url)
+        update = RefUpdate(commit, f"refs/heads/{name}", expect)
+        push_with_lease(self.path, remote, where, [update], timeout=self._rewrite_timeout)
+
+    def squash(self, tip: str, message: str, *, snapshot: str | None, bitmap: bool = True) -> str:
+        """Replace the remote branch by one commit without parents that holds ``tip``'s tree,
+        only if the branch is still at ``tip`` (``--force-with-lease``); with ``snapshot``,
+        create that branch at ``tip`` in the same atomic push (only if it does not exist).
+        The new commit's sha; ``PushRejected`` when the branch (or the snapshot branch) was
+        not as expected, and then nothing changed on the remote.
+
+        Always ``git push``: the direct publish only ever fast-forwards. Afterwards this
+        GitIndex builds on the new commit, as after any push of its own. ``bitmap=False``
+        skips the bitmap (see _write_bitmap): for measuring what it saves.
+        """
+        _check_sha(tip)
+        self.flush()
+        tree = self.commit_info(tip).tree
+        if bitmap:
+            self._write_bitmap()
+        commit = write_parentless_commit(
+            self.path, tree, message, author=self._author, committer=self._committer
+        )
+        updates = [RefUpdate(commit, f"refs/heads/{self.branch}", tip)]
+        if snapshot is not None:
+            updates.append(RefUpdate(tip, f"refs/heads/{snapshot}", None))
+        try:
+            push_with_lease(self.path, self._remote, REMOTE, updates, timeout=self._rewrite_timeout)
+        finally:
+            # Commits built before now were built on a tip that is gone or stale.
+            self._builder.clear_unpushed()
+        self._reader.remember_commit(commit, tree)
+        self._clone.pushed(commit)
+        return commit
+
+    @property
+    def _rewrite_timeout(self) -> float:
+        """The git processes of a squash or an archive may move the whole index (the first
+        archive pushes all its history): they get REWRITE_TIMEOUT, or the index's own timeout
+        when that is longer."""
+        return max(self.timeout, REWRITE_TIMEOUT)
+
+    def _write_bitmap(self) -> None:
+        """Give the clone a reachability bitmap before a squash is pushed, so that git push
+        sends the one new commit instead of the whole tree.
+
+        git push sends what the pushed commit reaches minus what the remote's refs reach, and
+        without a bitmap it learns the latter only through the parents of the pushed commits,
+        which a squash commit has none of: it would send every tree and blob of the index (at
+        200,000 crates about 390,000 objects, which the remote then indexes and checks). A
+        geometric repack that writes a multi-pack index with a bitmap (what collect_garbage
+        does, plus the bitmap) lets pack-objects see that the tip's tree is the remote's. A
+        failure only costs the bigger push, so it is logged, not raised.
+        """
+        self._reader.close()  # so that it holds none of the packs the repack deletes
+        args = ["repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index"]
+        result = run_git(
+            [f"--git-dir={self.path}", *args],
+            timeout=self._rewrite_timeout,
+            what="git repack",
+            remote=self._remote,
+            check=False,
+        )
+        if result.returncode != 0:
+            log.warning(
+                "no bitmap for the squash push (it sends the whole tree): %s",
+                failure_message("git repack", result, self._remote),
+            )

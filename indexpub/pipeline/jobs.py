@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from indexpub.gitindex.index import GitIndex
 from indexpub.pipeline.git_sync import sync_crates
 from indexpub.pipeline.sparse_sync import sync_sparse
-from indexpub.registry.queue import app, sync_crate, write_sparse
+from indexpub.pipeline.squash import Archived, archive_tip, squash
+from indexpub.registry.queue import (
+    app,
+    archive_index,
+    request_squash,
+    scheduled_squash,
+    squash_index,
+    sync_crate,
+    write_sparse,
+)
 from jobs import Failures, JobContext
 from jobs.logcontext import add_fields
 
@@ -33,6 +43,9 @@ class _IndexTarget:
     clone_path: Path | None = None
     sparse_dir: Path | None = None
     index: GitIndex | None = None
+    # Where a scheduled squash keeps the old history (``indexpub worker --squash-archive-url``):
+    # None keeps it on a snapshot branch of the index remote.
+    squash_archive_url: str | None = None
 
 
 def configure_index(remote_url: str, clone_path: Path, sparse_dir: Path | None = None) -> None:
@@ -40,6 +53,11 @@ def configure_index(remote_url: str, clone_path: Path, sparse_dir: Path | None =
     _IndexTarget.clone_path = clone_path
     _IndexTarget.sparse_dir = sparse_dir
     _IndexTarget.index = None
+
+
+def configure_squash(archive_url: str | None) -> None:
+    """Where the squashes that ``scheduled_squash`` requests keep the old history."""
+    _IndexTarget.squash_archive_url = archive_url
 
 
 def _index() -> GitIndex:
@@ -82,6 +100,87 @@ def run_write_sparse(ctx: JobContext, payloads: list[Any]) -> Failures:
     names = [str(p["name"]) for p in payloads]
     _log_crates(names)
     return _failures_of(names, sync_sparse(ctx.conn, root, names).failed)
+
+
+def _today(ctx: JobContext) -> date:
+    """The database's date in UTC, which names a snapshot branch; ends the read transaction,
+    so the job holds no snapshot while git runs."""
+    row = ctx.conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date").fetchone()
+    ctx.conn.rollback()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+@app.implement(squash_index)
+def run_squash_index(ctx: JobContext, payload: Any) -> None:
+    """Replace the index branch by one commit holding its tip's tree (see pipeline.squash)."""
+    archived = None
+    if payload.get("archive_url") is not None:
+        archived = Archived(str(payload["archive_url"]), str(payload["snapshot"]))
+    started = time.monotonic()
+    result = squash(
+        _index(),
+        day=_today(ctx),
+        request=str(payload["request"]),
+        archived=archived,
+    )
+    took = time.monotonic() - started
+    if result.commit is None:
+        log.info("squash: nothing to do at %s: %s", result.old_tip, result.reason)
+        return
+    where = "the index remote" if result.archive_url is None else result.archive_url
+    log.info(
+        "squashed the index into %s in %.3f s; the old tip %s is on %s of %s",
+        result.commit,
+        took,
+        result.old_tip,
+        result.snapshot,
+        where,
+        extra={"duration_s": took},
+    )
+
+
+@app.implement(archive_index)
+def run_archive_index(ctx: JobContext, payload: Any) -> None:
+    """Push the index tip to a snapshot branch of the archive remote, then enqueue the squash
+    that relies on it (committed with this job: enqueued once the archive holds the tip)."""
+    url = str(payload["archive_url"])
+    started = time.monotonic()
+    archived = archive_tip(_index(), url, _today(ctx))
+    took = time.monotonic() - started
+    if archived is None:
+        log.info("archive: the index branch is one commit already; nothing to archive or squash")
+        return
+    tip, snapshot = archived
+    follow = {
+        "request": str(payload["request"]),
+        "archive_url": url,
+        "snapshot": snapshot,
+        "archive_job": ctx.job_ids[0],
+    }
+    app.enqueue(ctx.conn, squash_index.job(follow))
+    log.info(
+        "archived the index tip %s as %s of %s in %.3f s; the squash follows",
+        tip,
+        snapshot,
+        url,
+        took,
+        extra={"duration_s": took},
+    )
+
+
+@app.implement(scheduled_squash)
+def run_scheduled_squash(ctx: JobContext, payload: Any) -> None:
+    """A period of ``indexpub worker --squash-every``: request one squash (joining one under
+    way, see registry.queue.request_squash)."""
+    job, new = request_squash(ctx.conn, _IndexTarget.squash_archive_url)
+    log.info(
+        "scheduled squash for the period from %s: %s %s job %d",
+        payload.get("period_start") if isinstance(payload, dict) else payload,
+        "enqueued" if new else "joined the",
+        job.job_type,
+        job.id,
+    )
 
 
 def _log_crates(names: list[str]) -> None:
