@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from indexpub import config
+from indexpub.cli.check import DURATION
 from indexpub.cli.common import RemoteUnusable, Settings, pass_settings
 
 # jobs.store.STATES, written out so that `indexpub jobs list --help` need not import the queue
@@ -38,6 +39,16 @@ def migrate(settings: Settings) -> None:
 @click.option("--drain", is_flag=True, help="Exit once nothing is ready.")
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True)
 @click.option("--grace-period", type=click.FloatRange(min=0), default=30.0, show_default=True)
+@click.option(
+    "--verify-every",
+    envvar="INDEXPUB_VERIFY_EVERY",
+    **DURATION,
+    default="1h",
+    show_default=True,
+    help="Verify the remote against the database this often (on the hour for 1h), on the "
+    "verify queue, once per period across all workers; `indexpub check` reads the result. "
+    "0: never (the verify queue is then not run).",
+)
 @pass_settings
 def worker(
     settings: Settings,
@@ -46,12 +57,14 @@ def worker(
     drain: bool,
     poll_interval: float,
     grace_period: float,
+    verify_every: float,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
     from indexpub.gitindex.direct_publish import local_push_mode
     from indexpub.gitindex.process import ssh_command
     from indexpub.pipeline.jobs import configure_index
-    from indexpub.registry.queue import INDEX_QUEUE, app
+    from indexpub.registry.queue import INDEX_QUEUE, VERIFY_QUEUE, app, verify_index
+    from jobs import Every
 
     try:
         # The git job reads it when it opens the index; a typo should stop the worker here,
@@ -66,6 +79,16 @@ def worker(
         raise click.UsageError(
             f"unknown queue {unknown[0]!r}; known: {', '.join(sorted(app.registry.queues))}"
         )
+    if verify_every:
+        if verify_every < 1 or verify_every != int(verify_every):
+            raise click.UsageError("--verify-every: whole seconds, at least 1 (or 0: never)")
+        # Every host computes the same periods, and one job per period is enqueued across
+        # them all (docs/periodic-jobs.md); hosts that disagree share the type's mark.
+        app.periodic(verify_index, Every(seconds=int(verify_every)), replace=True)
+    elif VERIFY_QUEUE in queues:
+        raise click.UsageError(f"--queue {VERIFY_QUEUE} runs nothing with --verify-every 0")
+    elif not queues:
+        queues = tuple(q for q in sorted(app.registry.queues) if q != VERIFY_QUEUE)
     url = settings.url()
     settings.migrated().close()
     remote = settings.index()
@@ -77,6 +100,7 @@ def worker(
         remote,
         config.clone_path(settings.data_dir, remote),
         config.sparse_dir(settings.data_dir),
+        config.verify_clone_path(settings.data_dir, remote),
     )
     try:
         supervisor = app.supervisor(
