@@ -126,9 +126,9 @@ def run_rebuild_index(ctx: JobContext, payload: Any) -> None:
         return
     last = time.monotonic()
 
-    def progress(done: int) -> bool:
+    def progress(done: int, final: bool) -> bool:
         nonlocal last
-        if time.monotonic() - last < REBUILD_PROGRESS_SECONDS:
+        if not final and time.monotonic() - last < REBUILD_PROGRESS_SECONDS:
             return False
         last = time.monotonic()
         stop = runs.rebuild_progress(conn, run_id, done)

@@ -40,9 +40,10 @@ log = logging.getLogger("indexpub.pipeline.rebuild")
 # Crates rendered per statement (a snapshot each).
 CHUNK = 2000
 
-Progress = Callable[[int], bool]
-"""Called with the number of crates compared so far (after every chunk); True asks the rebuild
-to stop, which it does before it pushes anything."""
+Progress = Callable[[int, bool], bool]
+"""Called with the number of crates compared so far, after every chunk, and once more (with
+True: the last moment to stop) before the push; True asks the rebuild to stop, which it does
+before it pushes anything."""
 
 
 @dataclass
@@ -89,7 +90,7 @@ def rebuild(
                 changes[path] = index.add_blob(crate.data)
                 result.changed += 1
             result.crates += len(chunk)
-            if progress is not None and progress(result.crates):
+            if progress is not None and progress(result.crates, False):
                 return RebuildResult("cancelled", result.crates, tip=tip)
             if len(chunk) < CHUNK:
                 break
@@ -118,7 +119,7 @@ def rebuild(
         )
     if head == tip:
         return result
-    if progress is not None and progress(result.crates):  # the last moment to stop
+    if progress is not None and progress(result.crates, True):  # the last moment to stop
         return RebuildResult("cancelled", result.crates, tip=tip)
     # A rejected push (another writer moved the remote) fails the job: the queue runs it again
     # after its backoff, on the new tip, with the blobs already stored.
