@@ -393,6 +393,24 @@ def test_rebuild_asked_to_stop_pushes_nothing(reg: Registry, tmp_path: Path) -> 
     assert reg.remote_file("alpha") == reg.expected_file("alpha")
 
 
+def test_a_rebuild_cancelled_before_its_job_runs_does_nothing(
+    reg: Registry, tmp_path: Path
+) -> None:
+    reg.publish(_entry("alpha"))
+    reg.drain()
+    _foreign_push(reg, tmp_path, lambda t: (t / "al" / "ph" / "alpha").unlink(), "Foreign")
+    tip = _tip(reg)
+    with reg.connect() as conn:
+        run = runs.request_rebuild(conn, None)
+        assert runs.cancel_rebuild(conn, run.id) == "queued"
+    reg.drain()  # the job runs, finds the request, and ends the run
+    with reg.connect() as conn:
+        found = runs.rebuild_run(conn, run.id)
+        assert found is not None and found.state == "cancelled"
+        assert not app.store.live_payloads(conn, "rebuild_index")
+    assert _tip(reg) == tip
+
+
 def test_rebuild_waits_for_the_worker_and_ctrl_c_stops_it_before_it_pushes(
     reg: Registry, tmp_path: Path, workers: list[subprocess.Popen[bytes]]
 ) -> None:
