@@ -57,7 +57,7 @@ class Progress:
                 length=max(total, 1),
                 label=self.label,
                 file=self.stream,
-                show_eta=True,
+                show_eta=False,  # its own estimate lags; _rate's is from the whole run
                 show_percent=True,
                 show_pos=True,
                 item_show_func=lambda _: self._rate(),
@@ -88,8 +88,13 @@ class Progress:
         click.echo(text, file=self.stream)
 
     def _rate(self) -> str:
+        """The rate so far, and the time left at that rate."""
         elapsed = time.monotonic() - self._started
-        return f"{self.done / elapsed:,.0f} {self.unit}/s" if elapsed > 0 and self.done else ""
+        if elapsed <= 0 or not self.done:
+            return ""
+        rate = self.done / elapsed
+        left = max(0, (self.total or 0) - self.done) / rate
+        return f"{rate:,.0f} {self.unit}/s, {_clock(left)} left"
 
     def _summary(self, *, final: bool = False) -> str:
         total = self.total or 0
@@ -103,5 +108,13 @@ class Progress:
             if final:
                 text += f", {elapsed:.1f} s"
             elif total > self.done:
-                text += f", about {(total - self.done) / rate:.0f} s left"
+                text += f", {_clock((total - self.done) / rate)} left"
         return text
+
+
+def _clock(seconds: float) -> str:
+    """A duration as a clock: 0:07, 2:31, 1:02:31."""
+    whole = int(seconds + 0.5)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

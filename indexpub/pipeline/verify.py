@@ -177,16 +177,12 @@ def verify_and_record(
 ) -> VerifyOutcome:
     """Verify the remote against the database and record the result, committed; a remote
     that cannot be read is recorded as a verify that could not check. A database that cannot
-    be used raises (there is nowhere to record it). ``total`` is told how many crates the
-    registry has before the pass starts."""
+    be used raises (there is nowhere to record it). ``progress`` and ``total``: see verify."""
     started = datetime.now(UTC)
     shown_remote = scrub_secrets(remote_url)
     try:
         with ReadClone.opened(remote_url, clone_path, timeout=timeout) as reader:
-            if total is not None:
-                total(render.count_crates(conn))
-                conn.rollback()
-            result = verify(conn, reader, progress=progress, started=started)
+            result = verify(conn, reader, progress=progress, total=total, started=started)
     except GitError as exc:
         error = str(exc)
         conn.rollback()
@@ -205,14 +201,18 @@ def verify(
     reader: ReadClone,
     *,
     progress: Progress | None = None,
+    total: Callable[[int], None] | None = None,
     started: datetime | None = None,
     details: int = DETAILS,
 ) -> VerifyResult:
-    """Compare the remote's tip with the database (see the module's docstring)."""
+    """Compare the remote's tip with the database (see the module's docstring). ``total`` is
+    told how many crates the registry has as the comparison starts (after the fetch)."""
     started = started or datetime.now(UTC)
     clock = time.monotonic()
     tip = reader.fetch()
     listing = reader.files(tip)
+    if total is not None:
+        total(render.count_crates(conn))
     # The first pass: every crate's rendering against the listing. What differs is kept by
     # name with its path and the blob sha the tip has there (None: no file).
     differ: dict[str, tuple[str, bytes | None]] = {}
