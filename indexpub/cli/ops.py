@@ -97,7 +97,9 @@ def repair(settings: Settings, dry_run: bool, as_json: bool) -> None:
             app.enqueue_many(conn, [sync_crate.job({"name": name, "fetch": True}) for name in jobs])
     if as_json:
         found = _verify_json(outcome)
+        code = _exit_code(result) if dry_run else EQUAL
         found.update(dry_run=dry_run, enqueued=[] if dry_run else jobs, unfit=unfit)
+        found["exit_code"] = code
         if dry_run:
             found["would_enqueue"] = jobs
         click.echo(json.dumps(found))
