@@ -2,9 +2,11 @@
 
 ``python bench/X.py`` puts bench/ first on ``sys.path``, where bench/queue.py would shadow the
 standard library's ``queue`` (imported by concurrent.futures, logging.handlers, multiprocessing,
-psycopg_pool and httpx's dependencies). :func:`setup` takes bench/ off ``sys.path`` and puts the
-checkout's root (``indexpub`` and ``jobs`` as this checkout has them) and ``tests/`` (the
-``support`` package the benchmarks share with the tests) in front.
+psycopg_pool and httpx's dependencies). :func:`setup` moves bench/ to the end of ``sys.path``,
+behind the standard library, so that the benchmarks' own modules (``synthetic_index``) still
+import and ``queue`` is the standard library's, and puts the checkout's root (``indexpub`` and
+``jobs`` as this checkout has them) and ``tests/`` (the ``support`` package the benchmarks share
+with the tests) in front.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ TESTS = ROOT / "tests"
 
 def setup() -> None:
     sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH]
+    sys.path.append(str(BENCH))
     for folder in (TESTS, ROOT):
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))

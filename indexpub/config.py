@@ -68,6 +68,13 @@ def clone_path(data: Path, remote_url: str) -> Path:
     return data / "clones" / digest
 
 
+def verify_clone_path(data: Path, remote_url: str) -> Path:
+    """The bare clone that ``verify`` reads the remote in, apart from the worker's, which only
+    the index queue's consumer may touch."""
+    digest = hashlib.sha256(remote_url.encode()).hexdigest()[:12]
+    return data / "verify" / digest
+
+
 def sparse_dir(data: Path) -> Path:
     """Where the sparse index's files are written (``INDEXPUB_SPARSE_DIR``, else the data dir)."""
     if env := os.environ.get("INDEXPUB_SPARSE_DIR"):

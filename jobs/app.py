@@ -111,7 +111,13 @@ class App:
             )
         )
 
-    def periodic(self, job_type: JobType | str, schedule: Schedule | str | timedelta) -> JobType:
+    def periodic(
+        self,
+        job_type: JobType | str,
+        schedule: Schedule | str | timedelta,
+        *,
+        replace: bool = False,
+    ) -> JobType:
         """Make a registered type periodic: declared (see :meth:`declare`) or implemented.
 
         ``schedule`` is an :class:`jobs.Every` interval, a :class:`jobs.Cron` expression, a cron
@@ -120,10 +126,12 @@ class App:
         "previous_start": ...}`` as its payload (see :class:`jobs.Period`), at most once per
         period across all workers and hosts; a period missed while no worker ran is not made
         up, but the latest one is run once when a worker comes back (docs/periodic-jobs.md).
-        A bad schedule raises here, with a one-line error that names the type.
+        A bad schedule raises here, with a one-line error that names the type. A type has one
+        schedule: giving it another raises, unless ``replace`` (for a schedule that comes from
+        configuration, set before the workers start).
         """
         name = job_type if isinstance(job_type, str) else job_type.name
-        return self.registry.schedule(name, as_schedule(schedule, name))
+        return self.registry.schedule(name, as_schedule(schedule, name), replace_schedule=replace)
 
     def implement(self, job_type: JobType | str) -> Callable[[JobFunction], JobType]:
         """Bind the function that runs a type declared with :meth:`declare`."""

@@ -378,6 +378,11 @@ CASE WHEN j.dead THEN 'dead'
      ELSE 'failing'
 END"""
 
+# The payloads of a type's jobs that will still run (every state but dead), in id order: what
+# an application asks when it must tell work in flight from work that will never happen.
+LIVE_PAYLOADS = """
+SELECT payload FROM {schema}.jobs WHERE job_type = %(job_type)s AND NOT dead ORDER BY id"""
+
 STATS = (
     """
 SELECT j.queue, j.job_type, """

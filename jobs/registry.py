@@ -124,10 +124,11 @@ class Registry:
         self._types[name] = bound = replace(declared, func=func)
         return bound
 
-    def schedule(self, name: str, schedule: Schedule) -> JobType:
-        """Give a registered type (declared or implemented) its schedule."""
+    def schedule(self, name: str, schedule: Schedule, *, replace_schedule: bool = False) -> JobType:
+        """Give a registered type (declared or implemented) its schedule; with
+        ``replace_schedule``, one it has already is replaced."""
         registered = self[name]
-        if registered.schedule is not None:
+        if registered.schedule is not None and not replace_schedule:
             raise ValueError(
                 f"job type {name!r} has a schedule already ({registered.schedule!r}); a type "
                 "has one schedule: declare another type for another one"

@@ -477,6 +477,12 @@ class JobStore:
 
     # --- admin --------------------------------------------------------------------------------
 
+    def live_payloads(self, conn: Conn, job_type: str) -> list[Any]:
+        """The payloads of ``job_type``'s jobs that are not dead (ready, scheduled, running or
+        failing), oldest first, as the caller's transaction sees them."""
+        rows = conn.execute(self._sql(queries.LIVE_PAYLOADS), {"job_type": job_type}).fetchall()
+        return [row[0] for row in rows]
+
     def stats(self, conn: Conn) -> list[QueueStats]:
         rows = conn.execute(self._sql(queries.STATS)).fetchall()
         return [QueueStats(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]

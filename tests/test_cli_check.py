@@ -109,27 +109,45 @@ def test_ok_with_a_worker_holding_the_index_queue_and_the_remote_up_to_date(
 ) -> None:
     site.publish("alpha")
     workers.append(site.start_worker())
-    _wait_for(lambda: _drained(site) and _held(site))
+    # The worker's verify job runs at once (a new periodic type's current period).
+    _wait_for(lambda: _drained(site) and _held(site) and _verified(site))
 
     code, report = site.check()
     assert code == OK, report["summary"]
     assert report["state"] == "OK"
-    assert set(report) == {"state", "exit_code", "summary", "checks", "queues", "remote"}
+    assert set(report) == {
+        "state",
+        "exit_code",
+        "summary",
+        "checks",
+        "queues",
+        "remote",
+        "verify",
+    }
     by_check = {(c["check"], c["queue"]): c for c in report["checks"]}
     assert set(by_check) == {
         ("age", "index"),
         ("age", "sparse"),
+        ("age", "verify"),
         ("dead", "index"),
         ("dead", "sparse"),
+        ("dead", "verify"),
         ("attempts", "index"),
         ("attempts", "sparse"),
+        ("attempts", "verify"),
         ("consumer", "index"),
         ("verify", None),
         ("remote", None),
     }
     for found in report["checks"]:
         assert set(found) == {"check", "queue", "state", "detail", "value", "warn", "crit"}
-        assert found["state"] == ("SKIPPED" if found["check"] == "verify" else "OK"), found
+        assert found["state"] == "OK", found
+    verified = by_check[("verify", None)]
+    assert (verified["value"], verified["warn"], verified["crit"]) == (0, 1, 10)
+    assert verified["detail"].startswith("last verify ")
+    assert verified["detail"].endswith(" equal the database")
+    assert report["verify"]["last"]["ran_by"] == "job"
+    assert report["verify"]["last"]["drifted"] == 0
     # Durations are numbers, in seconds.
     assert by_check[("age", "index")]["value"] == 0
     assert by_check[("age", "index")]["warn"] == 300 and by_check[("age", "index")]["crit"] == 900
@@ -156,8 +174,8 @@ def test_ok_with_a_worker_holding_the_index_queue_and_the_remote_up_to_date(
     (line,) = plain.stdout.splitlines()
     summary, perfdata = line.split(" | ")
     assert summary.startswith("INDEXPUB OK - index: 0 ready, 0 failing, 0 dead, held by ")
-    assert "; sparse: 0 ready, 0 failing, 0 dead; remote tip " in summary
-    assert summary.endswith(" old, no change in the database after it")
+    assert "; sparse: 0 ready, 0 failing, 0 dead; verify: 0 ready" in summary
+    assert " old, no change in the database after it; last verify " in summary
     assert perfdata.split() == [
         "index_oldest_ready_age=0s;300;900",
         "index_dead=0;;1",
@@ -165,7 +183,11 @@ def test_ok_with_a_worker_holding_the_index_queue_and_the_remote_up_to_date(
         "sparse_oldest_ready_age=0s;300;900",
         "sparse_dead=0;;1",
         "sparse_most_attempts=0;5;10",
+        "verify_oldest_ready_age=0s;300;900",
+        "verify_dead=0;;1",
+        "verify_most_attempts=0;5;10",
         "remote_behind=0s;900;3600",
+        "verify_drift=0;1;10",
     ]
 
 
@@ -375,7 +397,7 @@ def test_no_database_is_unknown_in_one_line_without_the_password(tmp_path: Path)
     assert as_json.exit_code == UNKNOWN
     report = json.loads(as_json.stdout)
     assert report["state"] == "UNKNOWN" and report["queues"] == {}
-    assert {c["state"] for c in report["checks"]} == {"UNKNOWN", "SKIPPED"}
+    assert {c["state"] for c in report["checks"]} == {"UNKNOWN"}
 
 
 def test_a_stopped_embedded_server_is_unknown_and_not_started(tmp_path: Path) -> None:
@@ -476,6 +498,11 @@ def _jobs(site: Site) -> list[Any]:
 
 def _drained(site: Site) -> bool:
     return not _jobs(site)
+
+
+def _verified(site: Site) -> bool:
+    with psycopg.connect(site.url, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM indexpub.verify_runs").fetchone() is not None
 
 
 def _held(site: Site) -> bool:

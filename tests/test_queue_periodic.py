@@ -208,6 +208,9 @@ def test_a_type_has_one_schedule_and_keeps_it_when_implemented() -> None:
     assert implemented.schedule == Cron("0 * * * *") and implemented.func is not None
     assert application.registry.scheduled("reports") == [implemented]
     assert application.registry.scheduled("default") == []
+    # A schedule from configuration replaces the one before, and keeps the function.
+    replaced = application.periodic("report", Every(minutes=30), replace=True)
+    assert replaced.schedule == Every(minutes=30) and replaced.func is implemented.func
 
 
 def test_the_scheduler_corrects_its_clock_from_the_database() -> None:

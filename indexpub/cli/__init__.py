@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from indexpub import __version__, config
-from indexpub.cli import check, database, demo, http, logs, queue, registry, squash, status
+from indexpub.cli import check, database, demo, http, logs, ops, queue, registry, squash, status
 from indexpub.cli.common import EXIT_CODES_HELP, Settings, failure_of
 
 
@@ -107,6 +107,9 @@ for command in (
     database.db,
     status.status,
     check.check,
+    ops.verify,
+    ops.repair,
+    ops.rebuild,
     demo.demo,
     squash.squash,
 ):

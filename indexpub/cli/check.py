@@ -102,6 +102,9 @@ class Thresholds:
     warn_behind: float
     crit_behind: float
     clock_skew: float
+    warn_drift: int = 1
+    crit_drift: int = 10
+    verify_age: float = 3 * 3600.0
 
 
 @dataclass
@@ -109,6 +112,7 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     queues: dict[str, Any] = field(default_factory=dict)
     remote: dict[str, Any] = field(default_factory=dict)
+    verify: dict[str, Any] = field(default_factory=dict)
 
     @property
     def state(self) -> int:
@@ -121,9 +125,10 @@ class Report:
             shown = [f for f in self.findings if f.state == OK]
             details = [f.detail for f in shown]
             if self.queues:
-                # All is well: the counts of each queue in a few words, then the remote.
+                # All is well: the counts of each queue in a few words, then the remote and
+                # the last verify.
                 details = [_queue_line(queue, facts) for queue, facts in self.queues.items()]
-                details += [f.detail for f in shown if f.check == "remote"]
+                details += [f.detail for f in shown if f.check in ("remote", "verify")]
         else:
             # What is wrong, the worst first.
             wrong = [f for f in self.findings if f.state not in (None, OK)]
@@ -149,8 +154,10 @@ The checks (each can be left out with --skip NAME):
             (--warn-attempts, --crit-attempts)
   consumer  CRITICAL when jobs of the index queue are ready and no worker
             holds its single-consumer lock
-  verify    drift found by the last hourly verify: no verify job exists
-            yet, so this check is reported as SKIPPED
+  verify    drift found by the last verify (hourly, by the worker; or
+            indexpub verify), counted in crates (--warn-drift,
+            --crit-drift); WARNING when it is older than --verify-age;
+            SKIPPED when none was ever recorded
   remote    how long the index remote's tip has been older than a change
             in the database (publish, yank, unyank) that it should have
             (--warn-behind, --crit-behind, --clock-skew); deletions are
@@ -214,6 +221,24 @@ alone below the default --warn-X brings the warning threshold down with it."""
     help="Changes this close after the tip's commit time count as in it (the tip is dated by "
     "the worker's clock, changes by the database server's).",
 )
+@click.option(
+    "--warn-drift",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="WARNING when the last verify found this many crates drifted from the database.",
+)
+@click.option(
+    "--crit-drift", type=click.IntRange(min=1), default=10, show_default=True, help="CRITICAL."
+)
+@click.option(
+    "--verify-age",
+    **DURATION,
+    default="3h",
+    show_default=True,
+    help="WARNING when the last verify that could check is older than this (two hourly "
+    "verifies missed).",
+)
 @click.option("--skip", multiple=True, type=click.Choice(CHECKS), help="Leave a check out.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_settings
@@ -229,22 +254,26 @@ def check(
     warn_behind: float,
     crit_behind: float,
     clock_skew: float,
+    warn_drift: int,
+    crit_drift: int,
+    verify_age: float,
     skip: tuple[str, ...],
     as_json: bool,
 ) -> None:
     # A critical threshold given alone below the default warning one lowers the warning one
     # with it; both given the wrong way round is a mistake worth stopping.
-    for name in ("age", "attempts", "behind"):
+    for name in ("age", "attempts", "behind", "drift"):
         warn, crit = ctx.params[f"warn_{name}"], ctx.params[f"crit_{name}"]
         if warn <= crit:
             continue
         if ctx.get_parameter_source(f"warn_{name}") != ParameterSource.DEFAULT:
             raise UsageUnknown(f"--warn-{name} must not be above --crit-{name}", ctx)
         ctx.params[f"warn_{name}"] = crit
-    warn_age, warn_attempts, warn_behind = (
+    warn_age, warn_attempts, warn_behind, warn_drift = (
         ctx.params["warn_age"],
         ctx.params["warn_attempts"],
         ctx.params["warn_behind"],
+        ctx.params["warn_drift"],
     )
     limits = Thresholds(
         warn_age,
@@ -255,6 +284,9 @@ def check(
         warn_behind,
         crit_behind,
         clock_skew,
+        warn_drift,
+        crit_drift,
+        verify_age,
     )
     try:
         report = run_checks(settings, limits, set(skip))
@@ -272,6 +304,7 @@ def check(
                     "checks": [f.as_json() for f in report.findings],
                     "queues": report.queues,
                     "remote": report.remote,
+                    "verify": report.verify,
                 }
             )
         )
@@ -298,6 +331,8 @@ def run_checks(settings: Settings, limits: Thresholds, skip: set[str]) -> Report
                 _queue_checks(conn, report, limits, skip)
                 if "remote" not in skip:
                     _remote_check(conn, settings, report, limits)
+                if "verify" not in skip:
+                    _verify_check(conn, report, limits)
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
             database_error = (
                 f"the database {settings.shown_database} lacks indexpub's tables or their latest "
@@ -309,13 +344,10 @@ def run_checks(settings: Settings, limits: Thresholds, skip: set[str]) -> Report
             )
     if database_error is not None:
         report.findings = [
-            Finding(name, UNKNOWN, database_error)
-            for name in CHECKS
-            if name not in skip and name != "verify"
+            Finding(name, UNKNOWN, database_error) for name in CHECKS if name not in skip
         ]
         report.queues = {}
-    if "verify" not in skip:
-        report.findings.append(_verify_check())
+        report.verify = {}
     return report
 
 
@@ -400,11 +432,76 @@ def _consumer(one: QueueHealth, holder: str | None) -> Finding:
     )
 
 
-def _verify_check() -> Finding:
-    """The hook for the hourly verify job (rendering every crate file from the database and
-    comparing it with the remote's tip). It does not exist yet: when it does, this reads its last
-    run's result and reports CRITICAL on drift. Until then the check says so, and never OK."""
-    return Finding("verify", None, "no verify job exists yet: drift is not checked")
+def _verify_check(conn: psycopg.Connection[Any], report: Report, limits: Thresholds) -> None:
+    """The last verify's drift (crates whose file at the tip is not what the database
+    renders, with no sync job on the way), graded by --warn-drift and --crit-drift, and
+    WARNING when the last verify that could check is older than --verify-age."""
+    from indexpub.registry import runs
+
+    latest = runs.latest_verifies(conn)
+    last, checked = latest.last, latest.checked
+    if last is None:
+        report.findings.append(
+            Finding(
+                "verify",
+                None,
+                "no verify was ever recorded (the worker runs one every hour unless "
+                "--verify-every 0; indexpub verify runs one now)",
+            )
+        )
+        return
+    failed = None
+    if last.error is not None and last.finished_at is not None:
+        ago = _span(_seconds_since(last.finished_at, latest.now))
+        failed = f"the last verify, {ago} ago, could not check: {_last_line(last.error)}"
+    report.verify = {
+        "last": _verify_facts(last),
+        "last_checked": None if checked is None else _verify_facts(checked),
+    }
+    if checked is None or checked.finished_at is None:
+        report.findings.append(Finding("verify", UNKNOWN, failed or "no verify could check yet"))
+        return
+    age = _seconds_since(checked.finished_at, latest.now)
+    drift = checked.drifted_count or 0
+    state = _grade(drift, limits.warn_drift, limits.crit_drift)
+    tip = (checked.tip or "")[:12]
+    if drift == 0:
+        detail = f"last verify {_span(age)} ago: the crate files at {tip} equal the database"
+    else:
+        names = ", ".join(
+            f"{d.get('name')} ({d.get('kind')})" for d in checked.sample[:5] if isinstance(d, dict)
+        )
+        more = f" and {drift - 5} more" if drift > 5 else ""
+        detail = (
+            f"last verify {_span(age)} ago found {drift} crate{'s' * (drift != 1)} drifted from "
+            f"the database at {tip}: {names}{more} (indexpub repair enqueues their sync)"
+        )
+    if age > limits.verify_age:
+        state = max(state, WARNING, key=_RANK.__getitem__)
+        detail += f"; older than {_span(limits.verify_age)}: is a worker running the verify queue?"
+    if failed is not None and last.id != checked.id:
+        detail += f"; {failed}"
+    report.findings.append(
+        Finding("verify", state, detail, None, drift, limits.warn_drift, limits.crit_drift)
+    )
+
+
+def _verify_facts(run: Any) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "finished_at": None if run.finished_at is None else run.finished_at.isoformat(),
+        "ran_by": run.ran_by,
+        "tip": run.tip,
+        "crates": run.crates,
+        "files": run.files,
+        "drifted": run.drifted_count,
+        "pending": run.pending_count,
+        "error": run.error,
+    }
+
+
+def _seconds_since(then: datetime, now: datetime) -> float:
+    return max(0.0, (now - then).total_seconds())
 
 
 def _remote_check(
@@ -505,6 +602,7 @@ _PERF_LABELS = {
     "dead": "dead",
     "attempts": "most_attempts",
     "remote": "remote_behind",
+    "verify": "verify_drift",
 }
 
 

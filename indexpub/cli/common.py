@@ -31,8 +31,9 @@ EXIT_DATA_DIR = 5  # the data directory cannot be written
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 refused or failed (the message says why); 2 usage error; "
     "3 the database cannot be reached; 4 the index remote cannot be used; "
-    "5 the data directory cannot be written. `indexpub check` alone follows the Nagios "
-    "convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+    "5 the data directory cannot be written. `indexpub check` follows the Nagios "
+    "convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; `indexpub verify` (and "
+    "`repair --dry-run`) its own: 0 equal, 1 they differ, 2 it could not check."
 )
 
 

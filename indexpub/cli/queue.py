@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from indexpub import config
+from indexpub.cli.check import DURATION
 from indexpub.cli.common import RemoteUnusable, Settings, pass_settings
 
 # jobs.store.STATES, written out so that `indexpub jobs list --help` need not import the queue
@@ -51,6 +52,16 @@ def migrate(settings: Settings) -> None:
     help="With --squash-every: keep the old history on this archive remote (as `indexpub "
     "squash --archive-url`).",
 )
+@click.option(
+    "--verify-every",
+    envvar="INDEXPUB_VERIFY_EVERY",
+    **DURATION,
+    default="1h",
+    show_default=True,
+    help="Verify the remote against the database this often (on the hour for 1h), on the "
+    "verify queue, once per period across all workers; `indexpub check` reads the result. "
+    "0: never (the verify queue is then not run).",
+)
 @pass_settings
 def worker(
     settings: Settings,
@@ -61,13 +72,21 @@ def worker(
     grace_period: float,
     squash_every: str | None,
     squash_archive_url: str | None,
+    verify_every: float,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
     from indexpub.cli.squash import archive_url_option, parse_squash_schedule
     from indexpub.gitindex.direct_publish import local_push_mode
     from indexpub.gitindex.process import ssh_command
     from indexpub.pipeline.jobs import configure_index, configure_squash
-    from indexpub.registry.queue import INDEX_QUEUE, app, scheduled_squash
+    from indexpub.registry.queue import (
+        INDEX_QUEUE,
+        VERIFY_QUEUE,
+        app,
+        scheduled_squash,
+        verify_index,
+    )
+    from jobs import Every
 
     try:
         # The git job reads it when it opens the index; a typo should stop the worker here,
@@ -90,6 +109,16 @@ def worker(
         raise click.UsageError(
             f"unknown queue {unknown[0]!r}; known: {', '.join(sorted(app.registry.queues))}"
         )
+    if verify_every:
+        if verify_every < 1 or verify_every != int(verify_every):
+            raise click.UsageError("--verify-every: whole seconds, at least 1 (or 0: never)")
+        # Every host computes the same periods, and one job per period is enqueued across
+        # them all (docs/periodic-jobs.md); hosts that disagree share the type's mark.
+        app.periodic(verify_index, Every(seconds=int(verify_every)), replace=True)
+    elif VERIFY_QUEUE in queues:
+        raise click.UsageError(f"--queue {VERIFY_QUEUE} runs nothing with --verify-every 0")
+    elif not queues:
+        queues = tuple(q for q in sorted(app.registry.queues) if q != VERIFY_QUEUE)
     url = settings.url()
     settings.migrated().close()
     remote = settings.index()
@@ -101,6 +130,7 @@ def worker(
         remote,
         config.clone_path(settings.data_dir, remote),
         config.sparse_dir(settings.data_dir),
+        config.verify_clone_path(settings.data_dir, remote),
     )
     try:
         supervisor = app.supervisor(

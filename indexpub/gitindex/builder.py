@@ -10,7 +10,7 @@ holds a thousand crate files or a quarter of a million.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from indexpub.gitindex.objects import (
@@ -55,11 +55,14 @@ class CommitBuilder:
         # How many objects were written: lets tests and metrics check that an update's cost
         # does not grow with the index.
         self.objects_written = 0
-        # The commits built since the last push attempt, each with its parent and the pack that
-        # holds every object built for it: what a direct publish ships (see unpushed_packs).
+        # The commits built since the last push attempt, each with its parent and the packs that
+        # hold every object built for it: what a direct publish ships (see unpushed_packs).
         self._unpushed: dict[str, str] = {}
-        self._commit_packs: dict[str, Path] = {}
+        self._commit_packs: dict[str, list[Path]] = {}
         self._pending_commits: list[str] = []
+        # Packs written with no commit in them (the blobs and trees of a commit_changes that
+        # outgrew FLUSH_BYTES): they belong to the next commit written.
+        self._packs_before_commit: list[Path] = []
 
     def commit(self, parent: str, path: str, content: bytes | None, message: str) -> str:
         """Commit one crate file (None deletes it) on top of ``parent`` and return the new
@@ -121,6 +124,89 @@ class CommitBuilder:
             self.flush()  # bounds memory; the batch simply ends up in more than one pack
         return commit_sha
 
+    def add_blob(self, content: bytes) -> str:
+        """Store a file's bytes for a later commit_changes; its blob sha. Pending like every
+        object built here, and written once the pending objects reach FLUSH_BYTES, so that a
+        commit of a whole index never holds more than that in memory."""
+        sha = object_sha("blob", content)
+        self._pending.add(sha, "blob", content)
+        if self._pending.bytes >= FLUSH_BYTES:
+            self.flush()
+        return sha
+
+    def commit_changes(self, parent: str, changes: Mapping[str, str | None], message: str) -> str:
+        """One commit on top of ``parent`` that sets each path of ``changes`` to the blob sha
+        given (None removes the file), and return it; ``parent`` when its tree would not change.
+
+        The blobs must be in the repository or pending already (add_blob). Every directory
+        along the paths is rewritten once, however many of its files change, deepest first; a
+        directory left empty disappears. A file where a directory must be, or a directory
+        where a file must be, raises GitError before anything is built.
+        """
+        if not changes:
+            return parent
+        edits: dict[tuple[str, ...], dict[bytes, bytes | None]] = {(): {}}
+        for path, sha in changes.items():
+            *dirs, filename = path.split("/")
+            edits.setdefault(tuple(dirs), {})[filename.encode()] = (
+                None if sha is None else bytes.fromhex(sha)
+            )
+        for directory in list(edits):  # and every directory above them
+            for depth in range(len(directory)):
+                edits.setdefault(directory[:depth], {})
+        trees = self._reader.directory_trees(parent, list(edits))
+        for directory, files in edits.items():
+            found = trees[directory]
+            for name, raw in files.items():
+                if raw is not None and found is not None and found[1].subtree(name) is not None:
+                    path = "/".join([*directory, name.decode()])
+                    raise GitError(f"{path} is a directory in {parent}, expected a file")
+        root = trees[()]
+        assert root is not None
+        # The new sha of each rewritten directory (None: gone), deepest first, so that every
+        # directory is written after the directories in it.
+        subdirs: dict[tuple[str, ...], dict[bytes, bytes | None]] = {}
+        new_root = root[0]
+        for directory in sorted(edits, key=len, reverse=True):
+            found = trees[directory]
+            chunks = dict(found[1].chunks) if found is not None else {}
+            for name, raw in edits[directory].items():
+                chunks.pop(name, None)
+                if raw is not None:
+                    chunks[name] = BLOB_MODE + b" " + name + b"\0" + raw
+            for name, raw in subdirs.pop(directory, {}).items():
+                chunks.pop(name + b"/", None)
+                if raw is not None:
+                    chunks[name + b"/"] = TREE_MODE + b" " + name + b"\0" + raw
+            if not chunks and directory:
+                new_sha: bytes | None = None
+            else:
+                tree = Tree(sorted(chunks), chunks)
+                data = tree.serialize()
+                hex_sha = object_sha("tree", data)
+                new_sha = bytes.fromhex(hex_sha)
+                if found is None or found[0] != hex_sha:
+                    self._pending.add(hex_sha, "tree", data)
+                    self._reader.trees.put(hex_sha, tree)
+                    if self._pending.bytes >= FLUSH_BYTES:
+                        self.flush()
+            if directory:
+                subdirs.setdefault(directory[:-1], {})[directory[-1].encode()] = new_sha
+            else:
+                assert new_sha is not None
+                new_root = new_sha.hex()
+        if new_root == root[0]:
+            return parent
+        body = format_commit(new_root, [parent], self._author, self._committer, message)
+        commit_sha = object_sha("commit", body)
+        self._pending.add(commit_sha, "commit", body)
+        self._reader.remember_commit(commit_sha, new_root)
+        self._unpushed[commit_sha] = parent
+        self._pending_commits.append(commit_sha)
+        if self._pending.bytes >= FLUSH_BYTES:
+            self.flush()
+        return commit_sha
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Keep the objects that commit builds in memory and write them as one pack when
@@ -155,8 +241,14 @@ class CommitBuilder:
             raise
         # A commit's objects are all built by one commit(), stored in one pending set
         # and so written in one pack; what they refer to besides is in its parent's trees.
-        for sha in commits:
-            self._commit_packs[sha] = pack
+        # A commit_changes too big for one pack left the packs before it (_packs_before_commit).
+        if commits:
+            packs = [*self._packs_before_commit, pack]
+            self._packs_before_commit = []
+            for sha in commits:
+                self._commit_packs[sha] = packs
+        else:
+            self._packs_before_commit.append(pack)
         self.objects_written += len(pending)
 
     def unpushed_packs(self, commit: str, tip: str) -> list[Path] | None:
@@ -168,10 +260,11 @@ class CommitBuilder:
         packs: dict[Path, None] = {}  # ordered, without repeats
         sha = commit
         while sha != tip:  # parents never cycle: a commit's sha covers its parent's
-            parent, pack = self._unpushed.get(sha), self._commit_packs.get(sha)
-            if parent is None or pack is None:
+            parent, built = self._unpushed.get(sha), self._commit_packs.get(sha)
+            if parent is None or built is None:
                 return None
-            packs[pack] = None
+            for pack in reversed(built):
+                packs[pack] = None
             sha = parent
         return list(packs)
 
@@ -180,3 +273,4 @@ class CommitBuilder:
         or built on a stale tip."""
         self._unpushed.clear()
         self._commit_packs.clear()
+        self._packs_before_commit.clear()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from indexpub.domain.names import is_index_path
@@ -25,6 +25,7 @@ from indexpub.gitindex.direct_publish import (
     probe_push_url,
     publish_directly,
 )
+from indexpub.gitindex.listing import Listing, list_files
 from indexpub.gitindex.objects import SHA_RE, parse_identity
 from indexpub.gitindex.pack import PendingPack
 from indexpub.gitindex.process import GitError, GitRemote, failure_message, run_git
@@ -224,6 +225,32 @@ class GitIndex:
             for path, content, message in changes:
                 parent = self.commit_file(parent, path, content, message)
         return parent
+
+    def list_files(self, commit: str) -> Listing:
+        """Every file of ``commit`` with its blob sha, from one ``git ls-tree -r`` (see
+        listing.list_files): what a rebuild compares the whole index against."""
+        _check_sha(commit)
+        self.flush()  # a commit built here must be readable by git
+        return list_files(self.path, commit, self.timeout)
+
+    def add_blob(self, content: bytes) -> str:
+        """Store a crate file's bytes for commit_changes; its blob sha (see
+        CommitBuilder.add_blob: the objects stay pending until a flush, as commit_file's)."""
+        return self._builder.add_blob(content)
+
+    def commit_changes(self, parent: str, changes: Mapping[str, str | None], message: str) -> str:
+        """One commit of many crate files on top of ``parent``: each path set to the blob sha
+        given (stored with add_blob, or in the repository already), or removed for None.
+        ``parent`` when nothing would change, so callers never push empty commits.
+
+        What a rebuild of the whole index writes: every directory along the paths is
+        rewritten once, whatever the number of files in it (see CommitBuilder.commit_changes).
+        """
+        for path in changes:
+            check_crate_path(path)
+        _check_sha(parent)
+        with self.batch():
+            return self._builder.commit_changes(parent, changes, message)
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Keep the objects that commit_file builds in memory and write them as one pack when

@@ -246,6 +246,11 @@ def run_git(
         raise GitTimeout(
             scrub_secrets(f"{what} timed out after {timeout:g} s{where}", remote)
         ) from None
+    except BaseException:
+        # Interrupted (Ctrl-C, a signal turned into an exception): git runs in a session of
+        # its own, so nothing else would stop it.
+        kill_git(proc)
+        raise
     result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     if check and result.returncode != 0:
         message = failure_message(what, result, remote)

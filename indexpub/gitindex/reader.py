@@ -145,6 +145,34 @@ class TreeReader:
                 raise GitError(f"{path} in {parent}: a file is in the way of its directories")
         return self._commit_trees[parent], levels
 
+    def directory_trees(
+        self, commit: str, dirs: Sequence[tuple[str, ...]]
+    ) -> dict[tuple[str, ...], tuple[str, Tree] | None]:
+        """The tree of each directory in ``dirs`` at ``commit`` (``()`` is the root), with its
+        sha; None for a directory the commit does not have. Whatever memory lacks is read with
+        one request. A file where one of the directories must be raises GitError."""
+        seen: dict[str, Tree] = {}
+        specs = self._missing_tree_specs(commit, dirs, seen)
+        if specs:
+            seen.update(self._remember(self._read_objects(specs)))
+        root = self._commit_trees.get(commit)
+        if root is None:
+            raise GitError(f"{commit} is not a commit in {self.git_dir}")
+        found: dict[tuple[str, ...], tuple[str, Tree] | None] = {}
+        for directory in dirs:
+            sha, depth, tree = self._walk(root, directory, seen)
+            if tree is None:
+                where = "/".join(directory)
+                raise GitError(f"cannot read the tree {sha} on the path {where} in {commit}")
+            if depth == len(directory):
+                found[directory] = (sha, tree)
+            elif tree.has_file(directory[depth].encode()):
+                in_the_way = "/".join(directory[: depth + 1])
+                raise GitError(f"{in_the_way} is a file in {commit}, where a directory must be")
+            else:
+                found[directory] = None
+        return found
+
     def forget(self, shas: Iterable[str]) -> None:
         """Drop what memory holds of ``shas``: objects that did not make it into the
         repository, which the caches must not name."""

@@ -13,16 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from indexpub.gitindex.index import GitIndex
+from indexpub.gitindex.process import scrub_secrets
 from indexpub.pipeline.git_sync import sync_crates
+from indexpub.pipeline.rebuild import rebuild
 from indexpub.pipeline.sparse_sync import sync_sparse
 from indexpub.pipeline.squash import Archived, archive_tip, squash
+from indexpub.pipeline.verify import verify_and_record
+from indexpub.registry import render, runs
 from indexpub.registry.queue import (
     app,
     archive_index,
+    rebuild_index,
     request_squash,
     scheduled_squash,
     squash_index,
     sync_crate,
+    verify_index,
     write_sparse,
 )
 from jobs import Failures, JobContext
@@ -42,16 +48,26 @@ class _IndexTarget:
     remote_url: str | None = None
     clone_path: Path | None = None
     sparse_dir: Path | None = None
+    verify_clone: Path | None = None
     index: GitIndex | None = None
     # Where a scheduled squash keeps the old history (``indexpub worker --squash-archive-url``):
     # None keeps it on a snapshot branch of the index remote.
     squash_archive_url: str | None = None
 
 
-def configure_index(remote_url: str, clone_path: Path, sparse_dir: Path | None = None) -> None:
+def configure_index(
+    remote_url: str,
+    clone_path: Path,
+    sparse_dir: Path | None = None,
+    verify_clone: Path | None = None,
+) -> None:
+    """Where the jobs work: the remote, the worker's clone of it, the sparse index directory,
+    and the clone the verify job reads the remote in (never the worker's: see
+    gitindex.read_clone)."""
     _IndexTarget.remote_url = remote_url
     _IndexTarget.clone_path = clone_path
     _IndexTarget.sparse_dir = sparse_dir
+    _IndexTarget.verify_clone = verify_clone
     _IndexTarget.index = None
 
 
@@ -75,7 +91,12 @@ def run_sync_crate(ctx: JobContext, payloads: list[Any]) -> Failures:
     names = [str(p["name"]) for p in payloads]
     _log_crates(names)
     started = time.monotonic()
-    result = sync_crates(ctx.conn, _index(), names)
+    index = _index()
+    if any(p.get("fetch") for p in payloads):
+        # `indexpub repair` found these files drifted: someone else wrote the remote, so the
+        # tip of our last push is not the remote's (see git_sync.sync_crates).
+        index.fetch()
+    result = sync_crates(ctx.conn, index, names)
     for message in result.commits:
         log.info("%s", message)
     took = time.monotonic() - started
@@ -169,6 +190,72 @@ def run_archive_index(ctx: JobContext, payload: Any) -> None:
     )
 
 
+# Seconds between two progress records of a rebuild (and its looks for a request to stop), and
+# between two progress lines of the verify job in the log.
+REBUILD_PROGRESS_SECONDS = 1.0
+VERIFY_LOG_SECONDS = 10.0
+
+
+@app.implement(rebuild_index)
+def run_rebuild_index(ctx: JobContext, payload: Any) -> None:
+    """Regenerate every crate file (see pipeline.rebuild) for the rebuild run the payload
+    names, writing its progress into the run's row, where ``indexpub rebuild`` follows it and
+    asks it to stop."""
+    run_id = int(payload["run"])
+    conn = ctx.conn
+    run = runs.start_rebuild(conn, run_id, render.count_crates(conn))
+    conn.commit()
+    if run is None:
+        found = runs.rebuild_run(conn, run_id)
+        if found is not None and not found.ended and found.cancel_requested:
+            runs.finish_rebuild(conn, run_id, state="cancelled")
+        log.info("rebuild %d: %s, nothing to do", run_id, "gone" if found is None else found.state)
+        return
+    last = time.monotonic()
+
+    def progress(done: int, final: bool) -> bool:
+        nonlocal last
+        if not final and time.monotonic() - last < REBUILD_PROGRESS_SECONDS:
+            return False
+        last = time.monotonic()
+        stop = runs.rebuild_progress(conn, run_id, done)
+        conn.commit()
+        log.info("rebuild %d: %d of %d crates compared", run_id, done, run.total or 0)
+        return stop
+
+    started = time.monotonic()
+    try:
+        result = rebuild(conn, _index(), batch_size=run.batch_size, progress=progress)
+    except Exception as exc:
+        conn.rollback()
+        runs.fail_rebuild(conn, run_id, scrub_secrets(f"{type(exc).__name__}: {exc}"))
+        conn.commit()
+        raise
+    runs.finish_rebuild(
+        conn,
+        run_id,
+        state=result.state,
+        done=result.crates,
+        changed=result.changed if result.state == "done" else 0,
+        deleted=result.deleted if result.state == "done" else 0,
+        skipped=len(result.skipped),
+        commits=len(result.commits),
+        tip=result.tip,
+    )
+    took = time.monotonic() - started
+    log.info(
+        "rebuild %d %s: %d crates, %d file(s) written, %d deleted, %d commit(s) in %.1f s",
+        run_id,
+        result.state,
+        result.crates,
+        result.changed,
+        result.deleted,
+        len(result.commits),
+        took,
+        extra={"duration_s": took},
+    )
+
+
 @app.implement(scheduled_squash)
 def run_scheduled_squash(ctx: JobContext, payload: Any) -> None:
     """A period of ``indexpub worker --squash-every``: request one squash (joining one under
@@ -181,6 +268,44 @@ def run_scheduled_squash(ctx: JobContext, payload: Any) -> None:
         job.job_type,
         job.id,
     )
+
+
+@app.implement(verify_index)
+def run_verify_index(ctx: JobContext, payload: Any) -> None:
+    """The periodic verify: compare the remote with the database and record the result for
+    ``indexpub check``. A remote that cannot be read is recorded (and logged), not raised:
+    it is a verify's answer, and a retry would only say it again."""
+    remote, clone = _IndexTarget.remote_url, _IndexTarget.verify_clone
+    if remote is None or clone is None:
+        raise RuntimeError("the index remote is not configured (see configure_index)")
+    last = time.monotonic()
+
+    def progress(done: int) -> None:
+        nonlocal last
+        if time.monotonic() - last >= VERIFY_LOG_SECONDS:
+            last = time.monotonic()
+            log.info("verify: %d crates compared", done)
+
+    outcome = verify_and_record(ctx.conn, remote, clone, ran_by=runs.BY_JOB, progress=progress)
+    result = outcome.result
+    if result is None:
+        log.warning("verify could not check the index remote: %s", outcome.error)
+    elif result.drifted:
+        log.warning(
+            "verify: %d crate(s) drifted from the database at %s: %s (indexpub repair fixes them)",
+            len(result.drifted),
+            result.tip,
+            ", ".join(f"{d.name} ({d.kind})" for d in result.drifted[:10]),
+        )
+    else:
+        log.info(
+            "verify: %d crate files at %s equal the database (%d pending) in %.1f s",
+            result.files,
+            result.tip,
+            len(result.pending),
+            result.duration,
+            extra={"duration_s": result.duration},
+        )
 
 
 def _log_crates(names: list[str]) -> None:

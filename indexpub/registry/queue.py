@@ -47,6 +47,32 @@ write_sparse = app.declare(
 """Write a batch of crates' files into the sparse index directory."""
 
 
+rebuild_index = app.declare(
+    "rebuild_index",
+    queue=INDEX_QUEUE,
+    max_attempts=3,
+    backoff=Backoff(base=10.0, factor=2.0, cap=300.0),
+    timeout=4 * 3600.0,
+)
+"""Regenerate every crate file from the database in commits of a batch size, and push once
+(``indexpub rebuild``): on the index queue, so that nothing pushes beside the sync."""
+
+# The periodic verify: a queue of its own, so that a verify never waits behind syncs nor holds
+# them up, and any number of worker hosts may run it (one job per period across them all).
+VERIFY_QUEUE = "verify"
+
+verify_index = app.declare(
+    "verify_index",
+    queue=VERIFY_QUEUE,
+    max_attempts=3,
+    backoff=Backoff(base=30.0, factor=2.0, cap=300.0),
+    timeout=3600.0,
+)
+"""Compare the remote's tip with the database crate by crate and record the result, for
+``indexpub check``; periodic when the worker runs with ``--verify-every`` (by default hourly).
+Its payload is the period's (jobs.Period)."""
+
+
 def enqueue_crate_syncs(conn: psycopg.Connection[Any], name: str) -> None:
     """Enqueue, in the caller's transaction, both syncs of one crate's file: git and sparse."""
     app.enqueue_many(conn, [sync_crate.job({"name": name}), write_sparse.job({"name": name})])

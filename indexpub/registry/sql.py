@@ -63,6 +63,27 @@ JOIN {schema}.crates AS c ON c.id = v.crate_id
 WHERE c.canonical_name = ANY(%(canonical)s) AND lower(c.name) = ANY(%(lower_names)s)
 ORDER BY v.id"""
 
+# Every crate file, for verify and rebuild: one row per crate with its lines and yanked flags in
+# publish order, in crate id order from `after` on (at most `limit` crates; NULL: all). Crate id
+# order is index order (a merge join of the two primary-key-ordered indexes, nothing sorted);
+# name order would sort every line of the registry first (twice the time at 1.5M versions).
+# Crates without versions have no file, and no row.
+ALL_CRATE_FILES = """
+SELECT c.id, lower(c.name), array_agg(v.line ORDER BY v.id), array_agg(v.yanked ORDER BY v.id)
+FROM {schema}.crates AS c JOIN {schema}.versions AS v ON v.crate_id = c.id
+WHERE c.id > %(after)s AND v.crate_id > %(after)s
+GROUP BY c.id
+ORDER BY c.id
+LIMIT %(limit)s"""
+
+COUNT_CRATES = "SELECT count(*) FROM {schema}.crates"
+
+# The published spelling of crates by their files' names (lowercased): commit messages and sync
+# jobs name a crate as it was published.
+PUBLISHED_NAMES = """
+SELECT lower(name), name FROM {schema}.crates
+WHERE canonical_name = ANY(%(canonical)s) AND lower(name) = ANY(%(lower_names)s)"""
+
 # The sparse writer's per-crate locks (sparse.crate_lock_key), taken in the order given and held
 # until the job's read transaction ends.
 LOCK_CRATE_FILES = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
@@ -83,6 +104,74 @@ SELECT LEAST(
            (SELECT max(published_at) FROM {schema}.versions),
            (SELECT max(updated_at) FROM {schema}.versions)),
        now()"""
+
+# --- verify and rebuild runs (registry/migrations/0004_operations.sql) ----------------------------
+
+VERIFY_RUN_COLUMNS = """id, started_at, finished_at, ran_by, remote, branch, tip, crates, files,
+drifted_count, pending_count, sample, error"""
+
+INSERT_VERIFY_RUN = """
+INSERT INTO {schema}.verify_runs (started_at, ran_by, remote, branch, tip, crates, files,
+                                  drifted_count, pending_count, sample, error)
+VALUES (%(started_at)s, %(ran_by)s, %(remote)s, %(branch)s, %(tip)s, %(crates)s, %(files)s,
+        %(drifted_count)s, %(pending_count)s, %(sample)s, %(error)s)
+RETURNING id"""
+
+# An hourly verify leaves 8,760 rows a year: the last 90 days are kept.
+PRUNE_VERIFY_RUNS = """
+DELETE FROM {schema}.verify_runs WHERE finished_at < now() - interval '90 days'"""
+
+# The newest run, and the newest that could check (they differ when the last one failed), with
+# the server's clock to age them against.
+LATEST_VERIFY_RUNS = (
+    """
+(SELECT 'last', """
+    + VERIFY_RUN_COLUMNS
+    + """, now() FROM {schema}.verify_runs ORDER BY finished_at DESC, id DESC LIMIT 1)
+UNION ALL
+(SELECT 'checked', """
+    + VERIFY_RUN_COLUMNS
+    + """, now() FROM {schema}.verify_runs WHERE error IS NULL
+ ORDER BY finished_at DESC, id DESC LIMIT 1)"""
+)
+
+INSERT_REBUILD_RUN = "INSERT INTO {schema}.rebuild_runs (batch_size) VALUES (%s) RETURNING id"
+
+SET_REBUILD_JOB = "UPDATE {schema}.rebuild_runs SET job_id = %s WHERE id = %s"
+
+REBUILD_RUN_COLUMNS = """id, state, batch_size, job_id, total, done, changed, deleted, skipped,
+commits, tip, cancel_requested, error, requested_at, started_at, updated_at, finished_at"""
+
+GET_REBUILD_RUN = "SELECT " + REBUILD_RUN_COLUMNS + " FROM {schema}.rebuild_runs WHERE id = %s"
+
+# A run starts (or starts again, after a failed attempt) unless it ended or was cancelled.
+START_REBUILD_RUN = (
+    """
+UPDATE {schema}.rebuild_runs
+SET state = 'running', started_at = coalesce(started_at, now()), updated_at = now(),
+    total = %(total)s, done = 0, error = NULL
+WHERE id = %(id)s AND state IN ('queued', 'running', 'failed') AND NOT cancel_requested
+RETURNING """
+    + REBUILD_RUN_COLUMNS
+)
+
+REBUILD_PROGRESS = """
+UPDATE {schema}.rebuild_runs SET done = %(done)s, updated_at = now() WHERE id = %(id)s
+RETURNING cancel_requested"""
+
+FINISH_REBUILD_RUN = """
+UPDATE {schema}.rebuild_runs
+SET state = %(state)s, done = %(done)s, changed = %(changed)s, deleted = %(deleted)s,
+    skipped = %(skipped)s, commits = %(commits)s, tip = %(tip)s, error = %(error)s,
+    updated_at = now(), finished_at = now()
+WHERE id = %(id)s"""
+
+FAIL_REBUILD_RUN = """
+UPDATE {schema}.rebuild_runs SET state = 'failed', error = %(error)s, updated_at = now()
+WHERE id = %(id)s AND state NOT IN ('done', 'cancelled')"""
+
+CANCEL_REBUILD_RUN = """
+UPDATE {schema}.rebuild_runs SET cancel_requested = true WHERE id = %s RETURNING state"""
 
 # --- accounts: users, tokens, owners (indexpub/sql/0002_accounts.sql) ----------------------------
 
