@@ -49,7 +49,7 @@ def worker(
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
     from indexpub.gitindex.direct_publish import local_push_mode
-    from indexpub.gitindex.process import ssh_command
+    from indexpub.gitindex.process import check_git_settings
     from indexpub.pipeline.jobs import configure_index
     from indexpub.registry.queue import INDEX_QUEUE, app
 
@@ -59,8 +59,9 @@ def worker(
         local_push_mode()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    # An SSH remote without a pinned host key is refused (GitError) before the database starts.
-    ssh_command(settings.index_location)
+    # An SSH remote without a pinned host key, a missing CA or token file: refused (GitError)
+    # before the database starts.
+    check_git_settings(settings.index_location)
     unknown = [q for q in queues if q not in app.registry.queues]
     if unknown:
         raise click.UsageError(
