@@ -15,8 +15,8 @@ chunked push body too), each request is one CGI run of it, and ``receive-pack`` 
 repository's hooks as it would behind any web server. ``--hang-push`` reads a push's request
 body and never answers: a remote that stalls in the middle of a push.
 
-``--log FILE`` gets one JSON line per request (method, path, service, user, status); never a
-token.
+``--log FILE`` gets one JSON line per request (method, path, service, user, status, the
+client's User-Agent); never a token.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class GitHttpApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         push = path.endswith("/git-receive-pack") or "service=git-receive-pack" in query
         service = "receive-pack" if push else "upload-pack"
+        agent = headers.get("user-agent", "")
         user: str | None = None
         if push or not self.anonymous_read:
             user, refusal = self._authorize(headers.get("authorization"), push)
@@ -93,14 +94,14 @@ class GitHttpApp:
                     [(b"www-authenticate", b'Basic realm="indexpub test"')] if status == 401 else []
                 )
                 await self._reply(send, status, body, extra)
-                self._log(scope["method"], path, service, user, status)
+                self._log(scope["method"], path, service, user, status, agent)
                 return
         if push and self.hang_push and scope["method"] == "POST":
             await _drain(receive)
-            self._log(scope["method"], path, service, user, 0)
+            self._log(scope["method"], path, service, user, 0, agent)
             await asyncio.Event().wait()  # never answers; ends when the server stops
         status = await self._backend(scope, receive, send, path, query, headers, user)
-        self._log(scope["method"], path, service, user, status)
+        self._log(scope["method"], path, service, user, status, agent)
 
     def _authorize(
         self, authorization: str | None, push: bool
@@ -188,7 +189,7 @@ class GitHttpApp:
             said = await errors
             await proc.wait()
             if said.strip() and self.log is not None:
-                self._log(scope["method"], path, "stderr", user, status, said.decode()[-2000:])
+                self._log(scope["method"], path, "stderr", user, status, "", said.decode()[-2000:])
             return status
         finally:
             if proc.returncode is None:
@@ -213,12 +214,13 @@ class GitHttpApp:
         service: str,
         user: str | None,
         status: int,
+        agent: str,
         stderr: str | None = None,
     ) -> None:
         if self.log is None:
             return
-        record = {"method": method, "path": path, "service": service, "user": user}
-        record["status"] = status
+        record: dict[str, object] = {"method": method, "path": path, "service": service}
+        record.update(user=user, status=status, agent=agent)
         if stderr is not None:
             record["stderr"] = stderr
         with self.log.open("a") as f:
