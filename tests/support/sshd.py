@@ -70,6 +70,8 @@ class Sshd:
         self.deploy_key = keygen(work / "deploy_key", "indexpub-test-deploy")
         self.authorized_keys = work / "authorized_keys"
         self.authorized_keys.write_text(f"restrict {self.public(self.deploy_key)}\n")
+        self.home = work / "home"
+        self.home.mkdir(exist_ok=True)
         self.config = work / "sshd_config"
         self.log = work / "sshd.log"
         self.port = free_port()
@@ -108,6 +110,11 @@ class Sshd:
             "KbdInteractiveAuthentication no\n"
             "PermitRootLogin prohibit-password\n"
             f"AllowUsers {self.user}\n"
+            # The sessions' HOME is a folder of ours: the shell that runs git-receive-pack then
+            # reads none of the test user's rc files (on a developer's root account those start
+            # pyenv and the like, a third of a second per connection that a git server's
+            # account, with git-shell or a bare rc, does not spend), nor its ~/.gitconfig.
+            f"SetEnv HOME={self.home}\n"
             "LogLevel VERBOSE\n"
             "MaxStartups 100\n"
             "MaxSessions 100\n"
