@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from support.git import git
 from support.git_http import GitHttpServer
+from support.hung_remote import processes_mentioning
 from support.tls import make_ca
 
 from indexpub.cli import main
@@ -37,6 +38,11 @@ def git_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         if var.startswith("INDEXPUB_GIT_") or var.startswith("GIT_SSL"):
             monkeypatch.delenv(var)
+    # What a CLI run here puts in os.environ must go at the end too: set (which records that
+    # they were unset, for the undo), then deleted.
+    for var in ("INDEXPUB_GIT_CA_FILE", "INDEXPUB_GIT_TOKEN_FILE", "INDEXPUB_GIT_KNOWN_HOSTS"):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
 
 
 @pytest.fixture
@@ -247,16 +253,24 @@ def test_the_worker_refuses_a_missing_ca_or_token_file_at_start(
     assert not (tmp_path / "data" / "postgres").exists()
 
 
-def test_secrets_never_reach_the_argv_of_git_or_its_helpers(
+def test_local_git_processes_never_hold_the_token(
     https: GitHttpServer, remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While git pushes, the token is in no process's command line and no file but the token
-    file (the clone's config and the askpass script hold none)."""
+    """After a push with the token, no file of the clone holds it (its config, the askpass
+    script), and the local git processes the clone keeps running (`cat-file --batch`) were not
+    even handed it: only the commands that talk to the remote get credentials."""
     trust(https, monkeypatch)
     client_token(tmp_path, TOKEN, monkeypatch)
+    monkeypatch.setenv("INDEXPUB_GIT_TOKEN", "tok-from-the-environment-too")
     index = GitIndex.open(https.url(), tmp_path / "clone", timeout=30)
     publish_one(index, "abc")
     seen = subprocess.run(
         ["grep", "-rl", "--", TOKEN, str(tmp_path / "clone")], capture_output=True, text=True
     )
     assert seen.stdout == ""
+    index.read_file("config.json")  # the clone's cat-file process runs
+    readers = processes_mentioning(f"--git-dir={tmp_path / 'clone'} cat-file --batch")
+    assert len(readers) == 1, readers
+    environ = Path(f"/proc/{readers[0].split(':')[0]}/environ").read_bytes()
+    assert b"INDEXPUB_GIT_CA_FILE=" in environ  # it is that process's environment
+    assert TOKEN.encode() not in environ and b"tok-from-the-environment-too" not in environ

@@ -3,7 +3,6 @@ client that git runs: a deploy key, the host key pinned, and nothing else truste
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,7 +168,9 @@ def test_without_a_known_hosts_file_an_ssh_remote_is_refused_before_connecting(
 def test_the_worker_refuses_an_ssh_remote_without_known_hosts_at_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("INDEXPUB_GIT_KNOWN_HOSTS", raising=False)
+    # The CLI sets it in os.environ for its processes: set here, so that the undo removes it.
+    monkeypatch.setenv("INDEXPUB_GIT_KNOWN_HOSTS", "")
+    monkeypatch.delenv("INDEXPUB_GIT_KNOWN_HOSTS")
     # No database is named: the refusal comes before one would be started.
     args = ["--data-dir", str(tmp_path / "data"), "--index-url", "ssh://127.0.0.1:1/x.git"]
     result = CliRunner().invoke(main, [*args, "worker", "--drain"])
@@ -182,7 +183,6 @@ def test_the_worker_refuses_an_ssh_remote_without_known_hosts_at_start(
     expected = f"INDEXPUB_GIT_KNOWN_HOSTS names {_shorten(str(missing))}, which is not a file"
     assert expected in result.output
     assert not (tmp_path / "data" / "postgres").exists()
-    os.environ.pop("INDEXPUB_GIT_KNOWN_HOSTS", None)  # the CLI sets it for its processes
 
 
 @pytest.mark.parametrize(

@@ -283,7 +283,22 @@ def ssh_command(remote_url: str) -> str | None:
     return " ".join(["ssh", *options])
 
 
-def _git_env(remote: GitRemote | None) -> dict[str, str]:
+# The git commands that talk to a remote; only they are given credentials.
+_NETWORK_COMMANDS = frozenset({"clone", "fetch", "ls-remote", "pull", "push"})
+
+
+def _subcommand(args: Sequence[str]) -> str | None:
+    """The git command in ``args`` (after ``--git-dir=...``, ``-c name=value`` and the like)."""
+    it = iter(args)
+    for arg in it:
+        if arg in ("-c", "-C"):
+            next(it, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _git_env(remote: GitRemote | None, network: bool = True) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["LC_ALL"] = "C"
@@ -291,7 +306,11 @@ def _git_env(remote: GitRemote | None) -> dict[str, str]:
     if ca_file is not None:
         # git trusts only this bundle for HTTPS then (a private CA), not the system's as well.
         env["GIT_SSL_CAINFO"] = str(ca_file)
-    if remote is not None and remote.askpass is not None and _is_http_url(remote.url):
+    if not network:
+        # A local command (rev-parse, update-ref, repack...) needs no token: it is not read,
+        # and not handed on.
+        env.pop(TOKEN_VAR, None)
+    elif remote is not None and remote.askpass is not None and _is_http_url(remote.url):
         # Read for every process: a token file rotated since the last one is picked up.
         credentials = remote.credentials()
         if credentials:
@@ -326,7 +345,7 @@ def run_git(
     check: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run git in its own session so that a timeout kills ssh and helpers along with it."""
-    env = _git_env(remote)
+    env = _git_env(remote, network=_subcommand(args) in _NETWORK_COMMANDS)
     argv = _git_argv(args, env)
     try:
         proc = subprocess.Popen(
@@ -373,7 +392,7 @@ def start_git(args: Sequence[str], *, what: str, stderr: IO[bytes]) -> subproces
     with run_git's environment and its own session. It is given no credentials: only local
     commands run this way. Its caller bounds every wait on it and calls kill_git when one
     runs out, as run_git does with its timeout."""
-    env = _git_env(None)
+    env = _git_env(None, network=False)
     try:
         return subprocess.Popen(
             _git_argv(args, env),
