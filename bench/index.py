@@ -74,6 +74,7 @@ import psycopg
 from psycopg import sql
 from support.embedded_servers import postmaster_pid, throwaway_database, throwaway_server
 from support.git import git as support_git
+from support.git_http import GitHttpServer
 from support.net_remotes import KINDS, NetRemote, serve_remote
 
 from indexpub import config
@@ -544,6 +545,10 @@ class SizeResult:
     net_push: list[float] = field(default_factory=list)
     net_push_total: list[float] = field(default_factory=list)
     net_clone_s: float = 0.0
+    # Over smart HTTP(S): the server's time per push, from the request to the end of its
+    # answer (git http-backend's receive-pack: unpacking, the connectivity check, the ref).
+    server_receive: list[float] = field(default_factory=list)
+    server_advertise: list[float] = field(default_factory=list)
     # Whether the worker published directly: the remote holds packs that are its clone's files.
     worker_direct: bool = False
     old_clone_s: float = 0.0
@@ -867,6 +872,13 @@ class SizeRun:
         self.reg.verify(sorted(self.reg.touched))
         self.worker.stop()
         r = self.result
+        if self.net is not None and isinstance(self.net.server, GitHttpServer):
+            for request in self.net.server.requests():
+                if request["service"] != "receive-pack" or request["status"] != 200:
+                    continue
+                (r.server_receive if request["method"] == "POST" else r.server_advertise).append(
+                    request["ms"] / 1000
+                )
         r.rss_python_mb = self.worker.rss.peak_python / 2**20
         r.rss_all_mb = self.worker.rss.peak_all / 2**20
         r.hwm_mb = sum(self.worker.rss.hwm.values()) / 2**20
@@ -991,6 +1003,13 @@ def size_table(r: SizeResult) -> list[str]:
             f"| {ms(pct(r.net_push_total, 50))} | | |",
             f"| per update p50 minus git-push-over-{r.remote}-alone p50 (ms) "
             f"| {ms(ours50 - net50)} | | |",
+        ]
+    if r.server_receive:
+        rows += [
+            f"| the server's receive-pack POST per push, p50 / p95 (ms) "
+            f"| {ms(pct(r.server_receive, 50))} / {ms(pct(r.server_receive, 95))} | | |",
+            f"| the server's receive-pack ref advertisement per push, p50 (ms) "
+            f"| {ms(pct(r.server_advertise, 50))} | | |",
         ]
     rows += [
         f"| per update p50 minus direct-publish-alone p50 (ms) | {ms(ours50 - direct50)} | | |",

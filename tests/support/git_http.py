@@ -16,7 +16,8 @@ repository's hooks as it would behind any web server. ``--hang-push`` reads a pu
 body and never answers: a remote that stalls in the middle of a push.
 
 ``--log FILE`` gets one JSON line per request (method, path, service, user, status, the
-client's User-Agent); never a token.
+client's User-Agent, and ``ms``, the time from the request to the end of the answer); never a
+token.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class GitHttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        started = time.monotonic()
         path: str = scope["path"]
         query = scope["query_string"].decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -94,14 +96,14 @@ class GitHttpApp:
                     [(b"www-authenticate", b'Basic realm="indexpub test"')] if status == 401 else []
                 )
                 await self._reply(send, status, body, extra)
-                self._log(scope["method"], path, service, user, status, agent)
+                self._log(scope["method"], path, service, user, status, agent, started)
                 return
         if push and self.hang_push and scope["method"] == "POST":
             await _drain(receive)
-            self._log(scope["method"], path, service, user, 0, agent)
+            self._log(scope["method"], path, service, user, 0, agent, started)
             await asyncio.Event().wait()  # never answers; ends when the server stops
         status = await self._backend(scope, receive, send, path, query, headers, user)
-        self._log(scope["method"], path, service, user, status, agent)
+        self._log(scope["method"], path, service, user, status, agent, started)
 
     def _authorize(
         self, authorization: str | None, push: bool
@@ -189,7 +191,8 @@ class GitHttpApp:
             said = await errors
             await proc.wait()
             if said.strip() and self.log is not None:
-                self._log(scope["method"], path, "stderr", user, status, "", said.decode()[-2000:])
+                said_text = said.decode(errors="replace")[-2000:]
+                self._log(scope["method"], path, "stderr", user, status, "", None, said_text)
             return status
         finally:
             if proc.returncode is None:
@@ -215,12 +218,15 @@ class GitHttpApp:
         user: str | None,
         status: int,
         agent: str,
+        started: float | None,
         stderr: str | None = None,
     ) -> None:
         if self.log is None:
             return
         record: dict[str, object] = {"method": method, "path": path, "service": service}
         record.update(user=user, status=status, agent=agent)
+        if started is not None:
+            record["ms"] = round((time.monotonic() - started) * 1000, 2)
         if stderr is not None:
             record["stderr"] = stderr
         with self.log.open("a") as f:
