@@ -112,9 +112,12 @@ def test_idle_worker_wakes_on_notify(queue_url: str) -> None:
     worker = start_worker(queue_url, "--queue", "default", "--poll-interval", "60")
     try:
         worker_child(worker)
-        time.sleep(1.0)  # let it reach its wait
         delays = []
         for i in range(5):
+            # Enqueue once the worker waits (its listener row is visible): an enqueue whose
+            # trigger ran before that row committed may wait for the poll (docs/architecture.md,
+            # "a NOTIFY only when a worker waits"), which a loaded machine makes likely enough.
+            wait_for(lambda: scalar(queue_url, "SELECT count(*) FROM jobs.listeners") == 1)
             enqueue(queue_url, "record", {"key": f"w{i}"})
             t0 = time.monotonic()
             wait_for(lambda i=i: started(queue_url, f"w{i}"), timeout=5, interval=0.005)
