@@ -1124,12 +1124,18 @@ def targets(results: list[SizeResult]) -> list[str]:
             )
         floor = pct(big.floor_push, 50) * 1000
         direct = pct(big.direct_push, 50) * 1000
-        mode = "directly" if big.worker_direct else "with git push"
-        out.append(
-            f"  (the worker published {mode}; a direct publish to this remote alone costs "
-            f"{direct:.1f} ms p50, `git push` {floor:.1f} ms; the worker's own part is about "
-            f"{p50 - direct:.1f} ms)"
-        )
+        if big.net_push:
+            out.append(
+                f"  (by its path, the same remote costs {direct:.1f} ms p50 to publish into "
+                f"directly and {floor:.1f} ms with `git push`)"
+            )
+        else:
+            mode = "directly" if big.worker_direct else "with git push"
+            out.append(
+                f"  (the worker published {mode}; a direct publish to this remote alone costs "
+                f"{direct:.1f} ms p50, `git push` {floor:.1f} ms; the worker's own part is about "
+                f"{p50 - direct:.1f} ms)"
+            )
     else:
         line(None, f"p50 publish->landed at 100,000 crates <= {target:g} ms: 100,000 not run")
     small = by_size.get(1_000)
