@@ -95,6 +95,11 @@ VALUES (%(queue)s, %(job_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
 # worker dies is retried only after its backoff. A row whose previous runner died past the last
 # allowed attempt is marked dead here instead of being run again.
 #
+# The backoff counts from statement_timestamp(), not now(): the claim that follows a run (and a
+# run's failure, FAIL_JOBS) is written inside the run's transaction, whose now() is when the run
+# began, so a run longer than the backoff left the next job ready again at once (its batch's
+# follower claim took it a second time, as if its first runner had died).
+#
 # The rows are picked by a sub-select and updated through the primary key as one array: the
 # queue runs its statements as generic plans (see CONTROL_SESSION_SETUP), and a generic plan
 # cannot know the LIMIT, so a join between the picked rows and the table was planned for a tenth
@@ -102,14 +107,14 @@ VALUES (%(queue)s, %(job_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
 _CLAIM_TEMPLATE = """
 UPDATE {schema}.jobs AS j SET
     attempts = CASE WHEN __EXHAUSTED__ THEN j.attempts ELSE j.attempts + 1 END,
-    last_attempt_at = CASE WHEN __EXHAUSTED__ THEN j.last_attempt_at ELSE now() END,
+    last_attempt_at = CASE WHEN __EXHAUSTED__ THEN j.last_attempt_at ELSE statement_timestamp() END,
     worker_pid = CASE WHEN __EXHAUSTED__ THEN NULL ELSE pg_backend_pid() END,
     dead = __EXHAUSTED__,
     last_error = CASE WHEN j.worker_pid IS NULL THEN j.last_error
                       ELSE 'the worker running attempt ' || j.attempts
                            || ' died before it finished (killed, out of memory or timed out)'
                  END,
-    run_at = now() + make_interval(secs =>
+    run_at = statement_timestamp() + make_interval(secs =>
         LEAST(__CAP__, __BASE__ * power(__FACTOR__, j.attempts)) * (1.0 - __JITTER__ * random()))
 __BACKOFF_FROM__WHERE j.id = ANY(ARRAY(
     SELECT id FROM {schema}.jobs
@@ -253,7 +258,7 @@ FAIL_JOBS = """
 UPDATE {schema}.jobs AS j SET
     last_error = f.error,
     worker_pid = NULL,
-    run_at = now() + make_interval(secs => f.delay),
+    run_at = statement_timestamp() + make_interval(secs => f.delay),
     dead = j.dead OR (j.max_attempts IS NOT NULL AND j.attempts >= j.max_attempts)
 FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(delays)s::float8[]) AS f(id, error, delay)
 WHERE j.id = f.id"""

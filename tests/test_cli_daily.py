@@ -146,8 +146,11 @@ def test_status_shows_database_index_jobs_worker_and_last_push(
     try:
         after = _wait_for(
             lambda: _status(common),
+            # The job row goes with the commit after the push: wait for that too.
             lambda s: (
-                s["consumer"] and (s["last_push"] or {}).get("subject") == "Create crate `plain`"
+                s["consumer"]
+                and (s["last_push"] or {}).get("subject") == "Create crate `plain`"
+                and "index" not in s["jobs"]["by_queue"]
             ),
         )
     finally:

@@ -599,7 +599,7 @@ def test_token_from_env_goes_through_askpass_only(
     assert server.authorizations == expected
     assert server.leaks == []
     assert token not in str(error.value)
-    assert "git ls-remote failed" in str(error.value)
+    assert "git ls-remote refused: the index remote answered HTTP 403" in str(error.value)
     assert url in str(error.value)
     # No credential helper got the chance to store the token.
     assert (

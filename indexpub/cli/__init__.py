@@ -59,6 +59,20 @@ class _Main(click.Group):
     type=click.Path(dir_okay=False, path_type=Path),
     help="The known_hosts file pinning an SSH remote's host key (required for SSH remotes).",
 )
+@click.option(
+    "--git-ca-file",
+    envvar="INDEXPUB_GIT_CA_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The CA certificates (PEM) an HTTPS remote's certificate is checked against, instead "
+    "of the system's (a private CA).",
+)
+@click.option(
+    "--git-token-file",
+    envvar="INDEXPUB_GIT_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A file holding the HTTPS token, read again for every push and fetch (replace the file "
+    "to rotate the token of a running worker). Wins over INDEXPUB_GIT_TOKEN.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 @click.option(
     "--log-format",
@@ -76,6 +90,8 @@ def main(
     data_dir: Path | None,
     index_url: str | None,
     git_known_hosts: Path | None,
+    git_ca_file: Path | None,
+    git_token_file: Path | None,
     verbose: bool,
     log_format: str,
 ) -> None:
@@ -86,10 +102,14 @@ def main(
         index_url=config.configured_index_url(index_url),
         database_url=config.configured_database_url(database_url),
     )
-    if git_known_hosts:
-        # indexpub.gitindex.process (KNOWN_HOSTS_VAR) and the worker's processes read it from the
-        # environment.
-        os.environ["INDEXPUB_GIT_KNOWN_HOSTS"] = str(git_known_hosts.expanduser().absolute())
+    # indexpub.gitindex.process and the worker's processes read these from the environment.
+    for var, path in (
+        ("INDEXPUB_GIT_KNOWN_HOSTS", git_known_hosts),
+        ("INDEXPUB_GIT_CA_FILE", git_ca_file),
+        ("INDEXPUB_GIT_TOKEN_FILE", git_token_file),
+    ):
+        if path:
+            os.environ[var] = str(path.expanduser().absolute())
     ctx.obj = Settings(database_url or None, config.data_dir(data_dir), index_url or None)
 
 

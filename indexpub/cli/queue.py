@@ -77,7 +77,7 @@ def worker(
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
     from indexpub.cli.squash import archive_url_option, parse_squash_schedule
     from indexpub.gitindex.direct_publish import local_push_mode
-    from indexpub.gitindex.process import ssh_command
+    from indexpub.gitindex.process import check_git_settings
     from indexpub.pipeline.jobs import configure_index, configure_squash
     from indexpub.registry.queue import (
         INDEX_QUEUE,
@@ -94,8 +94,9 @@ def worker(
         local_push_mode()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    # An SSH remote without a pinned host key is refused (GitError) before the database starts.
-    ssh_command(settings.index_location)
+    # An SSH remote without a pinned host key, a missing CA or token file: refused (GitError)
+    # before the database starts.
+    check_git_settings(settings.index_location)
     if squash_archive_url and not squash_every:
         raise click.UsageError("--squash-archive-url needs --squash-every")
     if squash_every:

@@ -7,6 +7,12 @@ or `GIT_SSH_COMMAND`), never through argv, and every message we raise is scrubbe
 An SSH remote is only ever reached with its host key pinned: ssh checks it strictly against the
 known_hosts file named by `INDEXPUB_GIT_KNOWN_HOSTS` and nothing else, so a first connection cannot
 silently trust whoever answers (trust on first use), and without that file an SSH remote is refused.
+An HTTPS remote's certificate is always verified (`GIT_SSL_NO_VERIFY` and `http.sslVerify` cannot
+turn that off), against `INDEXPUB_GIT_CA_FILE` when it is set (a private CA), else the system's.
+
+The HTTPS token is read from `INDEXPUB_GIT_TOKEN_FILE` when it is set, anew for every git process,
+so that a running worker picks up a rotated token with its next push or fetch (the environment of
+a running process cannot change); else from `INDEXPUB_GIT_TOKEN`.
 """
 
 from __future__ import annotations
@@ -26,13 +32,18 @@ from typing import IO
 from indexpub.errors import shorten
 
 __all__ = [
+    "AuthRejected",
+    "CertificateRejected",
     "GitError",
     "GitRemote",
     "GitTimeout",
     "HostKeyRejected",
     "PushRejected",
+    "check_git_settings",
     "failure_message",
+    "git_failure",
     "kill_git",
+    "read_token_file",
     "run_git",
     "scrub_secrets",
     "ssh_command",
@@ -52,6 +63,8 @@ _ENV_DROP = (
     "GIT_NAMESPACE",
     "GIT_PREFIX",
     "GIT_QUARANTINE_PATH",
+    # Would turn off the HTTPS certificate check.
+    "GIT_SSL_NO_VERIFY",
 )
 _ASKPASS_SCRIPT = """#!/bin/sh
 # Written by indexpub: hands git the credentials from the environment, so they never sit in argv.
@@ -74,8 +87,74 @@ class HostKeyRejected(GitError):
     """ssh refused the remote's host key: not in the pinned known_hosts file, or changed."""
 
 
+class AuthRejected(GitError):
+    """The remote refused our credentials: HTTP 401 or 403, or an SSH key it does not accept."""
+
+
+class CertificateRejected(GitError):
+    """The HTTPS remote's certificate is not signed by a CA we trust (INDEXPUB_GIT_CA_FILE)."""
+
+
 class PushRejected(GitError):
     """The remote branch moved since our parent commit: fetch, rebuild on the new tip, retry."""
+
+
+TOKEN_VAR = "INDEXPUB_GIT_TOKEN"
+TOKEN_FILE_VAR = "INDEXPUB_GIT_TOKEN_FILE"
+CA_FILE_VAR = "INDEXPUB_GIT_CA_FILE"
+# Every token this process read from the token file: one rotated away is still scrubbed.
+_TOKENS_READ: set[str] = set()
+
+
+def read_token_file() -> str | None:
+    """The token in the file ``INDEXPUB_GIT_TOKEN_FILE`` names, read now; None when unset.
+
+    The whole file, surrounding whitespace stripped, is the token. A rotation should replace
+    the file (write a new one and rename it over the old, as secret managers do): a file
+    read while it is being rewritten in place may be empty, which fails that git operation,
+    and the job is retried after its backoff.
+    """
+    name = os.environ.get(TOKEN_FILE_VAR)
+    if not name:
+        return None
+    path = Path(name).expanduser().absolute()
+    try:
+        token = path.read_bytes().decode(errors="replace").strip()
+    except OSError as e:
+        raise GitError(
+            f"{TOKEN_FILE_VAR} names {shorten(str(path))}, which cannot be read: {e.strerror or e}"
+        ) from None
+    if not token or "\n" in token:
+        what = "is empty" if not token else "holds more than one line"
+        raise GitError(f"{TOKEN_FILE_VAR} names {shorten(str(path))}, which {what}")
+    if len(token) >= 4:
+        _TOKENS_READ.add(token)
+    return token
+
+
+def _ca_file() -> Path | None:
+    """The CA bundle ``INDEXPUB_GIT_CA_FILE`` names, checked; None when unset."""
+    name = os.environ.get(CA_FILE_VAR)
+    if not name:
+        return None
+    path = Path(name).expanduser().absolute()
+    if not path.is_file():
+        raise GitError(f"{CA_FILE_VAR} names {shorten(str(path))}, which is not a file")
+    return path
+
+
+def check_git_settings(remote_url: str) -> None:
+    """Raise GitError, naming the variable, for a git setting that would fail every operation
+    on ``remote_url``: an SSH remote without a pinned known_hosts file, a CA file or token file
+    that is missing or empty. ``indexpub worker`` calls it before it starts."""
+    ssh_command(remote_url)
+    _ca_file()
+    if _is_http_url(remote_url):
+        read_token_file()
+
+
+def _is_http_url(url: str) -> bool:
+    return urllib.parse.urlsplit(url).scheme.lower() in ("http", "https")
 
 
 @dataclass(frozen=True)
@@ -108,20 +187,35 @@ class GitRemote:
         )
 
     def credentials(self) -> dict[str, str]:
-        """The askpass variables: the URL's own credentials win over the environment's."""
+        """The askpass variables: the URL's own credentials win over the environment's, and the
+        token file (read now, see read_token_file) over INDEXPUB_GIT_TOKEN."""
         found = {}
-        for var, value in (
-            ("INDEXPUB_GIT_USERNAME", self.username),
-            ("INDEXPUB_GIT_TOKEN", self.password),
-        ):
-            value = value or os.environ.get(var)
-            if value:
-                found[var] = value
+        username = self.username or os.environ.get("INDEXPUB_GIT_USERNAME")
+        if username:
+            found["INDEXPUB_GIT_USERNAME"] = username
+        token = self.password or read_token_file() or os.environ.get(TOKEN_VAR)
+        if token:
+            found[TOKEN_VAR] = token
         return found
+
+    def credential_source(self) -> str | None:
+        """Where the token git was given comes from, for a message; None when there is none."""
+        if self.password:
+            return "the password in the remote URL"
+        if os.environ.get(TOKEN_FILE_VAR):
+            path = Path(os.environ[TOKEN_FILE_VAR]).expanduser().absolute()
+            return f"the token in {shorten(str(path))} ({TOKEN_FILE_VAR})"
+        if os.environ.get(TOKEN_VAR):
+            return f"the token in {TOKEN_VAR}"
+        if self.username:
+            return "the token in the remote URL"
+        return None
 
     def secrets(self) -> list[str]:
         """The literal strings that must never appear in a message we raise."""
-        found = [os.environ.get("INDEXPUB_GIT_TOKEN", ""), self.password or ""]
+        found = [os.environ.get(TOKEN_VAR, ""), self.password or "", *_TOKENS_READ]
+        with contextlib.suppress(GitError):
+            found.append(read_token_file() or "")
         if self.password is None:
             found.append(self.username or "")  # https://TOKEN@host/ puts the token there
         return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
@@ -189,11 +283,35 @@ def ssh_command(remote_url: str) -> str | None:
     return " ".join(["ssh", *options])
 
 
-def _git_env(remote: GitRemote | None) -> dict[str, str]:
+# The git commands that talk to a remote; only they are given credentials.
+_NETWORK_COMMANDS = frozenset({"clone", "fetch", "ls-remote", "pull", "push"})
+
+
+def _subcommand(args: Sequence[str]) -> str | None:
+    """The git command in ``args`` (after ``--git-dir=...``, ``-c name=value`` and the like)."""
+    it = iter(args)
+    for arg in it:
+        if arg in ("-c", "-C"):
+            next(it, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _git_env(remote: GitRemote | None, network: bool = True) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["LC_ALL"] = "C"
-    if remote is not None and remote.askpass is not None:
+    ca_file = _ca_file()
+    if ca_file is not None:
+        # git trusts only this bundle for HTTPS then (a private CA), not the system's as well.
+        env["GIT_SSL_CAINFO"] = str(ca_file)
+    if not network:
+        # A local command (rev-parse, update-ref, repack...) needs no token: it is not read,
+        # and not handed on.
+        env.pop(TOKEN_VAR, None)
+    elif remote is not None and remote.askpass is not None and _is_http_url(remote.url):
+        # Read for every process: a token file rotated since the last one is picked up.
         credentials = remote.credentials()
         if credentials:
             env.update(credentials)
@@ -208,7 +326,9 @@ def _git_env(remote: GitRemote | None) -> dict[str, str]:
 
 
 def _git_argv(args: Sequence[str], env: dict[str, str]) -> list[str]:
-    argv = ["git"]
+    # No configuration may turn off the HTTPS certificate check (GIT_SSL_NO_VERIFY is dropped
+    # from the environment).
+    argv = ["git", "-c", "http.sslVerify=true"]
     if "INDEXPUB_GIT_TOKEN" in env and "GIT_ASKPASS" in env:
         # A configured credential helper would otherwise store our token on disk.
         argv += ["-c", "credential.helper="]
@@ -225,7 +345,7 @@ def run_git(
     check: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run git in its own session so that a timeout kills ssh and helpers along with it."""
-    env = _git_env(remote)
+    env = _git_env(remote, network=_subcommand(args) in _NETWORK_COMMANDS)
     argv = _git_argv(args, env)
     try:
         proc = subprocess.Popen(
@@ -253,9 +373,23 @@ def run_git(
         raise
     result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     if check and result.returncode != 0:
-        message = failure_message(what, result, remote)
-        raise (HostKeyRejected if _host_key_failure(result) else GitError)(message)
+        raise git_failure(what, result, remote)
     return result
+
+
+def git_failure(
+    what: str, result: subprocess.CompletedProcess[bytes], remote: GitRemote | None
+) -> GitError:
+    """The error for a failed git process: its one-line message (see failure_message), as
+    HostKeyRejected, AuthRejected or CertificateRejected when that is why."""
+    message = failure_message(what, result, remote)
+    if remote is not None and _host_key_failure(result):
+        return HostKeyRejected(message)
+    if remote is not None and _auth_failure(result):
+        return AuthRejected(message)
+    if remote is not None and _certificate_failure(result):
+        return CertificateRejected(message)
+    return GitError(message)
 
 
 def start_git(args: Sequence[str], *, what: str, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
@@ -263,7 +397,7 @@ def start_git(args: Sequence[str], *, what: str, stderr: IO[bytes]) -> subproces
     with run_git's environment and its own session. It is given no credentials: only local
     commands run this way. Its caller bounds every wait on it and calls kill_git when one
     runs out, as run_git does with its timeout."""
-    env = _git_env(None)
+    env = _git_env(None, network=False)
     try:
         return subprocess.Popen(
             _git_argv(args, env),
@@ -299,11 +433,82 @@ def _host_key_failure(result: subprocess.CompletedProcess[bytes]) -> str | None:
     return None
 
 
+def _auth_failure(result: subprocess.CompletedProcess[bytes]) -> str | None:
+    """ "401", "403", "401-none" (no credentials to give) or "ssh" (the key was refused) when
+    the remote refused us, from what git and ssh printed."""
+    stderr = result.stderr or b""
+    if b"The requested URL returned error: 403" in stderr:
+        return "403"
+    if b"Authentication failed for" in stderr or b"returned error: 401" in stderr:
+        return "401"
+    if b"could not read Username for" in stderr or b"could not read Password for" in stderr:
+        return "401-none"
+    if b"Permission denied (publickey" in stderr:
+        return "ssh"
+    return None
+
+
+def _certificate_failure(result: subprocess.CompletedProcess[bytes]) -> bool:
+    """Whether curl refused the HTTPS remote's certificate (OpenSSL's or GnuTLS's wording)."""
+    stderr = result.stderr or b""
+    return b"SSL certificate problem" in stderr or b"certificate verification failed" in stderr
+
+
+def _auth_problem(kind: str, remote: GitRemote, what: str) -> str:
+    source = remote.credential_source()
+    if kind == "ssh":
+        key = os.environ.get("INDEXPUB_GIT_SSH_KEY")
+        if not key:
+            return (
+                "the SSH server of the index remote did not accept any key: set "
+                "INDEXPUB_GIT_SSH_KEY to the deploy key's private key file"
+            )
+        shown = shorten(str(Path(key).expanduser().absolute()))
+        return (
+            f"the SSH server of the index remote did not accept the key {shown} "
+            "(INDEXPUB_GIT_SSH_KEY): add its public half to the server's deploy keys"
+        )
+    if kind == "403":
+        given = source or "no credentials"
+        return (
+            f"the index remote answered HTTP 403 (forbidden) to {given}: the token lacks "
+            f"{'write' if 'push' in what else 'read'} access to this repository, or was revoked"
+        )
+    if kind == "401-none" or source is None:
+        return (
+            "the index remote answered HTTP 401 (authentication required) and no token is "
+            f"configured: set {TOKEN_FILE_VAR} (or {TOKEN_VAR})"
+        )
+    return (
+        f"the index remote answered HTTP 401 (authentication failed) to {source}: the token "
+        "(or INDEXPUB_GIT_USERNAME) is wrong or expired"
+    )
+
+
 def failure_message(
     what: str, result: subprocess.CompletedProcess[bytes], remote: GitRemote | None
 ) -> str:
     """One line saying why git failed, without secrets; a refused SSH host key gets its own
-    line (ssh's warning is twenty lines of ASCII art that would hide the point)."""
+    line (ssh's warning is twenty lines of ASCII art that would hide the point), and so do
+    refused credentials and an untrusted HTTPS certificate."""
+    if remote is not None:
+        auth = _auth_failure(result)
+        if auth is not None:
+            return scrub_secrets(
+                f"{what} refused: {_auth_problem(auth, remote, what)} ({remote.url})", remote
+            )
+        if _certificate_failure(result):
+            ca_file = os.environ.get(CA_FILE_VAR)
+            trusted = (
+                f"the CA in {shorten(str(Path(ca_file).expanduser().absolute()))} ({CA_FILE_VAR})"
+                if ca_file
+                else f"the system's CAs (for a private CA, set {CA_FILE_VAR} to its certificate)"
+            )
+            return scrub_secrets(
+                f"{what} refused: the TLS certificate of the index remote {remote.url} failed "
+                f"verification against {trusted}",
+                remote,
+            )
     host_key = _host_key_failure(result)
     if host_key is not None and remote is not None:
         known_hosts = shorten(str(Path(os.environ.get(KNOWN_HOSTS_VAR, "")).absolute()))

@@ -28,7 +28,7 @@ from indexpub.gitindex.process import (
     GitError,
     GitRemote,
     PushRejected,
-    failure_message,
+    git_failure,
     run_git,
     scrub_secrets,
     write_askpass,
@@ -175,10 +175,10 @@ class Clone:
                 )
             )
         if result.returncode != 0:
-            message = failure_message("git push", result, self.remote)
+            error = git_failure("git push", result, self.remote)
             if refused:
-                message += scrub_secrets(" | " + " | ".join(refused), self.remote)
-            raise GitError(message)
+                error.args = (str(error) + scrub_secrets(" | " + " | ".join(refused), self.remote),)
+            raise error
 
 
 def maintain(git_dir: Path, timeout: float, remote: GitRemote | None) -> None:
