@@ -53,6 +53,7 @@ def imported_by(*args: str) -> tuple[int, list[str]]:
         ["jobs", "list", "--help"],
         ["status", "--help"],
         ["init-index", "--help"],
+        ["import", "--help"],
     ],
     ids=" ".join,
 )
