@@ -32,6 +32,9 @@ from indexpub.errors import InvalidInput, shorten
 # The largest crate file an import reads (``--max-file-bytes``; see limits).
 MAX_FILE_BYTES = IMPORT_MAX_FILE_BYTES
 
+# The most that setting the yanked flag adds to a line (a missing flag becomes ',"yanked":false').
+_FLAG_BYTES = len(',"yanked":false')
+
 # What a problem costs the import when problems are skipped (``--skip-invalid``): the line, the
 # whole file, or nothing (the file is imported but will not stay byte for byte: its next sync
 # rewrites it).
@@ -172,11 +175,14 @@ def _read_line(
     stored = set_yanked_flag(text, False)
     if set_yanked_flag(stored, entry.yanked) != text:
         return "the line cannot be stored so that it renders byte for byte"
-    try:
-        check_line_size(stored, MAX_LINE_BYTES)
-        check_line_size(set_yanked_flag(stored, True), MAX_LINE_BYTES)
-    except InvalidInput as problem:
-        return f"{problem.message} once yanked"
+    # Setting the flag changes a line by a few bytes at most (a missing flag is added): only a
+    # line that close to the limit needs its other forms measured.
+    if len(raw) + _FLAG_BYTES > MAX_LINE_BYTES:
+        try:
+            check_line_size(stored, MAX_LINE_BYTES)
+            check_line_size(set_yanked_flag(stored, True), MAX_LINE_BYTES)
+        except InvalidInput as problem:
+            return f"{problem.message} once yanked"
     seen[no_build] = (number, num)
     if found.name is None:
         found.name = name

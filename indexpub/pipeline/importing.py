@@ -23,16 +23,18 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from indexpub.domain.index_files import (
     MAX_FILE_BYTES,
-    CrateFile,
+    FileProblem,
     Skips,
     read_crate_files,
     too_large_problem,
 )
+from indexpub.domain.names import canonical_name
 from indexpub.gitindex.snapshot import (
     MAX_FILES,
     IndexSnapshot,
@@ -40,7 +42,7 @@ from indexpub.gitindex.snapshot import (
     list_crate_files,
     stream_objects,
 )
-from indexpub.registry.importer import ImportConflict, Importer
+from indexpub.registry.importer import ImportConflict, ImportedCrate, Importer, copy_rows
 from indexpub.registry.sql import Conn
 
 __all__ = ["MAX_LISTED", "ImportProblem", "ImportProgress", "ImportReport", "import_index"]
@@ -51,6 +53,9 @@ MAX_LISTED = 1000
 BATCH_CRATES = 1000
 TASK_FILES = 256
 TASK_BYTES = 4 << 20
+# Tasks queued per worker process: enough that the workers go on while this process writes a
+# batch to the database (memory: at most this many tasks of TASK_BYTES each, per worker).
+IN_FLIGHT_PER_WORKER = 4
 # Below this many files the lines are validated in this process: starting worker processes
 # costs more than it saves.
 POOL_FROM_FILES = 2000
@@ -175,7 +180,9 @@ def import_index(
     """Read every crate file of ``snapshot`` into the registry through ``conn``, uncommitted.
 
     ``workers``: processes that validate lines (None: one per CPU for a big index, none for a
-    small one; 0: none). ``progress`` is called after each group of files.
+    small one; 0: none). They are started with multiprocessing's "spawn", so a script that
+    calls this with workers must keep its top level under ``if __name__ == "__main__"``.
+    ``progress`` is called before the first file and after each group of files.
     """
     started = time.monotonic()
     report = ImportReport(snapshot.location, snapshot.branch, snapshot.commit, skip_invalid)
@@ -193,24 +200,23 @@ def import_index(
             readable.append(listed)
     report.crate_files = len(listing.files)
 
-    importer = Importer(conn, snapshot.commit_time, sparse_jobs=sparse_jobs)
+    importer = Importer(conn, sparse_jobs=sparse_jobs)
     held_before = importer.crate_count() if importer.merging else 0
     if workers is None:
         workers = (os.cpu_count() or 1) if len(readable) >= POOL_FROM_FILES else 0
     seen: dict[str, tuple[str, str]] = {}  # canonical name -> (name, path)
-    batch: list[CrateFile] = []
-    for found in _read_files(snapshot, readable, max_file_bytes, workers, progress):
-        for problem in found.problems:
-            report.add_problem(
-                ImportProblem(found.path, problem.line, problem.reason, problem.skips)
-            )
-        if found.skipped or found.name is None or found.canonical is None:
+    batch: list[ImportedCrate] = []
+    files = _read_files(snapshot, readable, max_file_bytes, workers, progress)
+    for path, problems, found in files:
+        for problem in problems:
+            report.add_problem(ImportProblem(path, problem.line, problem.reason, problem.skips))
+        if found is None:
             continue
         other = seen.get(found.canonical)
         if other is not None:
             report.add_problem(
                 ImportProblem(
-                    found.path,
+                    path,
                     0,
                     f"the crate {found.name!r} collides with {other[0]!r} ({other[1]}): names "
                     "that differ only in case or in '-' versus '_' are one crate",
@@ -218,11 +224,11 @@ def import_index(
                 )
             )
             continue
-        seen[found.canonical] = (found.name, found.path)
-        if found.problems:
+        seen[found.canonical] = (found.name, path)
+        if problems:
             report.rewritten_count += 1
             if len(report.rewritten) < MAX_LISTED:
-                report.rewritten.append(found.path)
+                report.rewritten.append(path)
         batch.append(found)
         if len(batch) >= BATCH_CRATES:
             _write(importer, batch, report)
@@ -233,7 +239,7 @@ def import_index(
     return report
 
 
-def _write(importer: Importer, batch: list[CrateFile], report: ImportReport) -> None:
+def _write(importer: Importer, batch: list[ImportedCrate], report: ImportReport) -> None:
     """Compare a batch with the registry and, while the import is not refused, write it."""
     if not batch:
         return
@@ -242,13 +248,49 @@ def _write(importer: Importer, batch: list[CrateFile], report: ImportReport) -> 
     for conflict in compared.conflicts:
         report.add_conflict(conflict)
     report.crates += len(compared.new)
-    for found in compared.new:
-        report.versions += len(found.versions)
-        report.yanked += sum(v.yanked for v in found.versions)
+    report.versions += sum(found.versions for found in compared.new)
+    report.yanked += sum(found.yanked for found in compared.new)
     if not report.refused:  # a refused import is rolled back: writing more is wasted
         importer.write(compared.new)
         if importer.sparse_jobs:
             report.sparse_jobs += len(compared.new)
+
+
+class FileRead(NamedTuple):
+    """What a worker process sends back for one crate file: its problems and, unless nothing of
+    it can be imported (``name`` None), its versions as COPY rows, how many there are and how
+    many are yanked, and the file the registry will render for it (None: the file's own
+    bytes, as for every file without problems)."""
+
+    problems: list[FileProblem]
+    name: str | None
+    versions: int
+    yanked: int
+    rows: bytes
+    rendered: bytes | None
+
+
+Task = list[tuple[str, bytes | None, int]]  # (path, data, size); data None: too large
+
+
+def read_task(task: Task, max_file_bytes: int, published_at: datetime) -> list[FileRead]:
+    """Validate a group of crate files: one task of the worker processes (or of this one)."""
+    done = []
+    for found in read_crate_files(task, max_file_bytes):
+        if found.skipped or found.name is None:
+            done.append(FileRead(found.problems, None, 0, 0, b"", None))
+            continue
+        done.append(
+            FileRead(
+                found.problems,
+                found.name,
+                len(found.versions),
+                sum(v.yanked for v in found.versions),
+                copy_rows(found.versions, published_at),
+                found.rendered() if found.problems else None,
+            )
+        )
+    return done
 
 
 def _read_files(
@@ -257,12 +299,30 @@ def _read_files(
     max_file_bytes: int,
     workers: int,
     progress: Callable[[ImportProgress], None] | None,
-) -> Iterator[CrateFile]:
-    """Each file read and validated, in order; validated in ``workers`` processes if any."""
+) -> Iterator[tuple[str, list[FileProblem], ImportedCrate | None]]:
+    """Each file read and validated, in order, as (path, problems, the crate to import or
+    None); validated in ``workers`` processes if any."""
     total = ImportProgress(0, len(files), 0, sum(f.size for f in files))
     done = [0, 0]
 
-    def advance(task: list[tuple[str, bytes | None, int]]) -> None:
+    def finish(
+        task: Task, reads: list[FileRead]
+    ) -> Iterator[tuple[str, list[FileProblem], ImportedCrate | None]]:
+        for (path, data, _), read in zip(task, reads, strict=True):
+            crate = None
+            if read.name is not None:
+                rendered = read.rendered if read.rendered is not None else data
+                assert rendered is not None
+                crate = ImportedCrate(
+                    path,
+                    read.name,
+                    canonical_name(read.name),
+                    read.versions,
+                    read.yanked,
+                    rendered,
+                    read.rows,
+                )
+            yield path, read.problems, crate
         done[0] += len(task)
         done[1] += sum(size for _, _, size in task)
         if progress is not None:
@@ -270,13 +330,12 @@ def _read_files(
 
     if progress is not None:
         progress(total)
-    tasks = _tasks(
-        files, stream_objects(snapshot, [f.sha for f in files], max_bytes=max_file_bytes)
-    )
+    published_at = snapshot.commit_time
+    stream = stream_objects(snapshot, [f.sha for f in files], max_bytes=max_file_bytes)
+    tasks = _tasks(files, stream)
     if workers <= 0:
         for task in tasks:
-            yield from read_crate_files(task, max_file_bytes)
-            advance(task)
+            yield from finish(task, read_task(task, max_file_bytes, published_at))
         return
     # Spawned, not forked: the parent holds a database connection and git's pipes, which a
     # forked child would share. The workers ignore SIGINT: Ctrl-C is the parent's to handle.
@@ -285,27 +344,23 @@ def _read_files(
         mp_context=multiprocessing.get_context("spawn"),
         initializer=partial(signal.signal, signal.SIGINT, signal.SIG_IGN),
     )
-    pending: deque[tuple[Future[list[CrateFile]], list[tuple[str, bytes | None, int]]]] = deque()
+    pending: deque[tuple[Future[list[FileRead]], Task]] = deque()
     try:
         for task in tasks:
-            pending.append((pool.submit(read_crate_files, task, max_file_bytes), task))
-            while len(pending) > 2 * workers:
-                future, done_task = pending.popleft()
-                yield from future.result()
-                advance(done_task)
+            pending.append((pool.submit(read_task, task, max_file_bytes, published_at), task))
+            while len(pending) > IN_FLIGHT_PER_WORKER * workers:
+                future, oldest = pending.popleft()
+                yield from finish(oldest, future.result())
         while pending:
-            future, done_task = pending.popleft()
-            yield from future.result()
-            advance(done_task)
+            future, oldest = pending.popleft()
+            yield from finish(oldest, future.result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _tasks(
-    files: Sequence[ListedFile], objects: Iterable[Any]
-) -> Iterator[list[tuple[str, bytes | None, int]]]:
+def _tasks(files: Sequence[ListedFile], objects: Iterable[Any]) -> Iterator[Task]:
     """The streamed files in groups of at most TASK_FILES files or TASK_BYTES bytes."""
-    task: list[tuple[str, bytes | None, int]] = []
+    task: Task = []
     size = 0
     for listed, obj in zip(files, objects, strict=True):
         task.append((listed.path, obj.data, listed.size))

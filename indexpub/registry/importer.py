@@ -22,12 +22,51 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from indexpub.domain.index_files import CrateFile
+from indexpub.domain.index_files import StoredVersion
 from indexpub.errors import shorten
 from indexpub.registry import sql
 from indexpub.registry.queue import app, write_sparse
 from indexpub.registry.render import render_crate_files
 from indexpub.registry.sql import Conn, statement
+
+# Where a crate's id goes in the rows of copy_rows: a NUL byte, which no valid index line holds
+# (JSON escapes control characters) and COPY's text format cannot carry.
+CRATE_ID_MARK = b"\0"
+
+
+@dataclass(frozen=True)
+class ImportedCrate:
+    """A crate read from an index, ready to be written: the file the registry must render for
+    it (``rendered``, to compare with a crate the registry holds) and its versions as COPY rows
+    (``rows``, see :func:`copy_rows`)."""
+
+    path: str
+    name: str
+    canonical: str
+    versions: int
+    yanked: int
+    rendered: bytes
+    rows: bytes
+
+
+def copy_rows(versions: Sequence[StoredVersion], published_at: datetime) -> bytes:
+    """The versions as rows of sql.COPY_IMPORTED_VERSIONS in COPY's text format, each starting
+    with CRATE_ID_MARK where :meth:`Importer.write` puts the crate's id.
+
+    Built where the lines are validated (an import's worker processes), so that the process
+    that writes does one replace per crate instead of encoding every row.
+    """
+    stamp = published_at.isoformat()
+    rows = []
+    for version in versions:
+        line = version.line
+        if "\0" in line or "\n" in line or "\r" in line:
+            raise ValueError("a stored line cannot hold a NUL, CR or LF")  # from_line refused it
+        if "\\" in line or "\t" in line:
+            line = line.replace("\\", "\\\\").replace("\t", "\\t")
+        flag = "t" if version.yanked else "f"
+        rows.append(f"\0\t{version.num}\t{version.num_no_build}\t{line}\t{flag}\t{stamp}\n")
+    return "".join(rows).encode()
 
 
 @dataclass(frozen=True)
@@ -43,8 +82,8 @@ class ImportConflict:
 class Compared:
     """A batch compared with the registry."""
 
-    new: list[CrateFile] = field(default_factory=list)
-    identical: list[CrateFile] = field(default_factory=list)
+    new: list[ImportedCrate] = field(default_factory=list)
+    identical: list[ImportedCrate] = field(default_factory=list)
     conflicts: list[ImportConflict] = field(default_factory=list)
 
 
@@ -52,31 +91,30 @@ class Importer:
     """Writes imported crates in the caller's transaction, which it locks against other imports
     and against publishes of new crates (see sql.LOCK_CRATES_FOR_IMPORT) until it ends."""
 
-    def __init__(self, conn: Conn, published_at: datetime, *, sparse_jobs: bool = True) -> None:
+    def __init__(self, conn: Conn, *, sparse_jobs: bool = True) -> None:
         self.conn = conn
         conn.execute(statement(sql.LOCK_CRATES_FOR_IMPORT))
         row = conn.execute(statement(sql.ANY_CRATE)).fetchone()
         # Whether there is anything to compare with: an empty registry needs no lookups.
         self.merging = bool(row and row[0])
-        self._published_at = published_at.isoformat()
         self.sparse_jobs = sparse_jobs
 
-    def compare(self, files: Sequence[CrateFile]) -> Compared:
+    def compare(self, files: Sequence[ImportedCrate]) -> Compared:
         """Sort a batch (crates with a name and at least one version, no two with the same
         canonical name) into new, identical and conflicting crates."""
         compared = Compared()
         if not self.merging:
             compared.new.extend(files)
             return compared
-        wanted = [_canonical(f) for f in files]
+        wanted = [f.canonical for f in files]
         held: dict[str, str] = dict(
             self.conn.execute(statement(sql.EXISTING_CRATES), (wanted,)).fetchall()
         )
-        same = [_name(f).lower() for f in files if held.get(_canonical(f)) == f.name]
+        same = [f.name.lower() for f in files if held.get(f.canonical) == f.name]
         rendered = render_crate_files(self.conn, same) if same else {}
         for found in files:
-            name = _name(found)
-            spelled = held.get(_canonical(found))
+            name = found.name
+            spelled = held.get(found.canonical)
             if spelled is None:
                 compared.new.append(found)
             elif spelled != name:
@@ -90,62 +128,35 @@ class Importer:
                 )
             else:
                 have = rendered.get(name.lower())
-                want = found.rendered()
-                if have == want:
+                if have == found.rendered:
                     compared.identical.append(found)
                 else:
                     compared.conflicts.append(
-                        ImportConflict(found.path, name, _difference(have or b"", want))
+                        ImportConflict(found.path, name, _difference(have or b"", found.rendered))
                     )
         return compared
 
-    def write(self, files: Sequence[CrateFile]) -> None:
+    def write(self, files: Sequence[ImportedCrate]) -> None:
         """Insert new crates (as :meth:`compare` found them) with their versions."""
         if not files:
             return
         rows = self.conn.execute(
-            statement(sql.IMPORT_CRATES),
-            ([_name(f) for f in files], [_canonical(f) for f in files]),
+            statement(sql.IMPORT_CRATES), ([f.name for f in files], [f.canonical for f in files])
         ).fetchall()
-        ids = {str(canonical): int(crate_id) for crate_id, canonical in rows}
-        published_at = self._published_at
+        ids = {str(canonical): str(crate_id).encode() for crate_id, canonical in rows}
         with (
             self.conn.cursor() as cursor,
             cursor.copy(statement(sql.COPY_IMPORTED_VERSIONS)) as copy,
         ):
             for found in files:
-                crate_id = ids[_canonical(found)]
-                for version in found.versions:
-                    copy.write_row(
-                        (
-                            crate_id,
-                            version.num,
-                            version.num_no_build,
-                            version.line,
-                            version.yanked,
-                            published_at,
-                        )
-                    )
+                copy.write(found.rows.replace(CRATE_ID_MARK, ids[found.canonical]))
         if self.sparse_jobs:
-            app.enqueue_many(self.conn, [write_sparse.job({"name": _name(f)}) for f in files])
+            app.enqueue_many(self.conn, [write_sparse.job({"name": f.name}) for f in files])
 
     def crate_count(self) -> int:
         """How many crates the registry holds (in this transaction: with the import's)."""
         row = self.conn.execute(statement(sql.COUNT_CRATES)).fetchone()
         return int(row[0]) if row else 0
-
-
-def _name(found: CrateFile) -> str:
-    if found.name is None:
-        raise ValueError(f"{found.path} has no valid line to import")
-    return found.name
-
-
-def _canonical(found: CrateFile) -> str:
-    canonical = found.canonical
-    if canonical is None:
-        raise ValueError(f"{found.path} has no valid line to import")
-    return canonical
 
 
 def _difference(have: bytes, want: bytes) -> str:
