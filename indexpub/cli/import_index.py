@@ -96,13 +96,15 @@ def import_index(
 
     location = source or settings.index_location
     settings.check_writable()
-    with open_snapshot(location, settings.data_dir, timeout) as snapshot:
-        click.echo(
-            f"importing {snapshot.location} (branch {snapshot.branch}, commit {snapshot.commit})",
-            err=True,
-        )
-        progress = _Progress(sys.stderr)
-        try:
+    progress = _Progress(sys.stderr)
+    committed = False
+    try:
+        with open_snapshot(location, settings.data_dir, timeout) as snapshot:
+            click.echo(
+                f"importing {snapshot.location} (branch {snapshot.branch}, commit "
+                f"{snapshot.commit})",
+                err=True,
+            )
             with settings.migrated() as conn:
                 report = run_import(
                     conn,
@@ -120,9 +122,12 @@ def import_index(
                     conn.rollback()
                 else:
                     conn.commit()
-        except KeyboardInterrupt:
-            progress.end()
-            raise Interrupted("interrupted: nothing was imported") from None
+                    committed = True
+    except KeyboardInterrupt:
+        progress.end()
+        if committed:
+            raise Interrupted("interrupted after the import was committed") from None
+        raise Interrupted("interrupted: nothing was imported") from None
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
