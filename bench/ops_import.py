@@ -63,13 +63,15 @@ def say(text: str) -> None:
 
 
 class TreeRss(threading.Thread):
-    """The peak RSS of a process and all its descendants (summed), and of the largest one."""
+    """The peak RSS of a process and all its descendants (summed), and of the largest one of
+    each kind: the command itself, its Python worker processes, git."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.peak_sum = 0
         self.peak_one = 0
+        self.peaks: dict[str, int] = {"command": 0, "workers": 0, "git": 0}
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -82,10 +84,13 @@ class TreeRss(threading.Thread):
             for process in processes:
                 try:
                     rss = process.memory_info().rss
+                    name = process.name()
                 except psutil.NoSuchProcess:
                     continue
                 total += rss
                 self.peak_one = max(self.peak_one, rss)
+                kind = "command" if process == self.root else "git" if "git" in name else "workers"
+                self.peaks[kind] = max(self.peaks[kind], rss)
             self.peak_sum = max(self.peak_sum, total)
             self.done.wait(0.05)
 
@@ -98,6 +103,7 @@ class Run:
     peak_one: int
     cpu: float
     server_cpu: float | None
+    peaks: dict[str, int]
     report: dict[str, Any]
 
 
@@ -146,7 +152,16 @@ def run_import(
     server_cpu = (
         None if server_after is None or server_before is None else server_after - server_before
     )
-    return Run(label, seconds, sampler.peak_sum, sampler.peak_one, cpu, server_cpu, json.loads(out))
+    return Run(
+        label,
+        seconds,
+        sampler.peak_sum,
+        sampler.peak_one,
+        cpu,
+        server_cpu,
+        sampler.peaks,
+        json.loads(out),
+    )
 
 
 def plain_git(source: Path, tmp: Path) -> dict[str, float]:
@@ -264,7 +279,10 @@ def report(
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; index: {mib(size)} packed, "
         f"{first['versions']:,} lines in {first['crate_files']:,} files\n"
     )
-    print("| what | wall | CPU | PostgreSQL CPU | peak RSS (all processes) | largest process |")
+    print(
+        "| what | wall | CPU | PostgreSQL CPU | peak RSS (all processes) | "
+        "largest: command / a worker / git |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     print(f"| git clone (working tree) | {floor['clone']:.1f} s | | | | |")
     print(f"| read and split every file (Python) | {floor['read']:.1f} s | | | | |")
@@ -272,9 +290,10 @@ def report(
     print(f"| git cat-file --batch-all-objects --unordered | {floor['cat']:.1f} s | | | | |")
     for run in runs:
         server = "" if run.server_cpu is None else f"{run.server_cpu:.1f} s"
+        peaks = " / ".join(mib(run.peaks[kind]) for kind in ("command", "workers", "git"))
         print(
             f"| indexpub import, {run.label} | {run.seconds:.1f} s | {run.cpu:.1f} s | {server} | "
-            f"{mib(run.peak_sum)} | {mib(run.peak_one)} |"
+            f"{mib(run.peak_sum)} | {peaks} |"
         )
     best = min(r.seconds for r in runs if not r.label.startswith("again"))
     scale = 1_500_000 / options.versions

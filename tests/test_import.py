@@ -25,6 +25,7 @@ from support.cargo_registry import free_port
 from support.git import git
 from support.index_helpers import Registry
 from support.index_sources import (
+    EXECUTABLE,
     SUBMODULE,
     SYMLINK,
     build_index,
@@ -161,6 +162,17 @@ def test_the_json_summary_counts_crates_versions_and_what_was_left_out(site: Sit
     assert report["ignored"] == [".github/", "README.md", "config.json"]
     assert report["sparse_jobs"] == 0
     assert site.jobs() == {}
+
+
+def test_an_executable_crate_file_is_imported_and_named(database_url: str, tmp_path: Path) -> None:
+    """git keeps a file's mode beside its bytes; the worker writes 100644, so the next update
+    of such a crate changes its mode: imported, and listed."""
+    data = (line("exec", "1.0.0") + "\n").encode()
+    site = make_site(database_url, tmp_path, {}, [("ex/ec/exec", EXECUTABLE, data)])
+    code, report = site.import_json("--no-sparse")
+    assert code == 0
+    assert report["executable"] == ["ex/ec/exec"]
+    assert site.rendered() == {"ex/ec/exec": data}
 
 
 def test_after_an_import_the_worker_commits_nothing_until_a_crate_changes(site: Site) -> None:
@@ -462,7 +474,7 @@ HOSTILE = [
             "fo/o_/foo_bar": (line("foo_bar", "1.0.0") + "\n").encode(),
         },
         [],
-        "fo/o_/foo_bar: the crate 'foo_bar' collides with 'foo-bar' (fo/o-/foo-bar): names that "
+        "fo/o_/foo_bar: the crate 'foo_bar' collides with fo/o-/foo-bar: crate names that "
         "differ only in case or in '-' versus '_' are one crate",
     ),
     (

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, NoReturn
 
 from indexpub.domain.limits import IMPORT_MAX_FILES
 from indexpub.domain.names import is_index_path
@@ -193,16 +193,20 @@ def _commit_time(git_dir: Path, commit: str, timeout: float) -> datetime:
 
 
 def list_crate_files(snapshot: IndexSnapshot, *, max_files: int = MAX_FILES) -> Listing:
-    """Walk the snapshot's tree along the index layout: its crate files with their sizes."""
+    """Walk the snapshot's tree along the index layout: its crate files with their sizes.
+
+    The walk holds one tree at a time and, for what it found, a path and a sha per crate file
+    and directory; past ``max_files`` of them it stops (SnapshotTooLarge).
+    """
     listing = Listing()
-    root = _read_trees(snapshot, [(snapshot.commit + "^{tree}", "")], listing)
-    if not root:
+    root = next(_read_trees(snapshot, [(snapshot.commit + "^{tree}", "")], listing), None)
+    if root is None:
         raise SnapshotTooLarge(
             f"cannot read the top level of {snapshot.commit}: {listing.problems[-1][1]}"
         )
     # (spec, path of the directory): the directories of the next level.
     level: list[tuple[str, str]] = []
-    for mode, name, sha in root[0][1]:
+    for mode, name, sha in root[1]:
         path = _show(name)
         if _is_layout_dir(name):
             if mode == _MODE_TREE:
@@ -213,9 +217,11 @@ def list_crate_files(snapshot: IndexSnapshot, *, max_files: int = MAX_FILES) -> 
             listing.problems.append((path, _out_of_place(mode, None)))
         else:
             listing.ignored.append(path + ("/" if mode == _MODE_TREE else ""))
-    blobs: list[tuple[str, str, bytes]] = []  # (path, sha, mode)
+    paths: list[str] = []
+    shas: list[str] = []
+    unusual_mode: set[int] = set()  # positions of files not stored as 100644
+    count = len(level)
     while level:
-        _check_count(len(level) + len(blobs), max_files)
         below: list[tuple[str, str]] = []
         for directory, entries in _read_trees(snapshot, level, listing):
             for mode, name, sha in entries:
@@ -224,34 +230,39 @@ def list_crate_files(snapshot: IndexSnapshot, *, max_files: int = MAX_FILES) -> 
                 if wanted == "directory" and mode == _MODE_TREE:
                     below.append((sha, path))
                 elif wanted == "file" and mode not in (_MODE_TREE, _MODE_SYMLINK, _MODE_SUBMODULE):
-                    if is_index_path(path):
-                        blobs.append((path, sha, mode))
-                    else:
+                    if not is_index_path(path):
                         listing.problems.append(
                             (path, "a file at a path where the index layout puts no crate file")
                         )
+                        continue
+                    if mode != b"100644":
+                        unusual_mode.add(len(paths))
+                    paths.append(path)
+                    shas.append(sha)
                 else:
                     what = {"file": "a crate file", "directory": "a directory"}.get(wanted or "")
                     listing.problems.append((path, _out_of_place(mode, what)))
+                    continue
+                count += 1
+                if count > max_files:
+                    _too_many(max_files)
         level = below
-    _check_count(len(blobs), max_files)
-    sizes = stream_objects(snapshot, [sha for _, sha, _ in blobs], check_only=True)
-    for (path, sha, mode), obj in zip(blobs, sizes, strict=True):
+    sizes = stream_objects(snapshot, shas, check_only=True)
+    for position, (path, sha, obj) in enumerate(zip(paths, shas, sizes, strict=True)):
         if obj.kind != "blob":
             listing.problems.append((path, f"names {obj.kind} {sha}, not a file's contents"))
             continue
         listing.files.append(ListedFile(path, sha, obj.size))
-        if mode != b"100644":
+        if position in unusual_mode:
             listing.executable.append(path)
     return listing
 
 
-def _check_count(count: int, max_files: int) -> None:
-    if count > max_files:
-        raise SnapshotTooLarge(
-            f"the index holds more than {max_files} crate files and directories; an import "
-            "reads at most that many (--max-files)"
-        )
+def _too_many(max_files: int) -> NoReturn:
+    raise SnapshotTooLarge(
+        f"the index holds more than {max_files} crate files and directories; an import "
+        "reads at most that many (--max-files)"
+    )
 
 
 def _show(name: bytes) -> str:
@@ -288,10 +299,9 @@ def _out_of_place(mode: bytes, wanted: str | None) -> str:
 
 def _read_trees(
     snapshot: IndexSnapshot, specs: Sequence[tuple[str, str]], listing: Listing
-) -> list[tuple[str, list[tuple[bytes, bytes, str]]]]:
-    """The entries (mode, name, sha) of the trees ``specs`` names, with each tree's path; a
-    tree over MAX_TREE_BYTES or malformed is a problem, and its entries are left out."""
-    found: list[tuple[str, list[tuple[bytes, bytes, str]]]] = []
+) -> Iterator[tuple[str, list[tuple[bytes, bytes, str]]]]:
+    """The entries (mode, name, sha) of each tree ``specs`` names, with the tree's path, one
+    tree at a time; a tree over MAX_TREE_BYTES or malformed is a problem, and left out."""
     objects = stream_objects(snapshot, [spec for spec, _ in specs], max_bytes=MAX_TREE_BYTES)
     for (_, path), obj in zip(specs, objects, strict=True):
         shown = path or "the top level"
@@ -306,8 +316,7 @@ def _read_trees(
             if entries is None:
                 listing.problems.append((shown, "a malformed tree object"))
             else:
-                found.append((path, entries))
-    return found
+                yield path, entries
 
 
 def _tree_entries(data: bytes) -> list[tuple[bytes, bytes, str]] | None:

@@ -192,19 +192,31 @@ def import_index(
     for path, reason in listing.problems:
         report.add_problem(ImportProblem(path, 0, reason, "file"))
     readable: list[ListedFile] = []
+    # The file of each canonical name, for collisions: a crate's name is its file's name up to
+    # case, which the layout lowercases, so two files collide when their names are equal once
+    # '-' and '_' are (the first one in tree order is read).
+    first: dict[str, str] = {}
     for listed in listing.files:
-        if listed.size > max_file_bytes:
+        file_name = listed.path.rpartition("/")[2]
+        other = first.setdefault(canonical_name(file_name), listed.path)
+        if other is not listed.path:
+            reason = (
+                f"the crate {file_name!r} collides with {other}: crate names that differ only "
+                "in case or in '-' versus '_' are one crate"
+            )
+            report.add_problem(ImportProblem(listed.path, 0, reason, "file"))
+        elif listed.size > max_file_bytes:
             problem = too_large_problem(listed.size, max_file_bytes)
             report.add_problem(ImportProblem(listed.path, 0, problem.reason, "file"))
         else:
             readable.append(listed)
+    del first
     report.crate_files = len(listing.files)
 
     importer = Importer(conn, sparse_jobs=sparse_jobs)
     held_before = importer.crate_count() if importer.merging else 0
     if workers is None:
         workers = (os.cpu_count() or 1) if len(readable) >= POOL_FROM_FILES else 0
-    seen: dict[str, tuple[str, str]] = {}  # canonical name -> (name, path)
     batch: list[ImportedCrate] = []
     files = _read_files(snapshot, readable, max_file_bytes, workers, progress)
     for path, problems, found in files:
@@ -212,19 +224,6 @@ def import_index(
             report.add_problem(ImportProblem(path, problem.line, problem.reason, problem.skips))
         if found is None:
             continue
-        other = seen.get(found.canonical)
-        if other is not None:
-            report.add_problem(
-                ImportProblem(
-                    path,
-                    0,
-                    f"the crate {found.name!r} collides with {other[0]!r} ({other[1]}): names "
-                    "that differ only in case or in '-' versus '_' are one crate",
-                    "file",
-                )
-            )
-            continue
-        seen[found.canonical] = (found.name, path)
         if problems:
             report.rewritten_count += 1
             if len(report.rewritten) < MAX_LISTED:
@@ -234,6 +233,8 @@ def import_index(
             _write(importer, batch, report)
             batch = []
     _write(importer, batch, report)
+    # By file (those of one file in the order found): the walk reports some before the reading.
+    report.problems.sort(key=lambda problem: problem.path)
     report.registry_only = max(0, held_before - report.identical - report.conflict_count)
     report.seconds = time.monotonic() - started
     return report
