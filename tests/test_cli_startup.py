@@ -54,6 +54,7 @@ def imported_by(*args: str) -> tuple[int, list[str]]:
         ["status", "--help"],
         ["init-index", "--help"],
         ["squash", "--help"],
+        ["import", "--help"],
     ],
     ids=" ".join,
 )

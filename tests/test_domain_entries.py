@@ -21,6 +21,7 @@ from indexpub.domain.cfg import normalize_target, validate_target
 from indexpub.domain.entries import (
     Dependency,
     IndexEntry,
+    can_set_yanked_flag,
     format_pubtime,
     set_yanked_flag,
     sort_dependencies,
@@ -193,9 +194,57 @@ def test_set_yanked_flag_flips_only_the_entrys_own_flag(
     assert set_yanked_flag(entry.to_line(), yanked) == entry.with_yanked(yanked).to_line()
 
 
-def test_set_yanked_flag_adds_a_missing_flag_without_parsing() -> None:
+def test_set_yanked_flag_adds_a_missing_flag_only_to_yank() -> None:
+    """A line without the flag (imported as it was found) reads as not yanked: it stays as it
+    is until it is yanked, when the flag goes before the last closing brace."""
     assert set_yanked_flag('{"name":"a"}', True) == '{"name":"a","yanked":true}'
-    assert set_yanked_flag('{"name":"a"}', False) == '{"name":"a","yanked":false}'
+    assert set_yanked_flag('{"name":"a"} ', True) == '{"name":"a","yanked":true} '
+    assert set_yanked_flag('{"name":"a"}', False) == '{"name":"a"}'
+
+
+@given(
+    st.sampled_from([True, False, None, "missing"]),
+    st.sampled_from([(",", ":"), (", ", ": "), (",", " : "), ("\t,", ":\t")]),
+    st.permutations(["name", "vers", "deps", "cksum", "features", "links", "yanked"]),
+    st.booleans(),
+)
+def test_set_yanked_flag_round_trips_a_line_as_another_index_wrote_it(
+    flag: bool | str | None,
+    separators: tuple[str, str],
+    order: list[str],
+    yank: bool,
+) -> None:
+    """Stored as set_yanked_flag(found, False), a line with its flag in any form JSON allows
+    (whitespace, another key order, null, missing) renders back to itself, and a yank or unyank
+    of it is the same entry with only the flag changed."""
+    data = json.loads(FULL_LINE)
+    data.pop("features2", None)
+    data.pop("v", None)
+    data["features"] = {"yanked": [], "std": []}
+    data["links"] = '"yanked":false'
+    if flag == "missing":
+        order.remove("yanked")
+    else:
+        data["yanked"] = flag
+    found = json.dumps({key: data[key] for key in order}, separators=separators)
+    entry = IndexEntry.from_line(found)
+    assert can_set_yanked_flag(found)
+    stored = set_yanked_flag(found, False)
+    assert set_yanked_flag(stored, entry.yanked) == found
+    flipped = set_yanked_flag(stored, yank)
+    assert IndexEntry.from_line(flipped) == entry.with_yanked(yank)
+    again = set_yanked_flag(set_yanked_flag(flipped, not yank), yank)
+    assert IndexEntry.from_line(again) == entry.with_yanked(yank)
+
+
+def test_can_set_yanked_flag_is_false_only_for_an_escaped_key() -> None:
+    escaped = FULL_LINE.replace('"yanked":false', '"yank\\u0065d":true')
+    assert IndexEntry.from_line(escaped).yanked is True
+    assert not can_set_yanked_flag(escaped)
+    assert can_set_yanked_flag(FULL_LINE)
+    assert can_set_yanked_flag(FULL_LINE.replace('"yanked":false,', ""))
+    # Escapes elsewhere change nothing.
+    assert can_set_yanked_flag(FULL_LINE.replace('"^0.2"', '"\\u005e0.2"'))
 
 
 def test_with_yanked_needs_a_bool() -> None:

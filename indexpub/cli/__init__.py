@@ -14,7 +14,19 @@ from typing import Any
 import click
 
 from indexpub import __version__, config
-from indexpub.cli import check, database, demo, http, logs, ops, queue, registry, squash, status
+from indexpub.cli import (
+    check,
+    database,
+    demo,
+    http,
+    import_index,
+    logs,
+    ops,
+    queue,
+    registry,
+    squash,
+    status,
+)
 from indexpub.cli.common import EXIT_CODES_HELP, Settings, failure_of
 
 
@@ -121,6 +133,7 @@ for command in (
     registry.publish,
     registry.yank,
     registry.unyank,
+    import_index.import_index,
     http.serve,
     http.token,
     http.owner,

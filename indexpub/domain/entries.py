@@ -498,6 +498,9 @@ def check_line_size(line: str, max_bytes: int = MAX_LINE_BYTES) -> str:
 
 
 _YANKED_KEY = {False: '"yanked":false', True: '"yanked":true'}
+# The flag as JSON also lets a line write it (an index imported as it was found, see
+# index_files): whitespace around the colon, or null, which cargo reads as false.
+_YANKED_FLAG_RE = re.compile(r'"yanked"[ \t\n\r]*:[ \t\n\r]*(true|false|null)')
 
 
 def set_yanked_flag(line: str, yanked: bool) -> str:
@@ -508,14 +511,39 @@ def set_yanked_flag(line: str, yanked: bool) -> str:
     line that validates, the text ``"yanked":false`` (or ``true``) can only be the entry's own
     flag: inside a JSON string every quote is escaped, and no other object of an entry has a
     boolean under a key of free choice (dependencies have fixed keys, feature values are lists).
-    A line without the flag gets it appended before its closing brace.
+
+    Lines published here always hold the flag in that form. A line imported from another index
+    is stored as it was found (docs/architecture.md, "Importing an index"), so the flag may have
+    whitespace around its colon, be null, or be missing; null and missing read as false and are
+    kept while the flag stays false. A missing flag that becomes true is added before the line's
+    last closing brace. Only a key written with escapes (``"yank\\u0065d"``) is not found, which
+    :func:`can_set_yanked_flag` tells the importer.
     """
     want, other = _YANKED_KEY[yanked], _YANKED_KEY[not yanked]
     if want in line:
         return line
     if other in line:
         return line.replace(other, want, 1)
-    return f"{line[:-1]},{want}{line[-1:]}"
+    found = _YANKED_FLAG_RE.search(line)
+    if found is not None:
+        if (found[1] == "true") == yanked:
+            return line
+        return f"{line[: found.start(1)]}{'true' if yanked else 'false'}{line[found.end(1) :]}"
+    if not yanked:
+        return line
+    end = line.rfind("}")
+    end = len(line) - 1 if end < 0 else end
+    return f"{line[:end]},{want}{line[end:]}"
+
+
+def can_set_yanked_flag(line: str) -> bool:
+    """Whether :func:`set_yanked_flag` finds the flag of this valid line wherever it is: false
+    only for a line whose ``yanked`` key is written with escapes, which a flip would duplicate
+    (and serde, so cargo, refuses a duplicate key)."""
+    if _YANKED_FLAG_RE.search(line) is not None or "\\u" not in line:
+        return True
+    data = decode_json(line)
+    return not (isinstance(data, Mapping) and "yanked" in data)
 
 
 def _publish_dependency(data: object, position: int) -> Dependency:

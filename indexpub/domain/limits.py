@@ -28,3 +28,9 @@ MAX_MANIFEST_BYTES = 1 * MiB
 MAX_MANIFEST_NESTING = 64
 MAX_MANIFEST_DOTS = 10_000
 MAX_MANIFEST_BRACKETS = 50_000  # arrays and tables
+
+# `indexpub import`: the largest crate file it reads (crates.io's largest are a few MiB; the
+# worker renders a crate's whole file in memory), and the most crate files and directories an
+# index may have (four times crates.io's ~254,000).
+IMPORT_MAX_FILE_BYTES = 64 * MiB
+IMPORT_MAX_FILES = 1_000_000

@@ -219,3 +219,30 @@ LIST_OWNERS = """
 SELECT u.id, u.login FROM {schema}.crate_owners AS o
 JOIN {schema}.users AS u ON u.id = o.user_id
 WHERE o.crate_id = %s ORDER BY o.added_at, u.login"""
+
+# --- import: a whole index read into the registry (registry/importer.py) -------------------------
+
+# Held until the import's transaction ends: a second import waits, and so does the publish of a
+# new crate (its INSERT into crates), so that no crate the import compared against, or is
+# about to insert, appears or disappears under it. Publishes of new versions of existing crates
+# (a row lock, not an insert) and yanks go on.
+LOCK_CRATES_FOR_IMPORT = "LOCK TABLE {schema}.crates IN SHARE ROW EXCLUSIVE MODE"
+
+ANY_CRATE = "SELECT EXISTS (SELECT 1 FROM {schema}.crates)"
+
+COUNT_CRATES = "SELECT count(*) FROM {schema}.crates"
+
+EXISTING_CRATES = """
+SELECT canonical_name, name FROM {schema}.crates WHERE canonical_name = ANY(%s)"""
+
+# A batch of crates, in the order given; their ids come back with their canonical names.
+IMPORT_CRATES = """
+INSERT INTO {schema}.crates (name, canonical_name)
+SELECT name, canonical FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(name, canonical, n)
+ORDER BY n
+RETURNING id, canonical_name"""
+
+# The versions of a batch, each crate's in file order: their ids keep that order, which is the
+# order render reads them in.
+COPY_IMPORTED_VERSIONS = """
+COPY {schema}.versions (crate_id, num, num_no_build, line, yanked, published_at) FROM STDIN"""
