@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from support.cargo_registry import cargo
 from support.index_helpers import Registry, fixture_files, fixtures_registry_url, make_registry
 
 from indexpub.domain.crate_file import read_crate_bytes
 from indexpub.registry import store
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
-
-
-def cargo(
-    project: Path, home: Path, *args: str, ok: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CARGO_HOME": str(home), "CARGO_TERM_COLOR": "never"}
-    env.pop("RUSTFLAGS", None)
-    done = subprocess.run(
-        ["cargo", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
-    if ok:
-        assert done.returncode == 0, done.stderr
-    return done
 
 
 @pytest.fixture

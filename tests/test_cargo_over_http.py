@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.cargo_registry import cargo
 from support.index_helpers import Registry, fixture_files, fixtures_registry_url, make_registry
 from support.net_remotes import NetRemote, serve_remote
 
@@ -54,19 +54,6 @@ def drain(reg: Registry, net: NetRemote) -> None:
     with reg.connect() as conn:
         left = conn.execute("SELECT count(*) FROM indexpub_jobs.jobs WHERE queue = 'index'")
         assert left.fetchone() == (0,)
-
-
-def cargo(
-    project: Path, home: Path, *args: str, ok: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CARGO_HOME": str(home), "CARGO_TERM_COLOR": "never"}
-    env.pop("RUSTFLAGS", None)
-    done = subprocess.run(
-        ["cargo", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
-    if ok:
-        assert done.returncode == 0, done.stderr
-    return done
 
 
 @pytest.mark.parametrize("with_cli", [False, True], ids=["libgit2", "git-cli"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from support.git import git
-from support.index_helpers import Registry, fixture_entry
+from support.index_helpers import Registry, fixture_entry, foreign_push
 
 from indexpub.domain.entries import IndexEntry
 from indexpub.domain.versions import Version
@@ -181,20 +181,6 @@ def test_a_crate_file_another_writer_changed_is_rewritten(reg: Registry, tmp_pat
     assert reg.messages() == ["Create crate `q`", "Create crate `xy`", "Edit q", "Update crate `q`"]
 
 
-def _foreign_push(
-    reg: Registry, tmp_path: Path, edit: Callable[[Path], None], message: str
-) -> None:
-    """Another writer clones the remote, edits its work tree, and pushes."""
-    other = tmp_path / "foreign"
-    if not other.exists():
-        git("clone", "-q", str(reg.remote), str(other))
-    git("pull", "-q", cwd=other)
-    edit(other)
-    git("add", "-A", cwd=other)
-    git("-c", "user.name=ops", "-c", "user.email=o@e", "commit", "-qm", message, cwd=other)
-    git("push", "-q", "origin", "HEAD", cwd=other)
-
-
 def _blob_at_se(tree: Path) -> None:
     (tree / "se").write_text("a file where the directory of se/rd/serde must be\n")
 
@@ -225,7 +211,7 @@ def test_one_crate_that_cannot_be_written_fails_alone(
 ) -> None:
     """A batch of 51 with one crate whose path a foreign push blocked: the 50 are pushed in one
     push, only the one's job fails (with its own error), and it converges once unblocked."""
-    _foreign_push(reg, tmp_path, block, "Block serde")
+    foreign_push(reg, tmp_path, block, "Block serde")
     good = [_entry(f"good-{i:02}") for i in range(50)]
     reg.publish(_entry("serde"), *good)
     assert reg.drain() == 51 + 51  # every git job ran, every sparse job too
@@ -243,7 +229,7 @@ def test_one_crate_that_cannot_be_written_fails_alone(
     # The sparse index is written apart from git, and is complete.
     assert (reg.sparse / "se" / "rd" / "serde").read_text() == _entry("serde").to_line() + "\n"
 
-    _foreign_push(reg, tmp_path, unblock, "Unblock serde")
+    foreign_push(reg, tmp_path, unblock, "Unblock serde")
     with psycopg.connect(reg.url) as conn:
         conn.execute("UPDATE indexpub_jobs.jobs SET run_at = now()")  # skip the backoff
     reg.drain()

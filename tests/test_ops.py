@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from support.git import git
-from support.index_helpers import Registry
+from support.index_helpers import Registry, foreign_push
 
 from indexpub import config
 from indexpub.domain.entries import IndexEntry
@@ -95,7 +95,7 @@ def test_verify_names_every_kind_of_drift_a_foreign_push_makes(
         config_json.write_text(config_json.read_text().replace('"dl"', '"api": "x", "dl"'))
         (tree / "README.md").write_text("an index\n")
 
-    _foreign_push(reg, tmp_path, edit, "Foreign edits")
+    foreign_push(reg, tmp_path, edit, "Foreign edits")
     report = _ops_json(reg, "verify")
     assert report["exit_code"] == 1 and report["state"] == "drift"
     assert report["other_files"] == 2  # config.json and README.md
@@ -222,7 +222,7 @@ def test_repair_enqueues_the_syncs_that_make_the_remote_converge(
         (tree / "ze" / "ta" / "zeta").write_text(_entry("zeta").to_line() + "\n")
         (tree / "config.json").write_text('{"dl": "https://elsewhere.example/{crate}"}\n')
 
-    _foreign_push(reg, tmp_path, edit, "Foreign edits")
+    foreign_push(reg, tmp_path, edit, "Foreign edits")
     dry = _ops(reg, "repair", "--dry-run")
     assert dry.exit_code == 1, dry.output
     assert "would enqueue sync_crate for 3 crate(s): alpha, beta, zeta" in dry.stdout
@@ -269,7 +269,7 @@ def test_rebuild_makes_every_file_byte_identical_in_one_commit_and_nothing_when_
         (tree / "ze" / "ta" / "zeta").write_text("a crate the database never had\n")
         (tree / "notes.txt").write_text("not a crate file\n")
 
-    _foreign_push(reg, tmp_path, edit, "Foreign edits")
+    foreign_push(reg, tmp_path, edit, "Foreign edits")
     before = git(f"--git-dir={reg.remote}", "show", "HEAD:config.json")
     queued = _ops(reg, "rebuild", "--no-wait")
     assert queued.exit_code == 0, queued.output
@@ -322,7 +322,7 @@ def test_rebuild_in_commits_of_batch_size_files(reg: Registry, tmp_path: Path) -
         (tree / "ex" / "tr").mkdir(parents=True)
         (tree / "ex" / "tr" / "extra").write_text("x\n")
 
-    _foreign_push(reg, tmp_path, edit, "Foreign edits")
+    foreign_push(reg, tmp_path, edit, "Foreign edits")
     # Every update of the remote's branch, as update-ref and receive-pack both report it.
     updates = tmp_path / "updates"
     hook = reg.remote / "hooks" / "reference-transaction"
@@ -358,7 +358,7 @@ def test_rebuild_leaves_out_a_crate_whose_path_a_foreign_file_blocks(
         (tree / "se").write_text("a file where serde's directory must be\n")
         (tree / "to" / "ki" / "tokio").write_text("wrong\n")
 
-    _foreign_push(reg, tmp_path, edit, "Block serde")
+    foreign_push(reg, tmp_path, edit, "Block serde")
     _ops(reg, "rebuild", "--no-wait")
     reg.drain()
     assert reg.remote_file("tokio") == reg.expected_file("tokio")
@@ -371,7 +371,7 @@ def test_rebuild_leaves_out_a_crate_whose_path_a_foreign_file_blocks(
 def test_rebuild_asked_to_stop_pushes_nothing(reg: Registry, tmp_path: Path) -> None:
     reg.publish(_entry("alpha"), _entry("beta"))
     reg.drain()
-    _foreign_push(reg, tmp_path, lambda t: (t / "al" / "ph" / "alpha").unlink(), "Foreign")
+    foreign_push(reg, tmp_path, lambda t: (t / "al" / "ph" / "alpha").unlink(), "Foreign")
     tip = _tip(reg)
     index = GitIndex.open(str(reg.remote), reg.clone)
     asked: list[tuple[int, bool]] = []
@@ -398,7 +398,7 @@ def test_a_rebuild_cancelled_before_its_job_runs_does_nothing(
 ) -> None:
     reg.publish(_entry("alpha"))
     reg.drain()
-    _foreign_push(reg, tmp_path, lambda t: (t / "al" / "ph" / "alpha").unlink(), "Foreign")
+    foreign_push(reg, tmp_path, lambda t: (t / "al" / "ph" / "alpha").unlink(), "Foreign")
     tip = _tip(reg)
     with reg.connect() as conn:
         run = runs.request_rebuild(conn, None)
@@ -433,7 +433,7 @@ def test_rebuild_waits_for_the_worker_and_ctrl_c_stops_it_before_it_pushes(
 
     # The worker is stopped (SIGSTOP: it still holds the queue) while the rebuild job waits:
     # Ctrl-C deletes the job that has not started.
-    _foreign_push(reg, tmp_path, lambda t: (t / "al" / "ph" / "alpha").unlink(), "Foreign")
+    foreign_push(reg, tmp_path, lambda t: (t / "al" / "ph" / "alpha").unlink(), "Foreign")
     tip = _tip(reg)
     os.killpg(worker.pid, signal.SIGSTOP)
     try:
@@ -471,7 +471,7 @@ def test_check_reads_the_last_verify(reg: Registry, tmp_path: Path) -> None:
         (tree / "al" / "ph" / "alpha").unlink()
         (tree / "be" / "ta" / "beta").write_text("wrong\n")
 
-    _foreign_push(reg, tmp_path, edit, "Foreign edits")
+    foreign_push(reg, tmp_path, edit, "Foreign edits")
     assert _ops(reg, "verify").exit_code == 1
     code, report = _check(reg)
     assert code == 1, report["summary"]
@@ -633,20 +633,6 @@ def _run(reg: Registry, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
-
-
-def _foreign_push(
-    reg: Registry, tmp_path: Path, edit: Callable[[Path], None], message: str
-) -> None:
-    """Another writer clones the remote, edits its work tree, and pushes."""
-    other = tmp_path / "foreign"
-    if not other.exists():
-        git("clone", "-q", str(reg.remote), str(other))
-    git("pull", "-q", cwd=other)
-    edit(other)
-    git("add", "-A", cwd=other)
-    git("-c", "user.name=ops", "-c", "user.email=o@e", "commit", "-qm", message, cwd=other)
-    git("push", "-q", "origin", "HEAD", cwd=other)
 
 
 def _tip(reg: Registry) -> str:

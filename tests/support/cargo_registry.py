@@ -218,3 +218,17 @@ class CargoRegistry:
 
     def remote_file(self, path: str) -> str:
         return git(f"--git-dir={self.remote}", "show", f"HEAD:{path}")
+
+
+def cargo(
+    project: Path, home: Path, *args: str, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the real cargo in ``project`` with its own CARGO_HOME; ``ok``: assert it succeeded."""
+    env = {**os.environ, "CARGO_HOME": str(home), "CARGO_TERM_COLOR": "never"}
+    env.pop("RUSTFLAGS", None)
+    done = subprocess.run(
+        ["cargo", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,15 @@ def make_registry(url: str, tmp: Path) -> Registry:
     with psycopg.connect(url) as conn:
         store.migrate(conn)
     return Registry(url, data, remote)
+
+
+def foreign_push(reg: Registry, tmp_path: Path, edit: Callable[[Path], None], message: str) -> None:
+    """Another writer clones the remote, edits its work tree, and pushes."""
+    other = tmp_path / "foreign"
+    if not other.exists():
+        git("clone", "-q", str(reg.remote), str(other))
+    git("pull", "-q", cwd=other)
+    edit(other)
+    git("add", "-A", cwd=other)
+    git("-c", "user.name=ops", "-c", "user.email=o@e", "commit", "-qm", message, cwd=other)
+    git("push", "-q", "origin", "HEAD", cwd=other)
