@@ -164,6 +164,20 @@ def run_import(
     )
 
 
+def shared_index(crates: int, versions: int) -> Path:
+    """The bare index of bench/synthetic_index.py's shape, built on first use and cached."""
+    sys.path.append(str(_paths.BENCH))
+    try:
+        from synthetic_index import Shape, synthetic
+    except ImportError:
+        raise SystemExit(
+            "--index shared needs bench/synthetic_index.py (written for the verify and rebuild "
+            "benchmarks)"
+        ) from None
+    remote: Path = synthetic(Shape(crates=crates, versions=versions)).remote
+    return remote
+
+
 def plain_git(source: Path, tmp: Path) -> dict[str, float]:
     """git clone with a checkout, then every crate file read and split into lines."""
     work = tmp / "plain-clone"
@@ -230,10 +244,20 @@ def main() -> None:
     )
     parser.add_argument("--database-url")
     parser.add_argument("--keep", type=Path, help="Build (or reuse) the index in DIR.")
+    parser.add_argument(
+        "--index",
+        choices=("ours", "shared"),
+        default="ours",
+        help="ours: tests/support/index_sources.py's synthetic_index (lines of ~360 bytes, up "
+        "to 3 dependencies); shared: bench/synthetic_index.py, the verify and rebuild "
+        "benchmarks' (lines of ~600 bytes, up to 10 dependencies, cached across runs).",
+    )
     options = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="indexpub-bench-import-"))
     source = (options.keep or tmp) / f"index-{options.crates}-{options.versions}.git"
+    if options.index == "shared":
+        source = shared_index(options.crates, options.versions)
     try:
         if not source.exists():
             say(
@@ -272,7 +296,10 @@ def report(
     options: argparse.Namespace, size: int, floor: dict[str, float], runs: list[Run]
 ) -> None:
     first = runs[0].report
-    print(f"## indexpub import: {options.crates:,} crates, {options.versions:,} versions\n")
+    print(
+        f"## indexpub import: {options.crates:,} crates, {options.versions:,} versions "
+        f"(--index {options.index})\n"
+    )
     print(
         f"{platform.node()}: {os.cpu_count()} CPUs, {mib(psutil.virtual_memory().total)}, "
         f"Python {platform.python_version()}; load after: "

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from support.bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_CKSUM, line
 from support.git import git
 
+from indexpub.domain import entries
 from indexpub.domain.cfg import normalize_target, validate_target
 from indexpub.domain.entries import (
     Dependency,
@@ -667,3 +668,92 @@ def test_validation_agrees_with_real_cargo(
     assert cargo_ok == (cargo_says is None), stderr
     if cargo_says is not None:
         assert cargo_says in stderr
+
+
+# ------------------------------------------------------------------------ dependencies read twice
+
+_DEP = {
+    "name": "x",
+    "req": "^1",
+    "features": [],
+    "optional": True,
+    "default_features": True,
+    "target": None,
+    "kind": "normal",
+}
+
+
+def test_a_dependency_read_before_is_found_only_for_an_equal_object() -> None:
+    first = Dependency.from_json(dict(_DEP))
+    assert Dependency.from_json(dict(_DEP)) is first  # found, not read again
+    for field, bad in [
+        ("optional", 1),
+        ("optional", "true"),
+        ("default_features", 1.0),
+        ("features", [1]),
+        ("features", ["std", None]),
+        ("target", 0),
+        ("kind", "Normal"),
+    ]:
+        with pytest.raises(InvalidInput):
+            Dependency.from_json({**_DEP, field: bad})
+    with pytest.raises(InvalidInput, match="unknown field 'extra'"):
+        Dependency.from_json({**_DEP, "extra": True})
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 2)
+    | st.sampled_from([0.0, 1.0])
+    | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=2),
+    max_leaves=3,
+)
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"name": st.sampled_from(["x", "y"]), "req": st.sampled_from(["^1", "1", 1, True])},
+            optional={
+                "features": _json_values,
+                "optional": _json_values,
+                "default_features": _json_values,
+                "target": st.sampled_from([None, "cfg(unix)", 1, False]),
+                "kind": st.sampled_from([None, "normal", "dev", 0, True]),
+            },
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_reading_dependencies_gives_the_same_with_or_without_those_read_before(
+    objects: list[dict[str, object]],
+) -> None:
+    """Whatever was read before, a dependency object reads as it would the first time:
+    JSON values equal in Python but not to cargo (1 and true, 1 and 1.0) never share."""
+
+    def read_all() -> list[object]:
+        found: list[object] = []
+        for data in objects:
+            try:
+                found.append(Dependency.from_json(json.loads(json.dumps(data))))
+            except InvalidInput as problem:
+                found.append(str(problem))
+        return found
+
+    remembered = read_all()
+    for data in objects:
+        entries._READ_DEPENDENCIES.pop(
+            entries._dependency_key(json.loads(json.dumps(data))) or "", None
+        )
+    assert read_all() == remembered
+    fresh: list[object] = []
+    for data in objects:
+        entries._READ_DEPENDENCIES.clear()
+        try:
+            fresh.append(Dependency.from_json(json.loads(json.dumps(data))))
+        except InvalidInput as problem:
+            fresh.append(str(problem))
+    assert fresh == remembered

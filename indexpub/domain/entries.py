@@ -226,7 +226,25 @@ class Dependency:
 
     @classmethod
     def from_json(cls, data: object, position: int = 0) -> Dependency:
-        """Parse one element of an index line's ``deps``; defaults follow cargo's reader."""
+        """Parse one element of an index line's ``deps``; defaults follow cargo's reader.
+
+        A dependency read before (equal keys in the same order, values of the same types) is
+        not read again (see _READ_DEPENDENCIES).
+        """
+        key = _dependency_key(data)
+        if key is not None:
+            known = _READ_DEPENDENCIES.get(key)
+            if known is not None:
+                return known
+        dependency = cls._from_json(data, position)
+        if key is not None:
+            if len(_READ_DEPENDENCIES) >= _READ_DEPENDENCIES_MAX:
+                del _READ_DEPENDENCIES[next(iter(_READ_DEPENDENCIES))]  # the oldest
+            _READ_DEPENDENCIES[key] = dependency
+        return dependency
+
+    @classmethod
+    def _from_json(cls, data: object, position: int) -> Dependency:
         data, name = _dependency_object(data, position)
         try:
             check_unknown_fields(data, _DEP_FIELDS, "the dependency")
@@ -262,6 +280,29 @@ class Dependency:
             (0, "") if self.package is None else (1, self.package),
             self.features,
         )
+
+
+# The dependencies read already, by their decoded JSON: the versions of a crate mostly repeat
+# their dependencies, and reading one (its name, requirement, target and features checked) is
+# most of what reading an index line costs, which an import does millions of times. Bounded in
+# count and in the size of each key; the oldest goes first.
+_READ_DEPENDENCIES: dict[str, Dependency] = {}
+_READ_DEPENDENCIES_MAX = 4096
+_READ_DEPENDENCY_MAX_CHARS = 1024
+
+
+def _dependency_key(data: object) -> str | None:
+    """A key equal to another only for an equal JSON object: the same keys in the same order
+    and values of the same types and values. None when it is not worth keeping.
+
+    The ``repr`` of what the JSON decoder made (dicts, lists, strings, integers, floats,
+    booleans, None) is such a key: every type shows differently (``True``, ``1``, ``1.0``,
+    ``'1'``) and strings are quoted with escapes, so ``1`` never finds what ``true`` left.
+    """
+    if type(data) is not dict:
+        return None
+    key = repr(data)
+    return key if len(key) <= _READ_DEPENDENCY_MAX_CHARS else None
 
 
 def _kind(value: object) -> DepKind:
