@@ -47,10 +47,11 @@ class Row:
 
 
 def provenance(root: Path) -> str:
-    """Commit, UTC date and load average, for a title: a plot read later must say what ran where."""
+    """Commit (``-dirty`` with uncommitted changes), UTC date and load average, for a title: a
+    plot read later must say what ran where, and how busy the shared machine was."""
     try:
         commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=7"],
             capture_output=True,
             text=True,
             check=True,
