@@ -1328,13 +1328,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of the worker, per phase")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument(
-        "--plots",
-        type=Path,
-        nargs="?",
-        const=plots.DEFAULT_DIR,
-        help="add a steady phase with a burst and plot it to DIR/index.png (default bench/plots)",
-    )
+    plots.add_option(parser, "add a steady phase with a burst and plot it to DIR/index.png")
     args = parser.parse_args()
 
     quick = args.quick

@@ -11,6 +11,7 @@ benchmarks still run without it; the Agg backend is chosen first, so no display 
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import io
 import os
@@ -44,6 +45,18 @@ class Row:
 
     what: str
     series: Sequence[Series]
+
+
+def add_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--plots [DIR]``, the same in every script: no flag, no plots (and no matplotlib)."""
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        nargs="?",
+        const=DEFAULT_DIR,
+        metavar="DIR",
+        help=f"{what} (DIR defaults to bench/plots)",
+    )
 
 
 def provenance(root: Path) -> str:

@@ -515,13 +515,7 @@ def main() -> None:
         "--quick", action="store_true", help="200 crates, 100 paced, 10 idle samples"
     )
     parser.add_argument("--database-url", help="an existing server (default: embedded)")
-    parser.add_argument(
-        "--plots",
-        type=Path,
-        nargs="?",
-        const=plots.DEFAULT_DIR,
-        help="write serve.png (latency over time and its ECDF) to DIR (default bench/plots)",
-    )
+    plots.add_option(parser, "write serve.png (latency over time and its ECDF) to DIR")
     args = parser.parse_args()
     crates = args.crates or (200 if args.quick else 1000)
     every = args.every or (5 if args.quick else 10)
