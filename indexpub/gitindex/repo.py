@@ -42,6 +42,7 @@ __all__ = [
     "file_signature",
     "init_index",
     "maintain",
+    "maintenance_commands",
     "remote_head",
     "remote_head_by_url",
 ]
@@ -181,25 +182,26 @@ class Clone:
             raise error
 
 
+def maintenance_commands(git_dir: Path) -> list[list[str]]:
+    """The git commands (arguments after ``git``) that pack what publishes leave in
+    ``git_dir``, in order: see maintain."""
+    return [
+        [f"--git-dir={git_dir}", "repack", "-d", "-q", "--geometric=2"],
+        [f"--git-dir={git_dir}", "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
+    ]
+
+
 def maintain(git_dir: Path, timeout: float, remote: GitRemote | None) -> None:
     """Merge the small packs that publishes leave in ``git_dir``, then let ``gc --auto`` decide.
 
     A geometric repack merges the small packs (and any loose objects) without rewriting the
-    big one each time and is safe with concurrent readers; ``gc --auto`` stays the backstop
-    (many packs or loose objects, prune). It waits for gc rather than leaving it detached.
+    big one each time and is safe with concurrent readers and writers (see
+    gitindex.maintenance, which runs the same commands in the background); ``gc --auto``
+    stays the backstop (many packs or loose objects, prune). It waits for gc rather than
+    leaving it detached.
     """
-    run_git(
-        [f"--git-dir={git_dir}", "repack", "-d", "-q", "--geometric=2"],
-        timeout=timeout,
-        what="git repack",
-        remote=remote,
-    )
-    run_git(
-        [f"--git-dir={git_dir}", "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
-        timeout=timeout,
-        what="git gc",
-        remote=remote,
-    )
+    for args, what in zip(maintenance_commands(git_dir), ("git repack", "git gc"), strict=True):
+        run_git(args, timeout=timeout, what=what, remote=remote)
 
 
 def _create_clone(path: Path, remote_url: str, timeout: float) -> None:
