@@ -60,7 +60,7 @@ __all__ = [
 
 log = logging.getLogger("indexpub.gitindex.index")
 
-# How many pushes between two background maintenances (repack, ``git gc --auto``) of the clone,
+# How many pushes between two maintenances (``git gc --auto``, a background repack) of the clone,
 # and how many direct publishes between two of the remote.
 GC_EVERY_PUSHES = 100
 # Another number of pushes for that (tests and benchmarks make maintenance due sooner).
@@ -141,7 +141,7 @@ class GitIndex:
         # Off the publish path (see gitindex.maintenance): the clone's, and the remote's for
         # the direct publish (made when first needed, for the remote's directory then).
         self._clone_maintenance = BackgroundMaintenance(
-            clone.path, self._rewrite_timeout, f"the clone {clone.path}", clone.remote
+            clone.path, self.timeout, self._rewrite_timeout, f"the clone {clone.path}", clone.remote
         )
         self._remote_maintenance: BackgroundMaintenance | None = None
 
@@ -418,7 +418,11 @@ class GitIndex:
             maintenance = None
         if maintenance is None:
             maintenance = self._remote_maintenance = BackgroundMaintenance(
-                target.git_dir, self._rewrite_timeout, f"the remote {self.remote_url}", self._remote
+                target.git_dir,
+                self.timeout,
+                self._rewrite_timeout,
+                f"the remote {self.remote_url}",
+                self._remote,
             )
         maintenance.poll()
         if self._direct_pushes_since_gc < self._maintenance_every:

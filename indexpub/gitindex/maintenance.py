@@ -1,19 +1,24 @@
 """Packing a repository's objects in the background, off the publish path.
 
 Every publish leaves one small pack, in the clone and (direct publish) in the remote, so every
-GC_EVERY_PUSHES pushes GitIndex has each repository repacked (repo.maintain's two commands).
-Run inline, that stopped the worker for as long as they took, up to seconds on a loaded machine
-with every publish behind it waiting. Here they run in a process the worker starts and does not
-wait for, at most one per repository; the next push reaps it and logs a failure (the publishes
-have landed either way), a stop kills it with everything it started.
+GC_EVERY_PUSHES pushes GitIndex has each repository repacked (repo.maintain). Run inline, the
+repacks stopped the worker for as long as they took, up to seconds on a loaded machine with
+every publish behind them waiting. Here the geometric repack runs in a process the worker
+starts and does not wait for, at most one per repository; the next push reaps it and logs a
+failure (the publishes have landed either way), a stop kills it with everything it started.
 
-It may run while publishes go on because git allows it: a geometric repack packs every object
-of the packs it rolls up (reachable or not) into its new pack before it deletes them, and never
-touches a pack that appeared after it listed the pack directory; the full repack that ``gc
---auto`` may start keeps objects that no ref reached when it looked (loose or in a cruft pack,
-fresh ones for gc.pruneExpire, two weeks), so a direct publish that links its pack in and moves
-the branch meanwhile loses nothing. Readers (``git cat-file``, git push) look at the pack
-directory again when an object is not where they expected it.
+It may run while publishes go on because of what it deletes: it packs every object of the
+packs it rolls up (reachable or not, and the loose objects) into its new pack, installs that,
+and only then deletes exactly those packs; a pack that appeared after it listed the pack
+directory is not touched. Readers (``git cat-file``, git push) look at the pack directory again
+when an object is not where they expected it.
+
+``gc --auto`` is not safe so: when it acts it repacks by reachability and deletes every pack
+it listed, which loses a pack written meanwhile and referenced only after its walk (the tests
+caught it doing so to the clone, with the tracking ref moved a few ms after its pack was
+written). It stays in the writer's path (repo.gc_auto, run just before the background repack
+starts, never beside it), where it usually costs a few milliseconds: with the geometric repack
+keeping the packs few, it rarely has anything to do.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from pathlib import Path
 from typing import IO
 
 from indexpub.gitindex.process import (
+    GitError,
     GitRemote,
     failure_message,
     kill_git,
     start_git_chain,
 )
-from indexpub.gitindex.repo import maintenance_commands
+from indexpub.gitindex.repo import gc_auto, repack_command
 
 __all__ = ["BackgroundMaintenance"]
 
@@ -40,11 +46,15 @@ log = logging.getLogger("indexpub.gitindex.maintenance")
 
 
 class BackgroundMaintenance:
-    """At most one background maintenance (repo.maintain's commands) of one repository."""
+    """The maintenance of one repository: ``gc --auto`` in the caller's path, then the
+    geometric repack in the background, at most one at a time."""
 
-    def __init__(self, git_dir: Path, timeout: float, name: str, remote: GitRemote) -> None:
+    def __init__(
+        self, git_dir: Path, gc_timeout: float, timeout: float, name: str, remote: GitRemote
+    ) -> None:
         self.git_dir = git_dir
-        self.timeout = timeout
+        self.gc_timeout = gc_timeout  # for gc --auto, waited for
+        self.timeout = timeout  # for the background repack
         self.name = name  # "the clone ..." / "the remote ...": for log lines
         self._remote = remote  # only to scrub its URL's secrets from messages
         self._proc: subprocess.Popen[bytes] | None = None
@@ -59,14 +69,21 @@ class BackgroundMaintenance:
         return self._proc is not None
 
     def start(self) -> bool:
-        """Start one unless one is still running; whether it started."""
+        """Run ``gc --auto`` and start the background repack, unless a repack still runs;
+        whether they were. A failure of either is logged, not raised: the publishes that made
+        them due have landed."""
         self.poll()
         if self._proc is not None:
             return False
+        try:
+            gc_auto(self.git_dir, self.gc_timeout, self._remote)
+        except GitError as e:
+            self.failed += 1
+            log.warning("maintenance of %s failed: %s", self.name, e)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the process)
         try:
             self._proc = start_git_chain(
-                maintenance_commands(self.git_dir), what="git repack", stderr=self._stderr
+                [repack_command(self.git_dir)], what="git repack", stderr=self._stderr
             )
         except BaseException:
             self._close_stderr()
@@ -130,7 +147,7 @@ class BackgroundMaintenance:
             self._stderr.seek(max(size - (1 << 16), 0))
             err = self._stderr.read()
         result = subprocess.CompletedProcess(proc.args, proc.returncode, b"", err)
-        return failure_message("git repack / git gc --auto", result, self._remote)
+        return failure_message("git repack", result, self._remote)
 
     def _failed(self, why: str) -> None:
         self.failed += 1
