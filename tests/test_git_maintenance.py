@@ -12,8 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from support.git import git
 from support.index_helpers import Registry, fixture_entry
 from support.queue_helpers import stop, wait_for
 from test_git_index import crate_path, fast_import_crates
+from test_index_crashes import start_index_worker
 
 from indexpub.gitindex.direct_publish import LOCAL_PUSH_ENV
 from indexpub.gitindex.index import MAINTENANCE_EVERY_ENV, GitIndex, init_index
@@ -144,22 +143,6 @@ def test_a_failing_maintenance_is_logged_and_publishes_go_on(
             mine = [m for m in failures if f"maintenance of {where} failed: {what}" in m]
             assert mine, failures
             assert why in mine[0] and "\n" not in mine[0] and len(mine[0]) < 1000, mine[0]
-
-
-def start_index_worker(reg: Registry, **env: str) -> subprocess.Popen[bytes]:
-    environment = {
-        **os.environ,
-        "INDEXPUB_DATABASE_URL": reg.url,
-        "INDEXPUB_INDEX_URL": str(reg.remote),
-        "INDEXPUB_DATA_DIR": str(reg.data),
-        **env,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "indexpub", "-v", "worker", "--poll-interval", "0.2"],
-        env=environment,
-        start_new_session=True,
-        stderr=subprocess.PIPE,
-    )
 
 
 CRATES = [("q", "0.1.0"), ("xy", "0.1.0"), ("abc", "0.1.0"), ("plain", "0.1.0")]

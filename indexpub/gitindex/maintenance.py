@@ -16,9 +16,9 @@ when an object is not where they expected it.
 ``gc --auto`` is not safe so: when it acts it repacks by reachability and deletes every pack
 it listed, which loses a pack written meanwhile and referenced only after its walk (the tests
 caught it doing so to the clone, with the tracking ref moved a few ms after its pack was
-written). It stays in the writer's path (repo.gc_auto, run just before the background repack
-starts, never beside it), where it usually costs a few milliseconds: with the geometric repack
-keeping the packs few, it rarely has anything to do.
+written). It stays in the writer's path (repo.gc_auto, run by the push that reaps the
+background repack, never beside one), where it usually costs a few milliseconds: right after
+the geometric repack merged the packs, it rarely has anything to do.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ log = logging.getLogger("indexpub.gitindex.maintenance")
 
 
 class BackgroundMaintenance:
-    """The maintenance of one repository: ``gc --auto`` in the caller's path, then the
-    geometric repack in the background, at most one at a time."""
+    """The maintenance of one repository: the geometric repack in the background, at most
+    one at a time, then ``gc --auto`` in the caller's path when it is reaped."""
 
     def __init__(
         self, git_dir: Path, gc_timeout: float, timeout: float, name: str, remote: GitRemote
@@ -69,17 +69,10 @@ class BackgroundMaintenance:
         return self._proc is not None
 
     def start(self) -> bool:
-        """Run ``gc --auto`` and start the background repack, unless a repack still runs;
-        whether they were. A failure of either is logged, not raised: the publishes that made
-        them due have landed."""
+        """Start the background repack unless one still runs; whether it started."""
         self.poll()
         if self._proc is not None:
             return False
-        try:
-            gc_auto(self.git_dir, self.gc_timeout, self._remote)
-        except GitError as e:
-            self.failed += 1
-            log.warning("maintenance of %s failed: %s", self.name, e)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the process)
         try:
             self._proc = start_git_chain(
@@ -94,8 +87,12 @@ class BackgroundMaintenance:
         return True
 
     def poll(self) -> bool:
-        """Reap a maintenance that ended (logging a failure), or kill one past its timeout;
-        whether one ended now, which means packs may have been deleted."""
+        """Reap a repack that ended (logging a failure), or kill one past its timeout, then
+        run ``gc --auto``; whether one ended now, which means packs may have been deleted.
+
+        gc comes after the repack, not before, so that it finds the packs merged and has
+        nothing to do; a failure of either is logged, not raised: the publishes that made them
+        due have landed."""
         proc = self._proc
         if proc is None:
             return False
@@ -105,13 +102,17 @@ class BackgroundMaintenance:
                 return False
             kill_git(proc)
             self._failed(f"timed out after {self.timeout:g} s, killed")
-            return True
-        if proc.returncode == 0:
+        elif proc.returncode == 0:
             took = time.monotonic() - self._started_at
-            log.debug("maintenance of %s done in %.3f s", self.name, took)
+            log.debug("maintenance of %s: repack done in %.3f s", self.name, took)
             self._reap()
         else:
             self._failed(self._failure(proc))
+        try:
+            gc_auto(self.git_dir, self.gc_timeout, self._remote)
+        except GitError as e:
+            self.failed += 1
+            log.warning("maintenance of %s failed: %s", self.name, e)
         return True
 
     def wait(self) -> None:
