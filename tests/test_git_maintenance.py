@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -103,19 +104,69 @@ def test_publishes_land_while_the_clone_and_the_remote_are_repacked(
         pgid = running(maintenance)
         if pgid is not None:
             signal_group(pgid, signal.SIGCONT)
-    index.finish_maintenance()
     # Publishes were made while each repack ran: none waited for it.
     assert during["remote"] >= 5 and during["clone"] >= 5, during
+    check_published(index, remote, published, tmp_path / "work")
+
+
+def check_published(index: GitIndex, remote: Path, published: dict[str, str], work: Path) -> None:
+    """Nothing a repack did lost an object of a publish, and the packs are few again."""
+    index.finish_maintenance()
     assert index._clone_maintenance.failed == 0
-    # Nothing a repack did lost an object of a publish.
     git(f"--git-dir={remote}", "fsck", "--connectivity-only", "--no-dangling")
     git(f"--git-dir={index.path}", "fsck", "--connectivity-only", "--no-dangling")
-    work = tmp_path / "work"
     git("clone", "--quiet", str(remote), str(work))
     for path, content in published.items():
         assert (work / path).read_text() == content, path
-    # And the maintenance did its job: the one-pack-per-publish pile is gone.
+    # The one-pack-per-publish pile is gone.
     assert len(list((remote / "objects" / "pack").glob("*.pack"))) < len(published) // 2
+
+
+def test_publishes_go_on_while_slowed_repacks_run_freely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repacks progress between any two steps of a publish (between its pack write and
+    its ref update too), slowed down so that each spans several publishes."""
+    monkeypatch.setenv(MAINTENANCE_EVERY_ENV, "4")
+    remote = tmp_path / "remote.git"
+    init_index(remote, DL, None)
+    fast_import_crates(remote, "master", 2000)
+    index = GitIndex.open(str(remote), tmp_path / "clone", timeout=30)
+    for repo in (remote, index.path):
+        git(f"--git-dir={repo}", "config", "gc.autoPackLimit", "1")
+    done = threading.Event()
+
+    def slow_down() -> None:
+        while not done.is_set():
+            groups = [running(index._remote_maintenance), running(index._clone_maintenance)]
+            for pgid in groups:
+                if pgid is not None:
+                    signal_group(pgid, signal.SIGCONT)
+            time.sleep(0.002)
+            for pgid in groups:
+                if pgid is not None:
+                    signal_group(pgid, signal.SIGSTOP)
+            time.sleep(0.004)
+        for pgid in (running(index._remote_maintenance), running(index._clone_maintenance)):
+            if pgid is not None:
+                signal_group(pgid, signal.SIGCONT)
+
+    thread = threading.Thread(target=slow_down)
+    thread.start()
+    published: dict[str, str] = {}
+    try:
+        for n in range(120):
+            tip = index.tip()
+            assert tip is not None
+            path = crate_path(f"fr{n:04d}")
+            index.push(index.commit_file(tip, path, f"{n}\n".encode(), f"Create {path}"))
+            published[path] = f"{n}\n"
+    finally:
+        done.set()
+        thread.join()
+    assert index._clone_maintenance.started >= 3 and index._remote_maintenance is not None
+    assert index._remote_maintenance.started >= 3
+    check_published(index, remote, published, tmp_path / "work")
 
 
 def test_a_failing_maintenance_is_logged_and_publishes_go_on(
