@@ -59,6 +59,11 @@ def local_index_dl(data: Path) -> str:
 
 
 def crate_files_dir(data: Path) -> Path:
+    """Where published ``.crate`` files are stored and served from (``INDEXPUB_CRATE_DIR``, else
+    ``crates`` in the data dir): set apart from the data dir when several hosts, each with a
+    data dir of its own, must read and write the same files (a shared mount)."""
+    if env := os.environ.get("INDEXPUB_CRATE_DIR"):
+        return Path(env).expanduser().resolve()
     return data / "crates"
 
 
@@ -76,7 +81,8 @@ def verify_clone_path(data: Path, remote_url: str) -> Path:
 
 
 def sparse_dir(data: Path) -> Path:
-    """Where the sparse index's files are written (``INDEXPUB_SPARSE_DIR``, else the data dir)."""
+    """Where the sparse index's files are written (``INDEXPUB_SPARSE_DIR``, else ``sparse`` in
+    the data dir); apart from the data dir for the same reason as :func:`crate_files_dir`."""
     if env := os.environ.get("INDEXPUB_SPARSE_DIR"):
         return Path(env).expanduser().resolve()
     return data / "sparse"
