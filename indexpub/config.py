@@ -7,10 +7,17 @@ every command works on the embedded defaults under the data directory.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
 JOBS_SCHEMA = "indexpub_jobs"
+
+GIT_TIMEOUT_ENV = "INDEXPUB_GIT_TIMEOUT"
+# Seconds a git process of the index pipeline (a push, a fetch, ls-remote, cat-file) may run
+# before it is killed with its process group: long enough for a push of 500 updates over a slow
+# link, short enough that a hung remote does not hold the single git writer for long.
+DEFAULT_GIT_TIMEOUT = 60.0
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -40,6 +47,26 @@ def database_url(explicit: str | None = None, data: Path | None = None) -> str:
     from indexpub import embedded  # psycopg and the server wheel, only when they are used
 
     return embedded.database_url(embedded_pgdata(data or data_dir()))
+
+
+def git_timeout(value: str | float | None = None) -> float:
+    """The git timeout in seconds: ``value`` (an option's), else ``INDEXPUB_GIT_TIMEOUT``, else
+    the default. A value that is not a positive, finite number of seconds is a ValueError with
+    one line, so that a typo stops the worker at start instead of leaving it with no timeout."""
+    raw = os.environ.get(GIT_TIMEOUT_ENV, "") if value is None else value
+    if isinstance(raw, str) and not raw.strip():
+        return DEFAULT_GIT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        shown = repr(raw if not isinstance(raw, str) or len(raw) <= 40 else raw[:40] + "...")
+        raise ValueError(
+            f"{GIT_TIMEOUT_ENV} must be a positive number of seconds (such as 60 or 2.5), "
+            f"not {shown}"
+        )
+    return seconds
 
 
 def configured_index_url(explicit: str | None = None) -> str | None:
