@@ -16,6 +16,7 @@ import pytest
 from support.git_http import GitHttpServer
 from support.hung_remote import processes_mentioning
 from support.index_helpers import Registry, fixture_entry
+from support.net_remotes import clear_git_settings
 from support.queue_helpers import stop, wait_for
 
 TIMEOUT = 2.0
@@ -24,11 +25,7 @@ WORKER = [sys.executable, "-m", "indexpub", "worker", "--queue", "index"]
 
 @pytest.fixture(autouse=True)
 def git_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    for var in list(os.environ):
-        if var.startswith("INDEXPUB_GIT_") or var in ("GIT_SSH", "GIT_SSH_COMMAND"):
-            monkeypatch.delenv(var)
+    clear_git_settings(monkeypatch)
 
 
 def _last_error(reg: Registry) -> str | None:
