@@ -4,7 +4,8 @@ One PostgreSQL and one bare index remote; two data directories, each with its ow
 worker` (and so its own clone) and its own `indexpub serve`; one shared directory holding the
 sparse index and the .crate files (INDEXPUB_SPARSE_DIR, INDEXPUB_CRATE_DIR). Publishes go to
 both serves in turn; the active worker is killed with SIGKILL in the middle of the stream. The
-standby must take the index queue over within a second, and at the end every version must be in
+standby must take the index queue over within a second. Then the killed host's worker comes back
+with its stale clone and the other one is killed in turn. At the end every version must be in
 the remote's tip once, in the sparse files that both serves hand out, and downloadable from the
 serve that did not receive it.
 """
@@ -26,7 +27,7 @@ from support.cargo_registry import free_port, stop_groups
 from support.crates import publish_body, simple_meta, valid_crate
 from support.git import git
 from support.index_helpers import Registry, index_consumer_pid
-from support.queue_helpers import children_of, wait_for
+from support.queue_helpers import children_of, scalar, wait_for
 
 from indexpub.domain.names import index_path
 
@@ -35,6 +36,8 @@ VERSIONS = [f"0.{minor}.0" for minor in range(1, 6)]
 # Published in this order: every crate's 0.1.0, then every crate's 0.2.0, ...
 STREAM = [(name, version) for version in VERSIONS for name in CRATES]
 KILL_AFTER = 12  # publishes before the active worker is killed
+# Published after the killed host came back and the other one was killed in turn.
+SECOND = [(name, "0.6.0") for name in CRATES]
 # Generous bounds for a loaded 2-core machine; the figures measured are printed (pytest -s).
 TAKEOVER_BOUND_S = 3.0
 LANDED_BOUND_S = 10.0
@@ -128,44 +131,40 @@ def test_two_hosts_share_the_index_and_the_standby_takes_over(
         crates[name, version] = (host, _publish(host, token, name, version))
     wait_for(lambda: _landed(reg, *STREAM[KILL_AFTER - 1]), timeout=30, interval=0.05)
 
-    # SIGKILL the whole process group of the host whose worker holds the consumer lock.
-    active_pid = wait_for(lambda: index_consumer_pid(reg.url), timeout=10)
-    active = next(h for h in hosts if h.worker and active_pid in children_of(h.worker.pid))
-    standby = next(h for h in hosts if h is not active)
-    assert active.worker is not None
-    os.killpg(active.worker.pid, signal.SIGKILL)
-    killed_at = time.monotonic()
-    first = STREAM[KILL_AFTER]
-    crates[first] = (standby, _publish(standby, token, *first))
-    new_pid = wait_for(
-        lambda: (pid := index_consumer_pid(reg.url)) not in (None, active_pid) and pid,
-        timeout=TAKEOVER_BOUND_S + 5,
-        interval=0.01,
-    )
-    takeover = time.monotonic() - killed_at
-    assert standby.worker is not None and new_pid in children_of(standby.worker.pid)
-    wait_for(lambda: _landed(reg, *first), timeout=LANDED_BOUND_S + 5, interval=0.01)
-    landed = time.monotonic() - killed_at
-    for name, version in STREAM[KILL_AFTER + 1 :]:
-        crates[name, version] = (standby, _publish(standby, token, name, version))
-    wait_for(lambda: reg.pending_jobs() == 0, timeout=60, interval=0.1)
+    dead, active, takeover, landed = _fail_over(reg, hosts, token, crates, STREAM[KILL_AFTER])
     print(f"two hosts: the standby locked {takeover:.3f} s after the kill; landed {landed:.3f} s")
     assert takeover < TAKEOVER_BOUND_S, takeover
     assert landed < LANDED_BOUND_S, landed
+    for name, version in STREAM[KILL_AFTER + 1 :]:
+        crates[name, version] = (active, _publish(active, token, name, version))
+    wait_for(lambda: reg.pending_jobs() == 0, timeout=60, interval=0.1)
+
+    # The dead host comes back as the standby with the clone it had: stale by 18 versions. When
+    # the other one dies in turn, its first push is refused (the branch moved) and it rebuilds.
+    dead.worker = dead.start(tmp_path, "worker", "--poll-interval", "0.2", "--verify-every", "0")
+    wait_for(lambda: _index_workers(reg.url) == 2, timeout=30, interval=0.05)
+    _, back, takeover, landed = _fail_over(reg, hosts, token, crates, SECOND[0])
+    print(f"two hosts, back: locked {takeover:.3f} s after the kill; landed {landed:.3f} s")
+    assert back is dead and takeover < TAKEOVER_BOUND_S and landed < LANDED_BOUND_S
+    for name, version in SECOND[1:]:
+        crates[name, version] = (back, _publish(back, token, name, version))
+    wait_for(lambda: reg.pending_jobs() == 0, timeout=60, interval=0.1)
+    published = STREAM + SECOND
+    assert "push rejected (the remote moved)" in (tmp_path / f"{back.name}-worker.log").read_text()
 
     # Nothing lost and nothing twice: each version's line once in the remote's tip, and every
     # line added by exactly one commit, none taken away.
     for name in CRATES:
         lines = (reg.remote_file(name) or "").splitlines()
         assert lines == (reg.expected_file(name) or "").splitlines()
-        assert [v for n, v in STREAM if n == name] == [_vers(line) for line in lines]
+        assert [v for n, v in published if n == name] == [_vers(line) for line in lines]
     added, removed, commits = _history(reg.remote)
-    assert (added, removed) == (len(STREAM), 0), (added, removed)
-    assert len(STREAM) // 2 <= commits <= len(STREAM), commits
-    print(f"two hosts: {len(STREAM)} versions in {commits} commits")
+    assert (added, removed) == (len(published), 0), (added, removed)
+    assert len(published) // 2 <= commits <= len(published), commits
+    print(f"two hosts: {len(published)} versions in {commits} commits")
 
-    # The shared directory: both serves (the dead worker's host still serves) answer every
-    # crate's sparse file and every .crate, whichever host stored it.
+    # The shared directory: both serves (they outlived their workers) answer every crate's sparse
+    # file and every .crate, whichever host stored it.
     etags: dict[str, set[str]] = {}
     for host in hosts:
         for name in CRATES:
@@ -179,7 +178,47 @@ def test_two_hosts_share_the_index_and_the_standby_takes_over(
             assert got.content == crate, (host.name, name, version)
     # One file, one stat: a cache in front of both serves sees one ETag per file.
     assert all(len(tags) == 1 for tags in etags.values()), etags
-    assert not (active.data / "sparse").exists() and not (standby.data / "crates").exists()
+    for host in hosts:
+        assert not (host.data / "sparse").exists() and not (host.data / "crates").exists()
+
+
+def _fail_over(
+    reg: Registry,
+    hosts: list[Host],
+    token: str,
+    crates: dict[tuple[str, str], tuple[Host, bytes]],
+    publish: tuple[str, str],
+) -> tuple[Host, Host, float, float]:
+    """SIGKILL the process group of the worker that holds the index lock, publish ``publish``
+    through the other host at once; (the killed host, the one that took over, seconds from the
+    kill until it held the lock, and until ``publish`` was in the remote)."""
+    dead_pid = wait_for(lambda: index_consumer_pid(reg.url), timeout=10)
+    dead = next(h for h in hosts if h.worker and dead_pid in children_of(h.worker.pid))
+    other = next(h for h in hosts if h is not dead)
+    assert dead.worker is not None and other.worker is not None
+    os.killpg(dead.worker.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    crates[publish] = (other, _publish(other, token, *publish))
+    new_pid = wait_for(
+        lambda: (pid := index_consumer_pid(reg.url)) not in (None, dead_pid) and pid,
+        timeout=TAKEOVER_BOUND_S + 5,
+        interval=0.01,
+    )
+    takeover = time.monotonic() - killed_at
+    assert new_pid in children_of(other.worker.pid)
+    wait_for(lambda: _landed(reg, *publish), timeout=LANDED_BOUND_S + 5, interval=0.01)
+    return dead, other, takeover, time.monotonic() - killed_at
+
+
+def _index_workers(url: str) -> int:
+    """Worker processes of the index queue connected now, active or standing by."""
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE"
+            " 'jobs worker index%%' AND application_name NOT LIKE '%% job'",
+        )
+    )
 
 
 def _vers(line: str) -> str:
