@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from support.bad_inputs import BAD_LINES, BAD_PUBLISH_JSON, GOOD_CKSUM, line
 from support.git import git
@@ -712,9 +712,6 @@ _json_values = st.recursive(
 )
 
 
-# Generating these nested JSON values takes longer than hypothesis allows on a loaded machine
-# (FailedHealthCheck too_slow, seen twice in full runs at load 6-9): the inputs are what matter.
-@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.fixed_dictionaries(
