@@ -62,6 +62,20 @@ def migrate(settings: Settings) -> None:
     "verify queue, once per period across all workers; `indexpub check` reads the result. "
     "0: never (the verify queue is then not run).",
 )
+@click.option(
+    "--metrics-port",
+    envvar="INDEXPUB_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port at /metrics (docs/metrics.md): the queue's "
+    "state, job runs, the index's lag and pushes, summed over the worker processes.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="INDEXPUB_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on (0.0.0.0: every interface).",
+)
 @pass_settings
 def worker(
     settings: Settings,
@@ -73,8 +87,52 @@ def worker(
     squash_every: str | None,
     squash_archive_url: str | None,
     verify_every: float,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
+    metrics_dir = None
+    if metrics_port is not None:
+        # Before anything imports prometheus_client: the forked workers' instruments write to
+        # files there, which the metrics port sums.
+        import tempfile
+
+        from jobs.metrics import use_multiprocess_dir
+
+        metrics_dir = Path(tempfile.mkdtemp(prefix="indexpub-metrics-"))
+        use_multiprocess_dir(metrics_dir)
+    try:
+        _run_workers(
+            settings,
+            queues,
+            concurrency,
+            drain,
+            poll_interval,
+            grace_period,
+            squash_every,
+            squash_archive_url,
+            verify_every,
+            None if metrics_port is None else (metrics_host, metrics_port),
+        )
+    finally:
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_workers(
+    settings: Settings,
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    drain: bool,
+    poll_interval: float,
+    grace_period: float,
+    squash_every: str | None,
+    squash_archive_url: str | None,
+    verify_every: float,
+    metrics_at: tuple[str, int] | None,
+) -> None:
     from indexpub.cli.squash import archive_url_option, parse_squash_schedule
     from indexpub.gitindex.direct_publish import local_push_mode
     from indexpub.gitindex.process import check_git_settings
@@ -144,7 +202,33 @@ def worker(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if metrics_at is not None:
+        serve_worker_metrics(url, *metrics_at)
     sys.exit(supervisor.run())
+
+
+def serve_worker_metrics(url: str, host: str, port: int) -> None:
+    """Serve the worker's metrics (the queue's state, and what every worker process measured)
+    from a thread of the supervisor's process."""
+    from indexpub.pipeline.metrics import declare_index_series
+    from indexpub.registry.queue import app
+    from jobs.metrics import (
+        JobsCollector,
+        declare_run_series,
+        exposition_registry,
+        start_http_server,
+    )
+
+    # Every series at zero from the start (the workers' files add to these).
+    for queue in app.registry.queues:
+        declare_run_series(queue, [t.name for t in app.registry.types_of_queue(queue)])
+    declare_index_series()
+    registry = exposition_registry(JobsCollector(app.store, url))
+    try:
+        bound = start_http_server(registry, port, host)
+    except OSError as exc:
+        raise click.UsageError(f"--metrics-port: cannot listen on {host}:{port}: {exc}") from None
+    click.echo(f"metrics on http://{host}:{bound}/metrics", err=True)
 
 
 def check_index_remote(remote: str) -> None:
