@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -278,3 +280,69 @@ def test_the_dashboard_names_every_metric_family_it_draws() -> None:
     (age,) = [p for p in dashboard["panels"] if "oldest_ready_age" in json.dumps(p.get("targets"))]
     steps = age["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [s["value"] for s in steps if s["color"] == "red"] == [900]
+
+
+# --- a real Prometheus ------------------------------------------------------------------------
+
+
+def dashboard_queries() -> list[str]:
+    """Every panel query, with the dashboard's variables as Grafana fills them in (a rate
+    window of a few scrapes, every queue)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        target["expr"].replace("$__rate_interval", "15s").replace("$queue", ".*")
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+@pytest.mark.skipif(
+    shutil.which("prometheus") is None, reason="no prometheus (Debian's package) installed"
+)
+def test_a_real_prometheus_scrapes_both_and_answers_every_dashboard_query(
+    running: tuple[CargoRegistry, str], tmp_path: Path
+) -> None:
+    registry, worker_metrics = running
+    body = publish_body(simple_meta("scraped", "1.0.0"), valid_crate("scraped", "1.0.0"))
+    headers = {"Authorization": registry.tokens["alice"]}
+    put = httpx.put(f"{registry.base}/api/v1/crates/new", content=body, headers=headers)
+    assert put.status_code == 200, put.text
+    registry.wait_for_index(lambda: "scraped" in _remote_files(registry), timeout=60)
+    targets = [worker_metrics.split("/")[2], registry.base.split("/")[2]]
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: indexpub\n    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115
+    )
+    api = f"http://127.0.0.1:{port}/api/v1/query"
+
+    def query(expr: str) -> list[object]:
+        answer = httpx.get(api, params={"query": expr}, timeout=10).json()
+        assert answer["status"] == "success", (expr, answer)
+        return list(answer["data"]["result"])
+
+    def scraped_a_while() -> bool:
+        try:
+            # Both targets up for long enough that a rate over 15 s has its samples.
+            return len(query("count_over_time(up[15s]) >= 8 and up == 1")) == 2
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(scraped_a_while, timeout=90)
+        empty = [expr for expr in dashboard_queries() if not query(expr)]
+        assert empty == []
+    finally:
+        server.terminate()
+        server.wait(30)
