@@ -8,36 +8,19 @@ from typing import Any
 import psycopg
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support.healthapp import (
+    app,
+    blocking,
+    doomed,
+    fine,
+    release,
+    reset_blocking,
+    started,
+    stubborn,
+)
 
-from jobs import App, Backoff, JobContext
 from jobs.metrics import JobsCollector
 from jobs.store import STATES
-
-app = App(schema="metrics_jobs")
-app.queue("solo", single_consumer=True)
-started = threading.Event()
-release = threading.Event()
-
-
-@app.job_type(queue="work")
-def fine(ctx: JobContext, payload: Any) -> None:
-    pass
-
-
-@app.job_type(queue="work", max_attempts=None, backoff=Backoff(base=600.0, jitter=0.0))
-def flaky(ctx: JobContext, payload: Any) -> None:
-    raise RuntimeError("flaky failed")
-
-
-@app.job_type(queue="work", max_attempts=1)
-def doomed(ctx: JobContext, payload: Any) -> None:
-    raise RuntimeError("doomed")
-
-
-@app.job_type(queue="solo")
-def blocking(ctx: JobContext, payload: Any) -> None:
-    started.set()
-    release.wait(30)
 
 
 class Clock:
@@ -96,7 +79,7 @@ def test_the_counts_match_the_table_and_drop_to_zero_when_drained(database_url: 
     }
     # Ready, scheduled, failing and dead jobs.
     enqueue(database_url, fine.job({"n": 1}), fine.job({"n": 2}), fine.job({"n": 3}, delay=600))
-    enqueue(database_url, flaky.job({}), doomed.job({}))
+    enqueue(database_url, stubborn.job({}), doomed.job({}))
     app.worker(database_url, "work", drain=True).run()
     enqueue(database_url, fine.job({"n": 4}), fine.job({"n": 5}))
     found = counts(scrape(collector))
@@ -104,7 +87,7 @@ def test_the_counts_match_the_table_and_drop_to_zero_when_drained(database_url: 
     assert table == {
         ("work", "fine", "ready"): 2,
         ("work", "fine", "scheduled"): 1,
-        ("work", "flaky", "failing"): 1,
+        ("work", "stubborn", "failing"): 1,
         ("work", "doomed", "dead"): 1,
     }
     assert {key: value for key, value in found.items() if value} == table
@@ -116,7 +99,7 @@ def test_the_counts_match_the_table_and_drop_to_zero_when_drained(database_url: 
     # series still there.
     app.worker(database_url, "work", drain=True).run()
     with psycopg.connect(database_url) as conn:
-        conn.execute("DELETE FROM metrics_jobs.jobs")
+        conn.execute("DELETE FROM health_jobs.jobs")
     drained = scrape(collector)
     assert set(counts(drained)) == set(found)
     assert not any(counts(drained).values())
@@ -151,9 +134,8 @@ def test_the_lock_holder_is_the_process_running_the_single_consumer_queue(
     migrated(database_url)
     collector = JobsCollector(app.store, database_url, interval=0)
     assert scrape(collector)[("jobs_consumer_lock_held", (("queue", "solo"),))] == 0
+    reset_blocking()
     enqueue(database_url, blocking.job({}))
-    started.clear()
-    release.clear()
     worker = app.worker(database_url, "solo", name="jobs worker solo#0 pid 4242 on testhost")
     thread = threading.Thread(target=worker.run)
     thread.start()
@@ -184,15 +166,15 @@ def test_a_worker_counts_its_runs_by_outcome(database_url: str) -> None:
     migrated(database_url)
     before = {
         outcome: value("jobs_outcomes_total", queue="work", job_type=name, outcome=outcome)
-        for name, outcome in [("fine", "done"), ("flaky", "failed"), ("doomed", "dead")]
+        for name, outcome in [("fine", "done"), ("stubborn", "failed"), ("doomed", "dead")]
     }
     runs = value("jobs_run_duration_seconds_count", queue="work", job_type="fine")
-    enqueue(database_url, fine.job({"n": 1}), fine.job({"n": 2}), flaky.job({}), doomed.job({}))
+    enqueue(database_url, fine.job({"n": 1}), fine.job({"n": 2}), stubborn.job({}), doomed.job({}))
     app.worker(database_url, "work", drain=True).run()
     assert value("jobs_outcomes_total", queue="work", job_type="fine", outcome="done") == (
         before["done"] + 2
     )
-    assert value("jobs_outcomes_total", queue="work", job_type="flaky", outcome="failed") == (
+    assert value("jobs_outcomes_total", queue="work", job_type="stubborn", outcome="failed") == (
         before["failed"] + 1
     )
     assert value("jobs_outcomes_total", queue="work", job_type="doomed", outcome="dead") == (
@@ -200,4 +182,4 @@ def test_a_worker_counts_its_runs_by_outcome(database_url: str) -> None:
     )
     assert value("jobs_run_duration_seconds_count", queue="work", job_type="fine") == runs + 2
     with psycopg.connect(database_url) as conn:
-        conn.execute("DELETE FROM metrics_jobs.jobs")
+        conn.execute("DELETE FROM health_jobs.jobs")

@@ -91,48 +91,8 @@ def worker(
     metrics_host: str,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
-    metrics_dir = None
     if metrics_port is not None:
-        # Before anything imports prometheus_client: the forked workers' instruments write to
-        # files there, which the metrics port sums.
-        import tempfile
-
-        from jobs.metrics import use_multiprocess_dir
-
-        metrics_dir = Path(tempfile.mkdtemp(prefix="indexpub-metrics-"))
-        use_multiprocess_dir(metrics_dir)
-    try:
-        _run_workers(
-            settings,
-            queues,
-            concurrency,
-            drain,
-            poll_interval,
-            grace_period,
-            squash_every,
-            squash_archive_url,
-            verify_every,
-            None if metrics_port is None else (metrics_host, metrics_port),
-        )
-    finally:
-        if metrics_dir is not None:
-            import shutil
-
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _run_workers(
-    settings: Settings,
-    queues: tuple[str, ...],
-    concurrency: int | None,
-    drain: bool,
-    poll_interval: float,
-    grace_period: float,
-    squash_every: str | None,
-    squash_archive_url: str | None,
-    verify_every: float,
-    metrics_at: tuple[str, int] | None,
-) -> None:
+        use_metrics_dir()
     from indexpub.cli.squash import archive_url_option, parse_squash_schedule
     from indexpub.gitindex.direct_publish import local_push_mode
     from indexpub.gitindex.process import check_git_settings
@@ -202,9 +162,23 @@ def _run_workers(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if metrics_at is not None:
-        serve_worker_metrics(url, *metrics_at)
+    if metrics_port is not None:
+        serve_worker_metrics(url, metrics_host, metrics_port)
     sys.exit(supervisor.run())
+
+
+def use_metrics_dir() -> None:
+    """Point prometheus_client's multiprocess mode at a new temporary directory, removed when
+    the command ends: the forked workers' instruments write their files there, which the
+    metrics port sums. Before anything imports prometheus_client: it chooses then."""
+    import shutil
+    import tempfile
+
+    from jobs.metrics import use_multiprocess_dir
+
+    path = Path(tempfile.mkdtemp(prefix="indexpub-metrics-"))
+    use_multiprocess_dir(path)
+    click.get_current_context().call_on_close(lambda: shutil.rmtree(path, ignore_errors=True))
 
 
 def serve_worker_metrics(url: str, host: str, port: int) -> None:
