@@ -5,8 +5,8 @@ Two halves, because they live in different processes:
 
 * :class:`JobsCollector` reads the queue's state from the database when scraped: the jobs of
   each queue, type and state, the age of each queue's oldest ready job, and who holds each
-  single-consumer lock. It runs one statement per refresh and keeps the result for
-  ``interval`` seconds, so any number of scrapers cost at most one query per interval.
+  single-consumer lock. It runs two statements per refresh and keeps the result for
+  ``interval`` seconds, so any number of scrapers cost at most one reading per interval.
 * The workers count their runs (:func:`observe_run`): durations and outcomes by queue and type.
   A supervisor's workers are forked processes, so their instruments reach the scraped process
   through prometheus_client's multiprocess mode (:func:`use_multiprocess_dir`, before anything
@@ -174,13 +174,13 @@ class JobsCollector:
         return self._conn
 
     def _read(self) -> _Snapshot:
-        """The counts and the lock holders, in one round trip."""
+        """The counts and the lock holders: two statements (the second only when the
+        application has a single-consumer queue)."""
         single = [q.name for q in self.store.registry.queues.values() if q.single_consumer]
         try:
             conn = self._connection()
-            with conn.pipeline():
-                counts = self.store.state_counts(conn)
-                holders = self.store.consumers(conn, single)
+            counts = self.store.state_counts(conn)
+            holders = self.store.consumers(conn, single)
             return _Snapshot(counts, holders, True)
         except psycopg.Error:
             if self._conn is not None and self._owner == os.getpid():
