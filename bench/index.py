@@ -1,7 +1,7 @@
 """End to end: publish -> landed latency, burst throughput and memory of the index worker.
 
     python bench/index.py [--database-url URL] [--sizes 1000,10000,100000] [--quick]
-                          [--remote local|http|https|ssh]
+                          [--remote local|http|https|ssh] [--plots [DIR]]
 
 For each size N it builds a synthetic registry (N crates with one version each, inserted with
 COPY; a bare remote holding the matching crate files plus config.json, built with
@@ -38,7 +38,12 @@ and the server's work, not a WAN's latency. The old way runs only against a loca
 The database is a throwaway embedded PostgreSQL with its default, durable settings (fsync on,
 synchronous_commit on), unless ``--database-url`` names an existing server (a database is created
 and dropped per size there). ``--quick`` runs 1,000 and 10,000 crates with fewer samples.
-bench/README.md says what every number means.
+
+``--plots [DIR]`` (default bench/plots/) adds a last phase per size for bench/plots.py: 20
+publishes/s, each its own transaction, for 10 s, with a burst of up to 1,000 committed in one
+transaction 2 s in; every publish's -> landed latency (the first ref update whose tree holds it)
+is drawn against its publish time and as an ECDF in index.png (index-REMOTE.png over a network
+remote). bench/README.md says what every number means.
 """
 
 # ruff: noqa: E402
@@ -52,6 +57,7 @@ import collections
 import contextlib
 import hashlib
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -69,6 +75,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import plots
 import psutil
 import psycopg
 from psycopg import sql
@@ -549,6 +556,10 @@ class SizeResult:
     old_clone_s: float = 0.0
     old: list[float] = field(default_factory=list)
     old_steps: dict[str, list[float]] = field(default_factory=dict)
+    # The plots' phase (--plots): (seconds since it began at publish, publish->landed seconds)
+    # of the steady publishes and of the burst committed among them.
+    trickle: list[tuple[float, float]] = field(default_factory=list)
+    trickle_burst: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def burst_rate(self) -> float:
@@ -567,6 +578,10 @@ class Plan:
     poll: float
     profile: Path | None
     remote: str = "local"
+    # The plots' phase: publishes/s, seconds, when the burst is committed (seconds in); 0: none.
+    trickle_rate: float = 0.0
+    trickle_s: float = 10.0
+    trickle_burst_at: float = 2.0
 
 
 class Registry:
@@ -624,6 +639,11 @@ class Registry:
 
 def publish_one(conn: psycopg.Connection[Any], reg: Registry) -> float:
     (name,) = reg.pick(1)
+    return publish_one_of(conn, reg, name)
+
+
+def publish_one_of(conn: psycopg.Connection[Any], reg: Registry, name: str) -> float:
+    """A new version of ``name`` in a transaction of its own; the moment COMMIT returned."""
     store.publish(conn, reg.next_entry(name))
     conn.commit()
     return time.time()
@@ -858,6 +878,82 @@ class SizeRun:
                 steps[step].append(b - a)
             self.result.old.append(marks[-1] - marks[0])
 
+    def timeline(self) -> None:
+        """The plots' phase: publishes one at a time at a steady rate, each its own transaction,
+        with a burst committed in one transaction from a second connection part way in. The
+        steady publishes before it show healthy latency, those during its drain wait behind it,
+        those after show the recovery. The burst's transaction is built before the clock starts
+        (1,000 publishes take seconds on a loaded machine), so that its COMMIT comes on time.
+        Each publish lands with the first ref update whose tree holds its crate's new file
+        (git diff-tree between consecutive tips)."""
+        plan = self.plan
+        count = int(plan.trickle_rate * plan.trickle_s)
+        names = self.reg.pick(count + min(BURST, self.size - count))  # distinct crates
+        trickle, burst = names[:count], names[count:]
+        remote = f"--git-dir={self.reg.remote}"
+        tip = git(remote, "rev-parse", f"refs/heads/{BRANCH}").decode().strip()
+        before = len(self.refs.entries())
+        packs_before = len(list((self.reg.remote / "objects" / "pack").glob("*.pack")))
+        published: dict[str, float] = {}
+        failed: list[BaseException] = []
+        built, go = threading.Event(), threading.Event()
+        started = 0.0
+
+        def burst_thread() -> None:
+            try:
+                with psycopg.connect(self.url) as conn:
+                    for name in burst:
+                        store.publish(conn, self.reg.next_entry(name))
+                    built.set()
+                    go.wait()
+                    time.sleep(max(0.0, started + plan.trickle_burst_at - time.time()))
+                    conn.commit()
+                    published.update(dict.fromkeys(burst, time.time()))
+            except BaseException as e:
+                failed.append(e)
+            finally:
+                built.set()
+
+        thread = threading.Thread(target=burst_thread)
+        thread.start()
+        built.wait()
+        started = time.time()
+        go.set()
+        for i, name in enumerate(trickle):
+            time.sleep(max(0.0, started + i / plan.trickle_rate - time.time()))
+            published[name] = publish_one_of(self.pub, self.reg, name)
+        thread.join()
+        if failed:
+            raise failed[0]
+        self._wait_empty("the plots' phase to drain", 900, 0.01)
+        paths = {index_path(name): name for name in names}
+        landed: dict[str, float] = {}
+        for stamp, sha in self.refs.entries()[before:]:
+            changed = git(remote, "diff-tree", "-r", "-z", "--name-only", tip, sha).decode()
+            for path in changed.split("\0"):
+                if path in paths:
+                    landed.setdefault(paths[path], stamp)
+            tip = sha
+        if len(landed) != len(names):
+            raise RuntimeError(
+                f"{len(names) - len(landed)} publishes of the plots' phase never landed"
+            )
+        self.reg.verify(names)
+        r = self.result
+        r.trickle = [(published[n] - started, landed[n] - published[n]) for n in trickle]
+        r.trickle_burst = [(published[n] - started, landed[n] - published[n]) for n in burst]
+        stamps = [started] + [stamp for stamp, _ in self.refs.entries()[before:]]
+        gap, at = max((b - a, a - started) for a, b in itertools.pairwise(stamps))
+        packs_after = len(list((self.reg.remote / "objects" / "pack").glob("*.pack")))
+        self.log(
+            f"  {self.size:,}: plots' phase: {len(trickle)} publishes at "
+            f"{plan.trickle_rate:g}/s, p50 {pct([t[1] for t in r.trickle], 50) * 1000:.0f} ms; "
+            f"burst of {len(burst)} at {published[burst[0]] - started:.2f} s, "
+            f"p50 {pct([t[1] for t in r.trickle_burst], 50) * 1000:.0f} ms; "
+            f"{len(stamps) - 1} ref updates, the longest gap {gap:.2f} s from {at:.2f} s; "
+            f"remote packs {packs_before} -> {packs_after}"
+        )
+
     def resync(self) -> None:
         """The other writers moved the remote: one discarded publish lets the worker catch up
         (its push is rejected, it fetches and rebuilds), so the next sample starts current."""
@@ -923,6 +1019,10 @@ def run(
                     f"{one.size:,}: {pct(one.rounds[-1], 50) * 1000:.0f} ms" for one in runs
                 )
             )
+        if plan.trickle_rate:
+            log("the plots' phase")
+            for one in runs:
+                one.timeline()
         for one in runs:
             one.finish()
         return RunResult([one.result for one in runs], [one.rounds for one in runs], noise)
@@ -1158,6 +1258,33 @@ def targets(results: list[SizeResult]) -> list[str]:
     return out
 
 
+def plot(directory: Path, results: list[SizeResult], plan: Plan) -> Path:
+    """index.png: per size, the steady publishes (healthy) and the burst among them."""
+    sizes = " and ".join(f"{r.size:,}" for r in results)
+    title = (
+        f"indexpub worker: publish -> landed on a {plan.remote} remote, {sizes} crates; "
+        f"{plan.trickle_rate:g} publishes/s with a burst committed at {plan.trickle_burst_at:g} s"
+        f"\n{plots.provenance(_paths.ROOT)}"
+    )
+    rows = []
+    for r in results:
+        series = []
+        for label, points, color in (
+            (f"{plan.trickle_rate:g}/s, one per transaction", r.trickle, plots.HEALTHY),
+            (
+                f"burst of {len(r.trickle_burst):,}, one transaction",
+                r.trickle_burst,
+                plots.BACKLOGGED,
+            ),
+        ):
+            series.append(
+                plots.Series(label, [p[0] for p in points], [p[1] for p in points], color)
+            )
+        rows.append(plots.Row(f"publish -> landed, {r.size:,} crates", series))
+    name = "index.png" if plan.remote == "local" else f"index-{plan.remote}.png"
+    return plots.write_latency_png(directory / name, title, rows)
+
+
 def machine_note(settings: dict[str, str], load: tuple[float, float]) -> list[str]:
     git_version = git("--version").decode().strip()
     return [
@@ -1196,6 +1323,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of the worker, per phase")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    plots.add_option(parser, "add a steady phase with a burst and plot it to DIR/index.png")
     args = parser.parse_args()
 
     quick = args.quick
@@ -1213,6 +1341,7 @@ def main() -> None:
         poll=args.poll_interval,
         profile=args.profile,
         remote=args.remote,
+        trickle_rate=20.0 if args.plots is not None else 0.0,
     )
 
     def log(message: str) -> None:
@@ -1249,6 +1378,8 @@ def main() -> None:
         noise = outcome.noise
         data = {"settings": settings, "results": raw, "rounds": outcome.rounds, "noise": noise}
         args.json.write_text(json.dumps(data, indent=1))
+    if args.plots is not None:
+        log(f"wrote {plot(args.plots, results, plan)}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The HTTP registry end to end: publish throughput and publish -> visible latency.
 
     python bench/serve.py [--crates N] [--clients 4] [--every K] [--rate R] [--paced P]
-                          [--idle M] [--quick] [--database-url URL]
+                          [--idle M] [--quick] [--database-url URL] [--plots [DIR]]
 
 It starts ``indexpub serve`` and ``indexpub worker`` as subprocesses on 127.0.0.1 against a
 throwaway embedded PostgreSQL with its default, durable settings (fsync on; or an existing server
@@ -21,6 +21,10 @@ with ``--database-url``, where a database is created and dropped) and a bare ind
    per second in all (20 by default: far above a busy registry's publish rate, far below the
    burst's), every one sampled.
 4. publish -> visible at idle: M publishes one at a time, each waited for in both indexes.
+
+With ``--plots`` (default directory bench/plots/) it also writes serve.png (bench/plots.py):
+publish -> visible in git and in sparse of every sample of the burst and of the paced phase,
+against its publish time and as an ECDF.
 
 Everything runs on this one machine, so the numbers include the CPU the clients, the server,
 the worker and PostgreSQL take from each other. The target is a publish -> visible p95 under
@@ -51,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import plots
 import psycopg
 from psycopg import sql
 from support.crates import publish_body, simple_meta, valid_crate
@@ -363,6 +368,8 @@ class Burst:
     seconds: float
     request_ms: list[float]
     samples: list[Sample]
+    # time.monotonic() when the first publish was due: the plots' time origin.
+    started: float
 
 
 def burst(
@@ -419,7 +426,7 @@ def burst(
         monitor.wait_all(120)
     finally:
         monitor.close()
-    return Burst(len(bodies), seconds, request_ms, monitor.take())
+    return Burst(len(bodies), seconds, request_ms, monitor.take(), started)
 
 
 def idle(dep: Deployment, token: str, names: Sequence[str]) -> list[Sample]:
@@ -468,6 +475,32 @@ def latency_rows(label: str, samples: Sequence[Sample]) -> list[str]:
     return rows
 
 
+def plot(directory: Path, crates: int, clients: int, burst: Burst, paced: Burst) -> Path:
+    """serve.png: the burst (backlogged if the worker falls behind) beside the paced phase."""
+    title = (
+        f"indexpub serve + worker: publish -> visible, {crates:,} new crates in the burst, "
+        f"{clients} clients, local bare remote\n{plots.provenance(_paths.ROOT)}"
+    )
+    rows = []
+    for where, seen in (("git", "git_seen"), ("sparse", "sparse_seen")):
+        series = []
+        for label, phase, color in (
+            (f"burst of {burst.count:,}", burst, plots.BACKLOGGED),
+            (f"paced {paced.count / paced.seconds:.0f}/s", paced, plots.HEALTHY),
+        ):
+            samples = sorted(phase.samples, key=lambda s: s.responded)
+            series.append(
+                plots.Series(
+                    label,
+                    [s.responded - phase.started for s in samples],
+                    [(getattr(s, seen) or 0.0) - s.responded for s in samples],
+                    color,
+                )
+            )
+        rows.append(plots.Row(f"publish -> visible in {where}", series))
+    return plots.write_latency_png(directory / "serve.png", title, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crates", type=int, help="publishes in the burst (default 1000)")
@@ -482,6 +515,7 @@ def main() -> None:
         "--quick", action="store_true", help="200 crates, 100 paced, 10 idle samples"
     )
     parser.add_argument("--database-url", help="an existing server (default: embedded)")
+    plots.add_option(parser, "write serve.png (latency over time and its ECDF) to DIR")
     args = parser.parse_args()
     crates = args.crates or (200 if args.quick else 1000)
     every = args.every or (5 if args.quick else 10)
@@ -528,6 +562,8 @@ def main() -> None:
         "both indexes.",
     ]
     print("\n".join(lines))
+    if args.plots is not None:
+        say(f"wrote {plot(args.plots, crates, args.clients, result, paced)}")
 
 
 if __name__ == "__main__":

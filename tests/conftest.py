@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -18,6 +19,14 @@ from support.queue_helpers import setup_database
 
 from indexpub.gitindex.index import GitIndex
 from indexpub.registry import store
+
+# These machines are shared: one test's examples can take seconds while other suites run, so
+# Hypothesis judges no test by its speed (a slow example is not a failing one). Set before the
+# test modules are imported, so their own @settings start from it.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 # --------------------------------------------------------------------------- PostgreSQL
 

@@ -70,6 +70,20 @@ def migrate(settings: Settings) -> None:
     help="Kill a git process (push, fetch) that runs longer than this, with its ssh or HTTPS "
     f"helper, and fail its job to retry later. Default {config.DEFAULT_GIT_TIMEOUT:g}.",
 )
+@click.option(
+    "--metrics-port",
+    envvar="INDEXPUB_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port at /metrics (docs/metrics.md): the queue's "
+    "state, job runs, the index's lag and pushes, summed over the worker processes.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="INDEXPUB_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on (0.0.0.0: every interface).",
+)
 @pass_settings
 def worker(
     settings: Settings,
@@ -82,8 +96,12 @@ def worker(
     squash_archive_url: str | None,
     verify_every: float,
     git_timeout: float,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
+    if metrics_port is not None:
+        use_metrics_dir()
     from indexpub.cli.squash import archive_url_option, parse_squash_schedule
     from indexpub.gitindex.direct_publish import local_push_mode
     from indexpub.gitindex.process import check_git_settings
@@ -162,6 +180,8 @@ def worker(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if metrics_port is not None:
+        serve_worker_metrics(url, metrics_host, metrics_port)
     sys.exit(supervisor.run())
 
 
@@ -171,6 +191,44 @@ def _git_timeout(value: str | None) -> float:
         return config.git_timeout("" if value is None else value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def use_metrics_dir() -> None:
+    """Point prometheus_client's multiprocess mode at a new temporary directory, removed when
+    the command ends: the forked workers' instruments write their files there, which the
+    metrics port sums. Before anything imports prometheus_client: it chooses then."""
+    import shutil
+    import tempfile
+
+    from jobs.metrics import use_multiprocess_dir
+
+    path = Path(tempfile.mkdtemp(prefix="indexpub-metrics-"))
+    use_multiprocess_dir(path)
+    click.get_current_context().call_on_close(lambda: shutil.rmtree(path, ignore_errors=True))
+
+
+def serve_worker_metrics(url: str, host: str, port: int) -> None:
+    """Serve the worker's metrics (the queue's state, and what every worker process measured)
+    from a thread of the supervisor's process."""
+    from indexpub.pipeline.metrics import declare_index_series
+    from indexpub.registry.queue import app
+    from jobs.metrics import (
+        JobsCollector,
+        declare_run_series,
+        exposition_registry,
+        start_http_server,
+    )
+
+    # Every series at zero from the start (the workers' files add to these).
+    for queue in app.registry.queues:
+        declare_run_series(queue, [t.name for t in app.registry.types_of_queue(queue)])
+    declare_index_series()
+    registry = exposition_registry(JobsCollector(app.store, url))
+    try:
+        bound = start_http_server(registry, port, host)
+    except OSError as exc:
+        raise click.UsageError(f"--metrics-port: cannot listen on {host}:{port}: {exc}") from None
+    click.echo(f"metrics on http://{host}:{bound}/metrics", err=True)
 
 
 def check_index_remote(remote: str, timeout: float = config.DEFAULT_GIT_TIMEOUT) -> None:

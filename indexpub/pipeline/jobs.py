@@ -15,7 +15,7 @@ from typing import Any
 from indexpub.config import DEFAULT_GIT_TIMEOUT
 from indexpub.gitindex.index import GitIndex
 from indexpub.gitindex.process import scrub_secrets
-from indexpub.pipeline.git_sync import sync_crates
+from indexpub.pipeline.git_sync import fetch, sync_crates
 from indexpub.pipeline.rebuild import rebuild
 from indexpub.pipeline.sparse_sync import sync_sparse
 from indexpub.pipeline.squash import Archived, archive_tip, squash
@@ -102,7 +102,7 @@ def run_sync_crate(ctx: JobContext, payloads: list[Any]) -> Failures:
     if any(p.get("fetch") for p in payloads):
         # `indexpub repair` found these files drifted: someone else wrote the remote, so the
         # tip of our last push is not the remote's (see git_sync.sync_crates).
-        index.fetch()
+        fetch(index)
     result = sync_crates(ctx.conn, index, names)
     for message in result.commits:
         log.info("%s", message)
