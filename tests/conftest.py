@@ -76,8 +76,10 @@ def queue_url(database_url: str) -> str:
 @pytest.fixture
 def reg(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
     """A migrated database, a bare index remote and a data directory in ``tmp_path``. The sparse
-    index goes to the data directory whatever ``INDEXPUB_SPARSE_DIR`` says outside the test."""
+    index and the crate files go to the data directory whatever ``INDEXPUB_SPARSE_DIR`` and
+    ``INDEXPUB_CRATE_DIR`` say outside the test."""
     monkeypatch.delenv("INDEXPUB_SPARSE_DIR", raising=False)
+    monkeypatch.delenv("INDEXPUB_CRATE_DIR", raising=False)
     return make_registry(database_url, tmp_path)
 
 

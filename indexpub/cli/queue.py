@@ -63,6 +63,14 @@ def migrate(settings: Settings) -> None:
     "0: never (the verify queue is then not run).",
 )
 @click.option(
+    "--git-timeout",
+    envvar=config.GIT_TIMEOUT_ENV,
+    metavar="SECONDS",
+    callback=lambda ctx, param, value: _git_timeout(value),
+    help="Kill a git process (push, fetch) that runs longer than this, with its ssh or HTTPS "
+    f"helper, and fail its job to retry later. Default {config.DEFAULT_GIT_TIMEOUT:g}.",
+)
+@click.option(
     "--metrics-port",
     envvar="INDEXPUB_METRICS_PORT",
     type=click.IntRange(0, 65535),
@@ -87,6 +95,7 @@ def worker(
     squash_every: str | None,
     squash_archive_url: str | None,
     verify_every: float,
+    git_timeout: float,
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
@@ -102,9 +111,17 @@ def worker(
         VERIFY_QUEUE,
         app,
         scheduled_squash,
+        sync_crate,
         verify_index,
     )
     from jobs import Every
+
+    if sync_crate.timeout is not None and git_timeout >= sync_crate.timeout:
+        # The job's watchdog would end the worker before git's timeout could fail the job.
+        raise click.UsageError(
+            f"--git-timeout ({config.GIT_TIMEOUT_ENV}) must be below the sync job's own "
+            f"timeout of {sync_crate.timeout:g} s, not {git_timeout:g}"
+        )
 
     try:
         # The git job reads it when it opens the index; a typo should stop the worker here,
@@ -144,12 +161,13 @@ def worker(
     if not queues or INDEX_QUEUE in queues:
         # A remote that cannot be used stops the worker here, with one line, instead of failing
         # every job of the queue in the background.
-        check_index_remote(remote)
+        check_index_remote(remote, git_timeout)
     configure_index(
         remote,
         config.clone_path(settings.data_dir, remote),
         config.sparse_dir(settings.data_dir),
         config.verify_clone_path(settings.data_dir, remote),
+        git_timeout=git_timeout,
     )
     try:
         supervisor = app.supervisor(
@@ -165,6 +183,14 @@ def worker(
     if metrics_port is not None:
         serve_worker_metrics(url, metrics_host, metrics_port)
     sys.exit(supervisor.run())
+
+
+def _git_timeout(value: str | None) -> float:
+    """The --git-timeout (or INDEXPUB_GIT_TIMEOUT) in seconds, checked (see config.git_timeout)."""
+    try:
+        return config.git_timeout("" if value is None else value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def use_metrics_dir() -> None:
@@ -205,7 +231,7 @@ def serve_worker_metrics(url: str, host: str, port: int) -> None:
     click.echo(f"metrics on http://{host}:{bound}/metrics", err=True)
 
 
-def check_index_remote(remote: str) -> None:
+def check_index_remote(remote: str, timeout: float = config.DEFAULT_GIT_TIMEOUT) -> None:
     """Check, without the worker's clone (which only the active consumer may touch), that the
     remote answers and its HEAD names a branch with commits; for a remote on this machine, that
     the branch holds config.json too. A remote that cannot be read raises GitError."""
@@ -214,7 +240,7 @@ def check_index_remote(remote: str) -> None:
     from indexpub.gitindex.index import remote_head_by_url
     from indexpub.gitindex.process import scrub_secrets
 
-    branch, _ = remote_head_by_url(remote, timeout=60.0)
+    branch, _ = remote_head_by_url(remote, timeout=timeout)
     shown = scrub_secrets(remote)
     if branch is None:
         raise RemoteUnusable(
@@ -227,7 +253,7 @@ def check_index_remote(remote: str) -> None:
         found = subprocess.run(
             ["git", f"--git-dir={local}", "cat-file", "-e", f"refs/heads/{branch}:config.json"],
             capture_output=True,
-            timeout=60,
+            timeout=timeout,
             check=False,
         )
         if found.returncode != 0:
