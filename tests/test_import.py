@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -665,13 +666,15 @@ def test_progress_without_a_terminal_is_plain_lines(site: Site) -> None:
     count = len(varied_lines())
     tip = git(f"--git-dir={site.remote}", "rev-parse", "HEAD").strip()
     shown = result.stderr.splitlines()
+    # The shared progress of the whole-index commands (cli/progress.py): the total first, a
+    # line every few seconds (none in a run this short), then done of total, rate and time.
     assert shown[:2] == [
         f"importing {site.remote} (branch master, commit {tip})",
-        f"import: 0/{count} crate files (0%)",
+        f"import: {count:,} crate files",
     ]
     assert len(shown) == 3
-    assert shown[2].startswith(f"import: {count}/{count} crate files (100%), ")
-    assert shown[2].endswith(" files/s")
+    assert shown[2].startswith(f"import: {count:,} of {count:,} crate files (100%), ")
+    assert re.search(r", [\d,]+ crate files/s, [\d.]+ s$", shown[2]), shown[2]
 
 
 def test_progress_on_a_terminal_is_one_line_redrawn(site: Site) -> None:
@@ -709,5 +712,7 @@ def test_progress_on_a_terminal_is_one_line_redrawn(site: Site) -> None:
     os.close(leader)
     assert process.returncode == 0
     text = shown.decode()
-    assert "\r\x1b[Kimport: 0/" in text
-    assert f"\r\x1b[Kimport: {len(varied_lines())}/{len(varied_lines())} crate files (100%)" in text
+    count = len(varied_lines())
+    # click's bar, redrawn in place: label, done/total, percent, rate and time left.
+    assert "\r\x1b[?25limport  [" in text and f"{count}/{count}" in text and "100%" in text, text
+    assert "crate files/s" in text, text
