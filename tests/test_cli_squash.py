@@ -129,6 +129,18 @@ def test_squash_wait_gives_up_at_its_timeout_and_the_job_stays(reg: Registry) ->
         assert [j.job_type for j in app.store.list_jobs(conn)] == ["squash_index"]
 
 
+def test_squash_wait_says_it_is_still_waiting(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from indexpub.cli import squash
+
+    monkeypatch.setattr(squash, "WAIT_LINE_EVERY", 0.3)
+    result = invoke(reg, "squash", "--wait", "--timeout", "1.5")
+    assert result.exit_code == 1
+    waiting = re.findall(r"^squash: squash_index job \d+ ready, \d+ s$", result.output, re.M)
+    assert len(waiting) >= 3, result.output
+
+
 def test_worker_refuses_a_bad_squash_schedule(reg: Registry) -> None:
     result = invoke(reg, "worker", "--squash-every", "often")
     assert result.exit_code == 2
