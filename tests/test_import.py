@@ -32,10 +32,10 @@ from support.index_sources import (
     build_index,
     crate_files,
     line,
-    synthetic_index,
     tree_files,
     varied_lines,
 )
+from support.synthetic_index import Shape, index_files
 
 from indexpub.cli import main
 from indexpub.domain.entries import MAX_LINE_BYTES, IndexEntry
@@ -585,13 +585,13 @@ def test_a_crash_after_every_crate_was_written_leaves_nothing(site: Site) -> Non
 
 
 def test_ctrl_c_leaves_nothing_and_says_so(database_url: str, tmp_path: Path) -> None:
-    site = make_site(database_url, tmp_path, dict(synthetic_index(20_000, 40_000)))
+    site = make_site(database_url, tmp_path, dict(index_files(Shape(20_000, 40_000))))
     process = _subprocess_import(site, "--workers", "2")
     assert process.stderr is not None
     seen = []
     for text in process.stderr:  # the first progress line: reading has started
         seen.append(text)
-        if text.startswith("import: 0/"):
+        if text.startswith("import: "):
             break
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=120)
@@ -643,7 +643,7 @@ def test_a_network_index_is_fetched_one_commit_deep_and_imported(site: Site, dae
 def test_worker_processes_import_the_same_rows_as_one_process(
     pg_server: tuple[str, Path | None], tmp_path: Path
 ) -> None:
-    files = dict(synthetic_index(700, 3000))
+    files = dict(index_files(Shape(700, 3000)))
     rows = []
     for workers in ("0", "2"):
         with pg.fresh_database(pg_server[0]) as url:
