@@ -26,14 +26,16 @@ The table, in this order, on one registry (``table()``):
    not timed), then ``--publishes`` publishes of a new version of a random crate, one at a
    time, each timed from its COMMIT to the remote's branch ref update (the remote's
    ``reference-transaction`` hook stamps it), with the worker idle each time: the normal sync.
-4. rebuild with nothing to change, then, after a foreign push that deleted every crate file,
+4. squash, the weekly case: ``indexpub squash --wait`` (the worker runs the ``squash_index``
+   job from its up-to-date clone). Plain git: ``git commit-tree <tip>^{tree}`` and ``git push
+   --force``, what crates.io's squash does, from a bare clone made by fetching a copy of the
+   same remote.
+5. rebuild with nothing to change, then, after a foreign push that deleted every crate file,
    rebuild writing every file in one commit (``indexpub rebuild --json``, the worker runs it).
    Plain git for the first: the dump copied over the work tree and ``git add -A`` (nothing to
    commit).
-5. squash: ``indexpub squash --wait`` (the worker runs the ``squash_index`` job from its
-   up-to-date clone). Plain git: ``git commit-tree <tip>^{tree}`` and ``git push --force``,
-   what crates.io's squash does, from a bare clone made by fetching a copy of the same remote.
-   A verify at the end must find the squashed index equal to the database.
+6. squash again, right after that rebuild (its pack of every file is in the worker's clone
+   then). A verify at the end must find the index equal to the database.
 
 The ratio (``ratio()``): two registries, 1,000 crates (1,500 versions) and 1,000,000 crates
 (1,500,000 versions: 1.5 a crate instead of crates.io's 7.5, to keep the generation and the load
