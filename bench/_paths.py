@@ -3,10 +3,10 @@
 ``python bench/X.py`` puts bench/ first on ``sys.path``, where bench/queue.py would shadow the
 standard library's ``queue`` (imported by concurrent.futures, logging.handlers, multiprocessing,
 psycopg_pool and httpx's dependencies). :func:`setup` moves bench/ to the end of ``sys.path``,
-behind the standard library, so that the benchmarks' own modules (``synthetic_index``) still
-import and ``queue`` is the standard library's, and puts the checkout's root (``indexpub`` and
-``jobs`` as this checkout has them) and ``tests/`` (the ``support`` package the benchmarks share
-with the tests) in front.
+behind the standard library, so that a benchmark can still import another one's module and
+``queue`` is the standard library's, and puts the checkout's root (``indexpub`` and ``jobs`` as
+this checkout has them) and ``tests/`` (the ``support`` package the benchmarks share with the
+tests, its synthetic index generator included) in front.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ from psycopg import sql
 from support.embedded_servers import postmaster_pid, throwaway_database, throwaway_server
 from support.git import git as support_git
 from support.git_http import GitHttpServer
+from support.index_helpers import index_consumer_pid
 from support.net_remotes import KINDS, NetRemote, serve_remote
 
 from indexpub import config
@@ -470,13 +471,7 @@ class WorkerProcess:
         def active() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the worker exited:\n{self.log.read_text()[-3000:]}")
-            with psycopg.connect(url, autocommit=True) as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                    " WHERE l.locktype = 'advisory' AND l.granted"
-                    " AND a.application_name LIKE 'jobs worker index%%'"
-                ).fetchone()
-            return bool(row and row[0])
+            return index_consumer_pid(url) is not None
 
         wait_until("the worker to become the index consumer", active, timeout, 0.05)
 

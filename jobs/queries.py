@@ -360,16 +360,6 @@ TRY_CONSUMER_LOCK = "SELECT pg_try_advisory_lock(%s)"
 
 RELEASE_CONSUMER_LOCK = "SELECT pg_advisory_unlock(%s)"
 
-# The session holding a consumer lock. PostgreSQL shows a bigint advisory key as its high half in
-# classid and its low half in objid, with objsubid 1.
-CONSUMER_HOLDER = """
-SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start
-FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND (l.classid::bigint << 32) | l.objid::bigint = %(key)s
-LIMIT 1"""
-
 # --- admin ------------------------------------------------------------------------------------
 
 # "running" is a claimed row whose worker's backend is still connected; the pid alone would do
@@ -387,16 +377,6 @@ END"""
 # an application asks when it must tell work in flight from work that will never happen.
 LIVE_PAYLOADS = """
 SELECT payload FROM {schema}.jobs WHERE job_type = %(job_type)s AND NOT dead ORDER BY id"""
-
-STATS = (
-    """
-SELECT j.queue, j.job_type, """
-    + _STATE
-    + """ AS state, count(*) AS count
-FROM {schema}.jobs AS j
-GROUP BY 1, 2, 3
-ORDER BY 1, 2, 3"""
-)
 
 LIST_JOBS = (
     """
@@ -486,6 +466,39 @@ FROM states AS s LEFT JOIN worst AS w ON w.queue = s.queue
 GROUP BY s.queue, w.id, w.job_type, w.attempts, w.last_error
 ORDER BY s.queue"""
 )
+
+
+# --- metrics (jobs.metrics) ------------------------------------------------------------------
+
+# What a Prometheus scrape reports, in one scan of the table (unfinished jobs only): the jobs of
+# each queue, type and state ("running" as in _STATE), with the age of the oldest ready one
+# (since it was enqueued, as QUEUE_HEALTH measures a backlog). A state with no job has no row.
+STATE_COUNTS = (
+    """
+SELECT s.queue, s.job_type, s.state, count(*),
+       EXTRACT(EPOCH FROM now() - min(s.created_at) FILTER (WHERE s.state = 'ready'))::float8
+FROM (
+    SELECT j.queue, j.job_type, j.created_at, """
+    + _STATE
+    + """ AS state
+    FROM {schema}.jobs AS j
+) AS s
+GROUP BY 1, 2, 3"""
+)
+
+# A scrape must answer even when the server is stuck: its statements give up after 5 s.
+METRICS_SESSION_SETUP = "SET statement_timeout = 5000"
+
+# The sessions holding consumer locks, by key (a key nobody holds has no row). PostgreSQL shows
+# a bigint advisory key as its high half in classid and its low half in objid, with objsubid 1.
+CONSUMER_HOLDERS = """
+SELECT k.key, a.pid, a.application_name, host(a.client_addr), a.backend_start
+FROM unnest(%(keys)s::bigint[]) AS k(key)
+JOIN pg_locks AS l
+  ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+ AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ AND (l.classid::bigint << 32) | l.objid::bigint = k.key
+JOIN pg_stat_activity AS a ON a.pid = l.pid"""
 
 
 @cache

@@ -166,5 +166,9 @@ class Registry:
     def queues(self) -> Mapping[str, QueueConfig]:
         return dict(self._queues)
 
+    @property
+    def types(self) -> Mapping[str, JobType]:
+        return dict(self._types)
+
     def types_of_queue(self, queue: str) -> Iterable[JobType]:
         return [t for t in self._types.values() if t.queue == queue]

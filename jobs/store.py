@@ -65,6 +65,18 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
+class StateCount:
+    """How many jobs of a queue and type are in a state (see JobStore.state_counts)."""
+
+    queue: str
+    job_type: str
+    state: str
+    count: int
+    # Seconds since the oldest of them was enqueued, for the ready state; None for the others.
+    oldest_ready_age: float | None
+
+
+@dataclass(frozen=True)
 class JobInfo:
     id: int
     queue: str
@@ -456,9 +468,16 @@ class JobStore:
 
     def consumer(self, conn: Conn, queue: str) -> Consumer | None:
         """Who holds the single-consumer lock of ``queue`` now; None when nobody does."""
-        key = consumer_lock_key(self.schema, queue)
-        row = conn.execute(queries.CONSUMER_HOLDER, {"key": key}).fetchone()
-        return None if row is None else Consumer(queue, *row)
+        return self.consumers(conn, [queue]).get(queue)
+
+    def consumers(self, conn: Conn, queues: Sequence[str]) -> dict[str, Consumer]:
+        """Who holds the single-consumer lock of each of ``queues`` now, in one statement; a
+        queue nobody holds is missing."""
+        by_key = {consumer_lock_key(self.schema, queue): queue for queue in queues}
+        if not by_key:
+            return {}
+        rows = conn.execute(queries.CONSUMER_HOLDERS, {"keys": list(by_key)}).fetchall()
+        return {by_key[row[0]]: Consumer(by_key[row[0]], *row[1:]) for row in rows}
 
     # --- health -------------------------------------------------------------------------------
 
@@ -475,6 +494,13 @@ class JobStore:
             )
         return dict(sorted(found.items()))
 
+    def state_counts(self, conn: Conn) -> list[StateCount]:
+        """The jobs of each queue, type and state that has any, with the age of the oldest
+        ready one, in one scan of the table (see queries.STATE_COUNTS): what a metrics scrape
+        reads."""
+        rows = conn.execute(self._sql(queries.STATE_COUNTS)).fetchall()
+        return [StateCount(str(r[0]), str(r[1]), str(r[2]), int(r[3]), r[4]) for r in rows]
+
     # --- admin --------------------------------------------------------------------------------
 
     def live_payloads(self, conn: Conn, job_type: str) -> list[Any]:
@@ -484,8 +510,9 @@ class JobStore:
         return [row[0] for row in rows]
 
     def stats(self, conn: Conn) -> list[QueueStats]:
-        rows = conn.execute(self._sql(queries.STATS)).fetchall()
-        return [QueueStats(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+        """The counts of state_counts, by queue, type and state."""
+        counts = sorted(self.state_counts(conn), key=lambda c: (c.queue, c.job_type, c.state))
+        return [QueueStats(c.queue, c.job_type, c.state, c.count) for c in counts]
 
     def list_jobs(
         self,

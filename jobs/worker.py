@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from jobs import metrics
 from jobs.backoff import Backoff
 from jobs.connections import connect
 from jobs.context import JobContext
@@ -125,6 +126,9 @@ class Worker:
     def run(self) -> None:
         """Run until stopped (or, with ``drain``, until nothing is ready)."""
         delay = 0.05
+        metrics.declare_run_series(
+            self.queue, [t.name for t in self.registry.types_of_queue(self.queue)]
+        )
         try:
             while not self._stopping:
                 try:
@@ -308,6 +312,7 @@ class Worker:
             )
         for job in claimed:
             if job.dead:
+                metrics.observe_run(self.queue, job.job_type, None, done=0, failed=0, dead=1)
                 with job_fields(**_log_fields([job], job.job_type, self.queue)):
                     log.error(
                         "%s: job %s (%s) is dead after %s attempts: %s",
@@ -373,6 +378,8 @@ class Worker:
                     )
                 else:
                     self.store.fail_run(control, failed)
+                # Written after the commit: a run counts once its outcome is the table's.
+                self._count_run(batch, failed, ran, type_name)
                 for failure in failed:
                     with job_fields(job_id=failure.id):
                         log.warning(
@@ -388,6 +395,24 @@ class Worker:
                 self.store.abort_run(control)
             raise
         self.jobs_run += len(batch)
+
+    def _count_run(
+        self,
+        batch: Sequence[ClaimedJob],
+        failed: Sequence[Failure],
+        seconds: float,
+        type_name: str,
+    ) -> None:
+        failed_ids = {f.id for f in failed}
+        dead = sum(1 for j in batch if j.id in failed_ids and _last_attempt(j))
+        metrics.observe_run(
+            self.queue,
+            type_name,
+            seconds,
+            done=len(batch) - len(failed_ids),
+            failed=len(failed_ids) - dead,
+            dead=dead,
+        )
 
     def _call(
         self, batch: tuple[ClaimedJob, ...], job_type: JobType | None, type_name: str
@@ -478,13 +503,11 @@ class Worker:
                         f"timed out: the job ran longer than its timeout of {job_type.timeout}s "
                         "and its worker process was ended"
                     )
-                    self.store.fail_run(
-                        control,
-                        [
-                            Failure(job.id, error, job_type.backoff.delay(job.attempt))
-                            for job in batch
-                        ],
-                    )
+                    failures = [
+                        Failure(job.id, error, job_type.backoff.delay(job.attempt)) for job in batch
+                    ]
+                    self.store.fail_run(control, failures)
+                    self._count_run(batch, failures, float(job_type.timeout or 0), job_type.name)
             except Exception:
                 log.exception("%s: could not record the timeout of jobs %s", self.name, batch)
             finally:
@@ -527,6 +550,11 @@ def _failures_by_id(
             problem = "".join(traceback.format_exception(problem))
         errors[batch[position].id] = str(problem)
     return errors
+
+
+def _last_attempt(job: ClaimedJob) -> bool:
+    """Whether a failure of this run leaves the job dead (as queries.FAIL_JOBS decides)."""
+    return job.max_attempts is not None and job.attempt >= job.max_attempts
 
 
 def _log_fields(jobs: Sequence[ClaimedJob], type_name: str, queue: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -18,6 +19,14 @@ from support.queue_helpers import setup_database
 
 from indexpub.gitindex.index import GitIndex
 from indexpub.registry import store
+
+# These machines are shared: one test's examples can take seconds while other suites run, so
+# Hypothesis judges no test by its speed (a slow example is not a failing one). Set before the
+# test modules are imported, so their own @settings start from it.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 # --------------------------------------------------------------------------- PostgreSQL
 
@@ -67,8 +76,10 @@ def queue_url(database_url: str) -> str:
 @pytest.fixture
 def reg(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
     """A migrated database, a bare index remote and a data directory in ``tmp_path``. The sparse
-    index goes to the data directory whatever ``INDEXPUB_SPARSE_DIR`` says outside the test."""
+    index and the crate files go to the data directory whatever ``INDEXPUB_SPARSE_DIR`` and
+    ``INDEXPUB_CRATE_DIR`` say outside the test."""
     monkeypatch.delenv("INDEXPUB_SPARSE_DIR", raising=False)
+    monkeypatch.delenv("INDEXPUB_CRATE_DIR", raising=False)
     return make_registry(database_url, tmp_path)
 
 

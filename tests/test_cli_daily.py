@@ -121,6 +121,29 @@ def test_demo_ends_saying_where_things_live_and_how_to_look(
     assert last[2] == "it is yours: indexpub neither started it nor stops it"
 
 
+def test_crate_dir_and_sparse_dir_options_place_the_files_outside_the_data_dir(
+    registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What several hosts share (README "Running on several hosts"): the .crate files and the
+    sparse index, each where its option says, and nothing of them in the data directory."""
+    # Present before the command, so CliRunner restores what the options set in this process.
+    for var in ("INDEXPUB_CRATE_DIR", "INDEXPUB_SPARSE_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "unused"))
+    data, shared = tmp_path / "data", tmp_path / "shared"
+    common = ["--data-dir", str(data), "--database-url", registry_url]
+    common += ["--crate-dir", str(shared / "crates"), "--sparse-dir", str(shared / "sparse")]
+    crate = fixture_files()[("plain", "0.1.0")]
+    assert cli(*common, "publish", str(crate), env=_env()).exit_code == 0
+    result = cli(*common, "worker", "--drain", "--verify-every", "0", env=_env())
+    assert result.exit_code == 0, result.output
+    stored = shared / "crates" / "plain" / "plain-0.1.0.crate"
+    assert stored.read_bytes() == crate.read_bytes()
+    assert (shared / "sparse" / "pl" / "ai" / "plain").read_text().count("\n") == 1
+    assert not (data / "crates").exists() and not (data / "sparse").exists()
+    dl = json.loads(git(f"--git-dir={data / 'index.git'}", "show", "HEAD:config.json"))["dl"]
+    assert dl.startswith((shared / "crates").as_uri())
+
+
 # --------------------------------------------------------------------------- status
 
 

@@ -121,12 +121,52 @@ def test_squash_wait_follows_the_job_and_the_archive_chain(reg: Registry, tmp_pa
         stop(worker)
 
 
+def test_status_shows_the_last_verify_and_the_last_squash(reg: Registry, tmp_path: Path) -> None:
+    reg.publish(fixture_entry("q", "0.1.0"))
+    reg.drain()
+
+    def shown() -> dict[str, str]:
+        result = invoke(reg, "status")
+        assert result.exit_code == 0, result.output
+        return dict(line.split(": ", 1) for line in result.output.splitlines() if ": " in line)
+
+    before = shown()
+    assert before["last verify"].startswith("none recorded")
+    assert before["last squash"] == "none (the branch was never squashed)"
+
+    assert invoke(reg, "verify").exit_code == 0
+    verified = shown()["last verify"]
+    assert re.fullmatch(r"\S+ \S+ UTC, \d+ seconds ago, by command: clean \(1 files\)", verified)
+    worker = start_worker(reg, tmp_path / "worker.log")
+    try:
+        assert indexpub(reg, "squash", "--wait").returncode == 0
+    finally:
+        stop(worker)
+    tip = git(f"--git-dir={reg.remote}", "rev-parse", BRANCH).strip()
+    squashed = shown()["last squash"]
+    assert squashed.startswith(f"{tip[:12]}, ") and squashed.endswith(
+        ": Collapse index into one commit"
+    )
+
+
 def test_squash_wait_gives_up_at_its_timeout_and_the_job_stays(reg: Registry) -> None:
     result = invoke(reg, "squash", "--wait", "--timeout", "0.5")
     assert result.exit_code == 1
     assert "the squash is not done after 0.5 s; squash_index job" in result.output
     with reg.connect() as conn:
         assert [j.job_type for j in app.store.list_jobs(conn)] == ["squash_index"]
+
+
+def test_squash_wait_says_it_is_still_waiting(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from indexpub.cli import squash
+
+    monkeypatch.setattr(squash, "WAIT_LINE_EVERY", 0.3)
+    result = invoke(reg, "squash", "--wait", "--timeout", "1.5")
+    assert result.exit_code == 1
+    waiting = re.findall(r"^squash: squash_index job \d+ ready, \d+ s$", result.output, re.M)
+    assert len(waiting) >= 3, result.output
 
 
 def test_worker_refuses_a_bad_squash_schedule(reg: Registry) -> None:

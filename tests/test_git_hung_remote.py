@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from support.git_http import GitHttpServer
 from support.hung_remote import HungRemote, processes_mentioning
+from support.net_remotes import clear_git_settings
 from support.sshd import Sshd, keygen, unavailable
 
 from indexpub.domain.names import index_path
@@ -25,11 +26,7 @@ needs_sshd = pytest.mark.skipif(unavailable() is not None, reason=str(unavailabl
 
 @pytest.fixture(autouse=True)
 def git_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    for var in list(os.environ):
-        if var.startswith("INDEXPUB_GIT_") or var in ("GIT_SSH", "GIT_SSH_COMMAND"):
-            monkeypatch.delenv(var)
+    clear_git_settings(monkeypatch)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,10 +32,10 @@ from support.index_sources import (
     build_index,
     crate_files,
     line,
-    synthetic_index,
     tree_files,
     varied_lines,
 )
+from support.synthetic_index import Shape, index_files
 
 from indexpub.cli import main
 from indexpub.domain.entries import MAX_LINE_BYTES, IndexEntry
@@ -584,13 +585,13 @@ def test_a_crash_after_every_crate_was_written_leaves_nothing(site: Site) -> Non
 
 
 def test_ctrl_c_leaves_nothing_and_says_so(database_url: str, tmp_path: Path) -> None:
-    site = make_site(database_url, tmp_path, dict(synthetic_index(20_000, 40_000)))
+    site = make_site(database_url, tmp_path, dict(index_files(Shape(20_000, 40_000))))
     process = _subprocess_import(site, "--workers", "2")
     assert process.stderr is not None
     seen = []
     for text in process.stderr:  # the first progress line: reading has started
         seen.append(text)
-        if text.startswith("import: 0/"):
+        if text.startswith("import: "):
             break
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=120)
@@ -642,7 +643,7 @@ def test_a_network_index_is_fetched_one_commit_deep_and_imported(site: Site, dae
 def test_worker_processes_import_the_same_rows_as_one_process(
     pg_server: tuple[str, Path | None], tmp_path: Path
 ) -> None:
-    files = dict(synthetic_index(700, 3000))
+    files = dict(index_files(Shape(700, 3000)))
     rows = []
     for workers in ("0", "2"):
         with pg.fresh_database(pg_server[0]) as url:
@@ -665,13 +666,15 @@ def test_progress_without_a_terminal_is_plain_lines(site: Site) -> None:
     count = len(varied_lines())
     tip = git(f"--git-dir={site.remote}", "rev-parse", "HEAD").strip()
     shown = result.stderr.splitlines()
+    # The shared progress of the whole-index commands (cli/progress.py): the total first, a
+    # line every few seconds (none in a run this short), then done of total, rate and time.
     assert shown[:2] == [
         f"importing {site.remote} (branch master, commit {tip})",
-        f"import: 0/{count} crate files (0%)",
+        f"import: {count:,} crate files",
     ]
     assert len(shown) == 3
-    assert shown[2].startswith(f"import: {count}/{count} crate files (100%), ")
-    assert shown[2].endswith(" files/s")
+    assert shown[2].startswith(f"import: {count:,} of {count:,} crate files (100%), ")
+    assert re.search(r", [\d,]+ crate files/s, [\d.]+ s$", shown[2]), shown[2]
 
 
 def test_progress_on_a_terminal_is_one_line_redrawn(site: Site) -> None:
@@ -709,5 +712,7 @@ def test_progress_on_a_terminal_is_one_line_redrawn(site: Site) -> None:
     os.close(leader)
     assert process.returncode == 0
     text = shown.decode()
-    assert "\r\x1b[Kimport: 0/" in text
-    assert f"\r\x1b[Kimport: {len(varied_lines())}/{len(varied_lines())} crate files (100%)" in text
+    count = len(varied_lines())
+    # click's bar, redrawn in place: label, done/total, percent, rate and time left.
+    assert "\r\x1b[?25limport  [" in text and f"{count}/{count}" in text and "100%" in text, text
+    assert "crate files/s" in text, text

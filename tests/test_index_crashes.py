@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
-from support.index_helpers import Registry, fixture_entry
-from support.queue_helpers import stop, wait_for
+from support.index_helpers import Registry, fixture_entry, index_consumer_pid
+from support.queue_helpers import children_of, stop, wait_for
 
 from indexpub.pipeline.faults import ENV as CRASH_ENV
 
@@ -91,15 +89,9 @@ def test_two_workers_never_push_at_once_and_the_standby_takes_over(
         wait_for(lambda: reg.pending_jobs() == 0, timeout=20, interval=0.05)
 
         # Kill the active one (the process group holding the consumer lock) outright.
-        with psycopg.connect(reg.url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
-                " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
-                " AND a.application_name LIKE 'jobs worker index%%'"
-            ).fetchone()
-        assert row is not None
-        active_child = int(re.search(r"pid (\d+)", row[0]).group(1))  # type: ignore[union-attr]
-        active = next(w for w in workers if active_child in _children(w.pid))
+        active_child = index_consumer_pid(reg.url)
+        assert active_child is not None
+        active = next(w for w in workers if active_child in children_of(w.pid))
         os.killpg(active.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         for name, version in names[3:]:
@@ -119,10 +111,3 @@ def test_two_workers_never_push_at_once_and_the_standby_takes_over(
         depth += 1 if kind == "start" else -1
         assert depth <= 1, "two pushes overlapped"
     assert sum(1 for kind, _ in events if kind == "start") >= 2
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []

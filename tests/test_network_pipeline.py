@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from support.git import git
 from support.index_helpers import Registry, fixture_entry
-from support.net_remotes import NetRemote, serve_remote
+from support.net_remotes import NetRemote, clear_git_settings, serve_remote
 from support.queue_helpers import wait_for
 from support.sshd import unavailable
 
@@ -43,11 +43,7 @@ def net(
 ) -> Iterator[NetRemote]:
     """``reg``'s bare remote served over the network; the worker settings for it are in this
     process's environment (for in-process drains) and in ``net.env`` (for worker processes)."""
-    for var in list(os.environ):
-        if var.startswith("INDEXPUB_GIT_") or var in ("GIT_SSH", "GIT_SSH_COMMAND"):
-            monkeypatch.delenv(var)
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    clear_git_settings(monkeypatch)
     with serve_remote(request.param, reg.remote, tmp_path / "net") as remote:
         for var, value in remote.env.items():
             monkeypatch.setenv(var, value)

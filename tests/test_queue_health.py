@@ -7,43 +7,19 @@ import time
 from typing import Any
 
 import psycopg
+from support.healthapp import (
+    app,
+    blocking,
+    doomed,
+    fine,
+    flaky,
+    release,
+    reset_blocking,
+    started,
+    stubborn,
+)
 
-from jobs import App, Backoff, JobContext
-
-app = App(schema="health_jobs")
-app.queue("solo", single_consumer=True)
-
-# Long enough that no second attempt happens within a test.
-SLOW_RETRY = Backoff(base=600.0, jitter=0.0)
-started = threading.Event()
-release = threading.Event()
-
-
-@app.job_type(queue="work")
-def fine(ctx: JobContext, payload: Any) -> None:
-    pass
-
-
-# Retried after 0.1 s the first time, after ten minutes the second.
-@app.job_type(queue="work", max_attempts=None, backoff=Backoff(base=0.1, factor=6000, jitter=0))
-def flaky(ctx: JobContext, payload: Any) -> None:
-    raise RuntimeError(f"flaky {payload['n']} failed")
-
-
-@app.job_type(queue="work", max_attempts=None, backoff=SLOW_RETRY)
-def stubborn(ctx: JobContext, payload: Any) -> None:
-    raise RuntimeError("stubborn failed")
-
-
-@app.job_type(queue="work", max_attempts=1)
-def doomed(ctx: JobContext, payload: Any) -> None:
-    raise RuntimeError("doomed")
-
-
-@app.job_type(queue="solo")
-def blocking(ctx: JobContext, payload: Any) -> None:
-    started.set()
-    release.wait(30)
+from jobs import App
 
 
 def enqueue(url: str, job_type: Any, *payloads: Any) -> list[int]:
@@ -80,6 +56,7 @@ def test_health_counts_ready_running_failing_dead_and_the_most_tried(database_ur
     enqueued_at = time.monotonic()
     enqueue(database_url, fine, {"a": 1}, {"a": 2})
     # A job running now, in a real worker thread holding its row lock.
+    reset_blocking()
     enqueue(database_url, blocking, {})
     worker = app.worker(database_url, "solo")
     thread = threading.Thread(target=worker.run, daemon=True)

@@ -66,6 +66,19 @@ class _Main(click.Group):
     help="The index's git remote. Unset: a local bare repository under the data dir.",
 )
 @click.option(
+    "--sparse-dir",
+    envvar="INDEXPUB_SPARSE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the worker writes the sparse index and serve reads it. Default: DATA_DIR/sparse "
+    "(a directory shared by several hosts: see the README's Running on several hosts).",
+)
+@click.option(
+    "--crate-dir",
+    envvar="INDEXPUB_CRATE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where published .crate files are stored and served from. Default: DATA_DIR/crates.",
+)
+@click.option(
     "--git-known-hosts",
     envvar="INDEXPUB_GIT_KNOWN_HOSTS",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -101,6 +114,8 @@ def main(
     database_url: str | None,
     data_dir: Path | None,
     index_url: str | None,
+    sparse_dir: Path | None,
+    crate_dir: Path | None,
     git_known_hosts: Path | None,
     git_ca_file: Path | None,
     git_token_file: Path | None,
@@ -114,8 +129,11 @@ def main(
         index_url=config.configured_index_url(index_url),
         database_url=config.configured_database_url(database_url),
     )
-    # indexpub.gitindex.process and the worker's processes read these from the environment.
+    # indexpub.config, indexpub.gitindex.process and the worker's processes read these from the
+    # environment.
     for var, path in (
+        ("INDEXPUB_SPARSE_DIR", sparse_dir),
+        ("INDEXPUB_CRATE_DIR", crate_dir),
         ("INDEXPUB_GIT_KNOWN_HOSTS", git_known_hosts),
         ("INDEXPUB_GIT_CA_FILE", git_ca_file),
         ("INDEXPUB_GIT_TOKEN_FILE", git_token_file),

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import click
 
 from indexpub.cli.common import CommandError, Settings, pass_settings
+from indexpub.cli.progress import Progress
 from indexpub.domain.limits import IMPORT_MAX_FILE_BYTES, IMPORT_MAX_FILES
 
 if TYPE_CHECKING:
@@ -19,8 +18,6 @@ EXIT_INTERRUPTED = 130  # the shell's own code for a command ended by Ctrl-C
 
 # The problems and conflicts printed on stderr before the rest are only counted.
 SHOWN = 100
-# Without a terminal, a progress line this often (seconds).
-LOG_EVERY = 10.0
 
 
 class Interrupted(CommandError):
@@ -96,8 +93,14 @@ def import_index(
 
     location = source or settings.index_location
     settings.check_writable()
-    progress = _Progress(sys.stderr)
+    progress = Progress("import", unit="crate files")
     committed = False
+
+    def show(step: ImportProgress) -> None:
+        if progress.total is None:
+            progress.start(step.files_total)
+        progress.update(step.files_done)
+
     try:
         with open_snapshot(location, settings.data_dir, timeout) as snapshot:
             click.echo(
@@ -114,9 +117,9 @@ def import_index(
                     max_file_bytes=max_file_bytes,
                     max_files=max_files,
                     workers=workers,
-                    progress=progress,
+                    progress=show,
                 )
-                progress.end()
+                progress.finish()
                 crash_point("import-before-commit")
                 if report.refused:
                     conn.rollback()
@@ -124,10 +127,12 @@ def import_index(
                     conn.commit()
                     committed = True
     except KeyboardInterrupt:
-        progress.end()
+        progress.finish(completed=False)
         if committed:
             raise Interrupted("interrupted after the import was committed") from None
         raise Interrupted("interrupted: nothing was imported") from None
+    finally:
+        progress.finish(completed=False)  # a refusal or an error: the bar's line ends here
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -184,56 +189,3 @@ def _summary(report: ImportReport) -> str:
     if report.sparse_jobs:
         lines.append(f"enqueued write_sparse for {report.sparse_jobs} crate(s)")
     return "\n".join(lines)
-
-
-class _Progress:
-    """Files done of the total, the rate and the time left: one line redrawn on a terminal,
-    else a line every LOG_EVERY seconds."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self.started = time.monotonic()
-        self.shown_at = 0.0
-        self.drawn = False
-
-    def __call__(self, progress: ImportProgress) -> None:
-        now = time.monotonic()
-        first = progress.files_done == 0
-        last = progress.files_done == progress.files_total
-        if not (first or last or now - self.shown_at >= (0.2 if self.tty else LOG_EVERY)):
-            return
-        self.shown_at = now
-        elapsed = now - self.started
-        rate = progress.files_done / elapsed if elapsed > 0 else 0.0
-        text = f"import: {progress.files_done}/{progress.files_total} crate files"
-        if progress.files_total:
-            text += f" ({100 * progress.files_done // progress.files_total}%)"
-        if progress.files_done and not last:
-            left = (progress.bytes_total - progress.bytes_done) / max(progress.bytes_done, 1)
-            text += f", {rate:.0f} files/s, about {_duration(left * elapsed)} left"
-        elif last and progress.files_done:
-            text += f", {rate:.0f} files/s"
-        if self.tty:
-            self.out.write(f"\r\x1b[K{text}")
-            self.drawn = True
-        else:
-            self.out.write(text + "\n")
-        self.out.flush()
-
-    def end(self) -> None:
-        if self.drawn:
-            self.out.write("\n")
-            self.out.flush()
-            self.drawn = False
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

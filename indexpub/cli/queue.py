@@ -62,6 +62,28 @@ def migrate(settings: Settings) -> None:
     "verify queue, once per period across all workers; `indexpub check` reads the result. "
     "0: never (the verify queue is then not run).",
 )
+@click.option(
+    "--git-timeout",
+    envvar=config.GIT_TIMEOUT_ENV,
+    metavar="SECONDS",
+    callback=lambda ctx, param, value: _git_timeout(value),
+    help="Kill a git process (push, fetch) that runs longer than this, with its ssh or HTTPS "
+    f"helper, and fail its job to retry later. Default {config.DEFAULT_GIT_TIMEOUT:g}.",
+)
+@click.option(
+    "--metrics-port",
+    envvar="INDEXPUB_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port at /metrics (docs/metrics.md): the queue's "
+    "state, job runs, the index's lag and pushes, summed over the worker processes.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="INDEXPUB_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on (0.0.0.0: every interface).",
+)
 @pass_settings
 def worker(
     settings: Settings,
@@ -73,8 +95,13 @@ def worker(
     squash_every: str | None,
     squash_archive_url: str | None,
     verify_every: float,
+    git_timeout: float,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the job queues (SIGTERM: finish the running job, then exit)."""
+    if metrics_port is not None:
+        use_metrics_dir()
     from indexpub.cli.squash import archive_url_option, parse_squash_schedule
     from indexpub.gitindex.direct_publish import local_push_mode
     from indexpub.gitindex.index import maintenance_every
@@ -85,9 +112,17 @@ def worker(
         VERIFY_QUEUE,
         app,
         scheduled_squash,
+        sync_crate,
         verify_index,
     )
     from jobs import Every
+
+    if sync_crate.timeout is not None and git_timeout >= sync_crate.timeout:
+        # The job's watchdog would end the worker before git's timeout could fail the job.
+        raise click.UsageError(
+            f"--git-timeout ({config.GIT_TIMEOUT_ENV}) must be below the sync job's own "
+            f"timeout of {sync_crate.timeout:g} s, not {git_timeout:g}"
+        )
 
     try:
         # The git job reads it when it opens the index; a typo should stop the worker here,
@@ -128,12 +163,13 @@ def worker(
     if not queues or INDEX_QUEUE in queues:
         # A remote that cannot be used stops the worker here, with one line, instead of failing
         # every job of the queue in the background.
-        check_index_remote(remote)
+        check_index_remote(remote, git_timeout)
     configure_index(
         remote,
         config.clone_path(settings.data_dir, remote),
         config.sparse_dir(settings.data_dir),
         config.verify_clone_path(settings.data_dir, remote),
+        git_timeout=git_timeout,
     )
     try:
         supervisor = app.supervisor(
@@ -146,10 +182,58 @@ def worker(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if metrics_port is not None:
+        serve_worker_metrics(url, metrics_host, metrics_port)
     sys.exit(supervisor.run())
 
 
-def check_index_remote(remote: str) -> None:
+def _git_timeout(value: str | None) -> float:
+    """The --git-timeout (or INDEXPUB_GIT_TIMEOUT) in seconds, checked (see config.git_timeout)."""
+    try:
+        return config.git_timeout("" if value is None else value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def use_metrics_dir() -> None:
+    """Point prometheus_client's multiprocess mode at a new temporary directory, removed when
+    the command ends: the forked workers' instruments write their files there, which the
+    metrics port sums. Before anything imports prometheus_client: it chooses then."""
+    import shutil
+    import tempfile
+
+    from jobs.metrics import use_multiprocess_dir
+
+    path = Path(tempfile.mkdtemp(prefix="indexpub-metrics-"))
+    use_multiprocess_dir(path)
+    click.get_current_context().call_on_close(lambda: shutil.rmtree(path, ignore_errors=True))
+
+
+def serve_worker_metrics(url: str, host: str, port: int) -> None:
+    """Serve the worker's metrics (the queue's state, and what every worker process measured)
+    from a thread of the supervisor's process."""
+    from indexpub.pipeline.metrics import declare_index_series
+    from indexpub.registry.queue import app
+    from jobs.metrics import (
+        JobsCollector,
+        declare_run_series,
+        exposition_registry,
+        start_http_server,
+    )
+
+    # Every series at zero from the start (the workers' files add to these).
+    for queue in app.registry.queues:
+        declare_run_series(queue, [t.name for t in app.registry.types_of_queue(queue)])
+    declare_index_series()
+    registry = exposition_registry(JobsCollector(app.store, url))
+    try:
+        bound = start_http_server(registry, port, host)
+    except OSError as exc:
+        raise click.UsageError(f"--metrics-port: cannot listen on {host}:{port}: {exc}") from None
+    click.echo(f"metrics on http://{host}:{bound}/metrics", err=True)
+
+
+def check_index_remote(remote: str, timeout: float = config.DEFAULT_GIT_TIMEOUT) -> None:
     """Check, without the worker's clone (which only the active consumer may touch), that the
     remote answers and its HEAD names a branch with commits; for a remote on this machine, that
     the branch holds config.json too. A remote that cannot be read raises GitError."""
@@ -158,7 +242,7 @@ def check_index_remote(remote: str) -> None:
     from indexpub.gitindex.index import remote_head_by_url
     from indexpub.gitindex.process import scrub_secrets
 
-    branch, _ = remote_head_by_url(remote, timeout=60.0)
+    branch, _ = remote_head_by_url(remote, timeout=timeout)
     shown = scrub_secrets(remote)
     if branch is None:
         raise RemoteUnusable(
@@ -171,7 +255,7 @@ def check_index_remote(remote: str) -> None:
         found = subprocess.run(
             ["git", f"--git-dir={local}", "cat-file", "-e", f"refs/heads/{branch}:config.json"],
             capture_output=True,
-            timeout=60,
+            timeout=timeout,
             check=False,
         )
         if found.returncode != 0:

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from jobs import JobInfo, Schedule
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Seconds between two "still waiting" lines of --wait: a squash of a large index takes a while
+# (seconds at 200,000 crates, longer with an archive), and a silent command looks hung.
+WAIT_LINE_EVERY = 5.0
 
 
 def parse_squash_schedule(value: str) -> Schedule:
@@ -110,7 +113,9 @@ def _wait_for(settings: Settings, job: JobInfo, timeout: float) -> None:
     come (they are retried: a failure is not the end)."""
     from indexpub.gitindex.index import remote_head_by_url
 
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    said_at = started
     reported: set[tuple[int, int]] = set()
     watching = job
     with settings.connect(autocommit=True) as conn:
@@ -132,7 +137,14 @@ def _wait_for(settings: Settings, job: JobInfo, timeout: float) -> None:
             if current.state == "dead":
                 said = (current.last_error or "").strip().splitlines() or ["no error recorded"]
                 raise CommandError(f"{current.job_type} job {current.id} is dead: {said[-1]}")
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now - said_at >= WAIT_LINE_EVERY:
+                said_at = now
+                announce(
+                    f"squash: {current.job_type} job {current.id} {current.state}, "
+                    f"{now - started:.0f} s"
+                )
+            if now > deadline:
                 raise CommandError(
                     f"the squash is not done after {timeout:g} s; {current.job_type} job "
                     f"{current.id} stays queued (indexpub jobs list --type {current.job_type})"

@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ class Status:
     jobs: dict[str, Any] | None = None
     consumer: dict[str, Any] | None = None
     last_push: dict[str, Any] | None = None
+    # The newest recorded verify (registry/runs.py), and the squash commit at the root of the
+    # branch, if the branch was squashed: the two whole-index operations an operator schedules.
+    last_verify: dict[str, Any] | None = None
+    last_squash: dict[str, Any] | None = None
 
 
 @click.command()
@@ -41,8 +46,8 @@ class Status:
 @pass_settings
 def status(settings: Settings, as_json: bool) -> None:
     """The database in use, the index remote and its tip, jobs by state, the worker that holds
-    the index queue, and the last push. Starts nothing: a stopped embedded server is shown as
-    such."""
+    the index queue, the last push, the last verify and the last squash. Starts nothing: a
+    stopped embedded server is shown as such."""
     found = Status()
     _database(settings, found)
     _index(settings, found)
@@ -71,6 +76,7 @@ def _database(settings: Settings, found: Status) -> None:
         with psycopg.connect(url, autocommit=True, connect_timeout=int(TIMEOUT)) as conn:
             stats = app.store.stats(conn)
             holder = app.store.consumer(conn, INDEX_QUEUE)
+            found.last_verify = _last_verify(conn)
     except psycopg.Error as exc:
         found.database["error"] = f"unreachable: {first_line(str(exc))}"
         return
@@ -89,6 +95,30 @@ def _database(settings: Settings, found: Status) -> None:
             "client_addr": holder.client_addr,
             "since": holder.backend_start.isoformat(),
         }
+
+
+def _last_verify(conn: Any) -> dict[str, Any] | None:
+    """The newest verify run; None before the first (or before the table exists: status
+    migrates nothing)."""
+    import psycopg
+
+    from indexpub.registry import runs
+
+    try:
+        latest = runs.latest_verifies(conn)
+    except psycopg.errors.UndefinedTable:
+        return None
+    run = latest.last
+    if run is None or run.finished_at is None:
+        return None
+    return {
+        "finished_at": run.finished_at.astimezone(UTC).isoformat(),
+        "seconds_ago": max(0, int((latest.now - run.finished_at).total_seconds())),
+        "ran_by": run.ran_by,
+        "files": run.files,
+        "drifted_count": run.drifted_count,
+        "error": run.error,
+    }
 
 
 def _index(settings: Settings, found: Status) -> None:
@@ -116,6 +146,8 @@ def _index(settings: Settings, found: Status) -> None:
             commit = _commit(where, tip)
             if commit is not None:
                 found.index["tip_commit"] = asdict(commit)
+                squashed = _squash_root(where, tip)
+                found.last_squash = None if squashed is None else asdict(squashed)
                 break
     if branch is not None:
         # The newest commit of ours that the clone knows on the branch: the last push.
@@ -141,8 +173,34 @@ def _commit(git_dir: Path, rev: str, *, author: str | None = None) -> Commit | N
     return Commit(parts[0], int(parts[1]), parts[2])
 
 
+def _squash_root(git_dir: Path, tip: str) -> Commit | None:
+    """The squash commit the branch starts from; None when its root is no squash (never
+    squashed) or git cannot tell within TIMEOUT (the walk is the history since the last
+    squash)."""
+    from indexpub.pipeline.squash import SUBJECT
+
+    try:
+        roots = subprocess.run(
+            ["git", f"--git-dir={git_dir}", "rev-list", "--max-parents=0", tip, "--"],
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+            text=True,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    shas = roots.stdout.split()
+    if roots.returncode != 0 or len(shas) != 1:
+        return None
+    root = _commit(git_dir, shas[0])
+    return root if root is not None and root.subject == SUBJECT else None
+
+
 def _ago(seconds_since_epoch: int) -> str:
-    seconds = max(0, int(time.time()) - seconds_since_epoch)
+    return _age(max(0, int(time.time()) - seconds_since_epoch))
+
+
+def _age(seconds: int) -> str:
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
             count = seconds // size
@@ -196,4 +254,21 @@ def _screen(found: Status) -> list[str]:
             )
     push = found.last_push
     lines.append(f"last push:  {_describe(push) if push else 'none seen by this data dir'}")
+    if found.jobs is not None:
+        lines.append(f"last verify: {_verify_line(found.last_verify)}")
+    if "tip" in index:
+        squash = found.last_squash
+        described = _describe(squash) if squash else "none (the branch was never squashed)"
+        lines.append(f"last squash: {described}")
     return lines
+
+
+def _verify_line(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "none recorded (indexpub verify, or the worker's hourly job)"
+    when = f"{run['finished_at'][:19].replace('T', ' ')} UTC, {_age(run['seconds_ago'])}"
+    if run["error"] is not None:
+        return f"{when}, by {run['ran_by']}: could not check: {first_line(run['error'])}"
+    drifted = run["drifted_count"] or 0
+    found = "clean" if not drifted else f"{drifted} crate(s) drifted"
+    return f"{when}, by {run['ran_by']}: {found} ({run['files']} files)"

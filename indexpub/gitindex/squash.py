@@ -54,6 +54,8 @@ class CommitInfo:
     tree: str
     parents: tuple[str, ...]
     message: str
+    # The committer's time, as a Unix time; None when the commit does not say it well-formed.
+    committed_at: float | None = None
 
 
 def parse_commit(sha: str, data: bytes) -> CommitInfo:
@@ -61,14 +63,25 @@ def parse_commit(sha: str, data: bytes) -> CommitInfo:
     head, _, message = data.partition(b"\n\n")
     tree = ""
     parents: list[str] = []
+    committed_at = None
     for line in head.split(b"\n"):
         if line.startswith(b"tree "):
             tree = line[5:].decode()
         elif line.startswith(b"parent "):
             parents.append(line[7:].decode())
+        elif line.startswith(b"committer "):
+            committed_at = _signature_time(line)
     if not SHA_RE.fullmatch(tree):
         raise GitError(f"{sha} is not a well-formed commit (no tree)")
-    return CommitInfo(sha, tree, tuple(parents), message.decode(errors="replace"))
+    return CommitInfo(sha, tree, tuple(parents), message.decode(errors="replace"), committed_at)
+
+
+def _signature_time(line: bytes) -> float | None:
+    """The Unix time of a commit's ``committer NAME <EMAIL> TIME ZONE`` line."""
+    fields = line.rsplit(b" ", 2)
+    if len(fields) != 3 or not fields[1].isdigit():
+        return None
+    return float(fields[1])
 
 
 def write_parentless_commit(

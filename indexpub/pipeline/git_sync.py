@@ -9,7 +9,9 @@ or the same thing to do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,7 @@ from indexpub.domain.names import index_path
 from indexpub.gitindex.index import GitIndex
 from indexpub.gitindex.objects import object_sha
 from indexpub.gitindex.process import GitError, GitTimeout, PushRejected
+from indexpub.pipeline import metrics
 from indexpub.pipeline.faults import crash_point
 from indexpub.registry import render
 
@@ -63,11 +66,12 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
     result = SyncResult()
     # One entry per file: names that differ only in case share one (foo-bar and foo_bar don't).
     unique = sorted({name.lower(): name for name in names}.values(), key=str.lower)
+    metrics.batch_size(len(unique))
     crash_point("sync-started")
     tip = index.tip()
     fetched = tip is None
     if tip is None:
-        tip = index.fetch()
+        tip = fetch(index)
     paths = [index_path(name) for name in unique]
     while True:
         failed: dict[str, str] = {}
@@ -76,7 +80,9 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
         # also reads the trees the commits will need); a file whose rendering hashes to the
         # same sha is unchanged, so no file is read.
         haves = _file_shas(index, paths, tip, unique, failed)
-        wants = render.render_crate_files(conn, [name.lower() for name in unique])
+        rendered = render.read_crate_files(conn, [name.lower() for name in unique])
+        read_at = time.monotonic()
+        wants = rendered.files
         for name, path, have in zip(unique, paths, haves, strict=True):
             want = wants[name.lower()]
             if (
@@ -89,8 +95,9 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
         conn.rollback()
         head = tip
         committed: list[str] = []
+        published: list[str] = []
         # The batch's commits are built in memory and written as one pack when it ends.
-        with index.batch():
+        with metrics.timed("commit") if changes else contextlib.nullcontext(), index.batch():
             for number, (name, path, content, message) in enumerate(changes):
                 if number == 1:
                     crash_point("sync-mid-batch")
@@ -103,34 +110,58 @@ def sync_crates(conn: psycopg.Connection[Any], index: GitIndex, names: Sequence[
                     failed[name.lower()] = f"cannot commit {path}: {problem}"
                     continue
                 committed.append(message)
+                published.append(name.lower())
         if failed and not fetched:
             # What blocks a crate may be gone from the remote already (a foreign push fixed it):
             # our tip is only as fresh as our last push, so look once more at the real one.
             log.info(
                 "%d crate(s) cannot be written at our tip; fetching to look again", len(failed)
             )
-            tip, fetched = index.fetch(), True
+            tip, fetched = fetch(index), True
             continue
         result.failed = failed
         if head == tip:
             return result
         crash_point("sync-committed")
         try:
-            index.push(head)
+            with metrics.timed("push"):
+                index.push(head)
         except PushRejected:
             result.rejected += 1
+            metrics.push_rejected(rebuilding=result.rejected < MAX_PUSHES)
             if result.rejected == MAX_PUSHES:
                 raise SyncError(
                     f"the index remote moved under us {MAX_PUSHES} times in a row; giving up "
                     "this attempt (the job will be retried after its backoff)"
                 ) from None
             log.info("push rejected (the remote moved); fetching and rebuilding")
-            tip, fetched = index.fetch(), True
+            tip, fetched = fetch(index), True
             continue
+        pushed_at = time.monotonic()
+        metrics.pushed(
+            rendered.ages[n] + pushed_at - read_at for n in published if n in rendered.ages
+        )
+        _record_tip(index, head)
         crash_point("sync-pushed")
         result.pushes += 1
         result.commits.extend(committed)
         return result
+
+
+def fetch(index: GitIndex) -> str:
+    """Fetch the remote's tip, timed and dated for the metrics."""
+    with metrics.timed("fetch"):
+        tip = index.fetch()
+    _record_tip(index, tip)
+    return tip
+
+
+def _record_tip(index: GitIndex, tip: str) -> None:
+    """The tip's commit time for the tip-age metric: one object read from the clone."""
+    try:
+        metrics.tip_time(index.commit_info(tip).committed_at)
+    except GitError as problem:
+        log.warning("cannot date the tip %s: %s", tip[:12], problem)
 
 
 def _file_shas(

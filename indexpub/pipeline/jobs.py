@@ -12,13 +12,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from indexpub.config import DEFAULT_GIT_TIMEOUT
 from indexpub.gitindex.index import GitIndex
 from indexpub.gitindex.process import scrub_secrets
-from indexpub.pipeline.git_sync import sync_crates
+from indexpub.pipeline.git_sync import fetch, sync_crates
 from indexpub.pipeline.rebuild import rebuild
 from indexpub.pipeline.sparse_sync import sync_sparse
 from indexpub.pipeline.squash import Archived, archive_tip, squash
-from indexpub.pipeline.verify import verify_and_record
+from indexpub.pipeline.verify import VERIFY_GIT_TIMEOUT, verify_and_record
 from indexpub.registry import render, runs
 from indexpub.registry.queue import (
     app,
@@ -49,6 +50,8 @@ class _IndexTarget:
     clone_path: Path | None = None
     sparse_dir: Path | None = None
     verify_clone: Path | None = None
+    # Seconds each git process may run (INDEXPUB_GIT_TIMEOUT, ``indexpub worker --git-timeout``).
+    git_timeout: float = DEFAULT_GIT_TIMEOUT
     index: GitIndex | None = None
     # Where a scheduled squash keeps the old history (``indexpub worker --squash-archive-url``):
     # None keeps it on a snapshot branch of the index remote.
@@ -60,14 +63,16 @@ def configure_index(
     clone_path: Path,
     sparse_dir: Path | None = None,
     verify_clone: Path | None = None,
+    git_timeout: float = DEFAULT_GIT_TIMEOUT,
 ) -> None:
     """Where the jobs work: the remote, the worker's clone of it, the sparse index directory,
     and the clone the verify job reads the remote in (never the worker's: see
-    gitindex.read_clone)."""
+    gitindex.read_clone); and how long a git process may run before it is killed."""
     _IndexTarget.remote_url = remote_url
     _IndexTarget.clone_path = clone_path
     _IndexTarget.sparse_dir = sparse_dir
     _IndexTarget.verify_clone = verify_clone
+    _IndexTarget.git_timeout = git_timeout
     _IndexTarget.index = None
 
 
@@ -80,7 +85,9 @@ def _index() -> GitIndex:
     if _IndexTarget.index is None:
         if _IndexTarget.remote_url is None or _IndexTarget.clone_path is None:
             raise RuntimeError("the index remote is not configured (see configure_index)")
-        _IndexTarget.index = GitIndex.open(_IndexTarget.remote_url, _IndexTarget.clone_path)
+        _IndexTarget.index = GitIndex.open(
+            _IndexTarget.remote_url, _IndexTarget.clone_path, timeout=_IndexTarget.git_timeout
+        )
     return _IndexTarget.index
 
 
@@ -95,7 +102,7 @@ def run_sync_crate(ctx: JobContext, payloads: list[Any]) -> Failures:
     if any(p.get("fetch") for p in payloads):
         # `indexpub repair` found these files drifted: someone else wrote the remote, so the
         # tip of our last push is not the remote's (see git_sync.sync_crates).
-        index.fetch()
+        fetch(index)
     result = sync_crates(ctx.conn, index, names)
     for message in result.commits:
         log.info("%s", message)
@@ -286,7 +293,11 @@ def run_verify_index(ctx: JobContext, payload: Any) -> None:
             last = time.monotonic()
             log.info("verify: %d crates compared", done)
 
-    outcome = verify_and_record(ctx.conn, remote, clone, ran_by=runs.BY_JOB, progress=progress)
+    # Verify's clone fetches the whole index: never less than its own floor.
+    timeout = max(VERIFY_GIT_TIMEOUT, _IndexTarget.git_timeout)
+    outcome = verify_and_record(
+        ctx.conn, remote, clone, ran_by=runs.BY_JOB, progress=progress, timeout=timeout
+    )
     result = outcome.result
     if result is None:
         log.warning("verify could not check the index remote: %s", outcome.error)

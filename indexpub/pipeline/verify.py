@@ -49,6 +49,9 @@ VERSIONS_SHOWN = 20
 PROGRESS_EVERY = 1000
 # Crates rendered per statement when the first pass's differences are looked at again.
 RECHECK_CHUNK = 5000
+# Seconds a git process of verify's own clone may run: a first clone fetches the whole index, so
+# this is a floor that a shorter INDEXPUB_GIT_TIMEOUT does not lower.
+VERIFY_GIT_TIMEOUT = 300.0
 
 Progress = Callable[[int], None]
 """Called with the number of crates compared so far, every PROGRESS_EVERY crates and at the
@@ -173,7 +176,7 @@ def verify_and_record(
     ran_by: str,
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
-    timeout: float = 300.0,
+    timeout: float = VERIFY_GIT_TIMEOUT,
 ) -> VerifyOutcome:
     """Verify the remote against the database and record the result, committed; a remote
     that cannot be read is recorded as a verify that could not check. A database that cannot

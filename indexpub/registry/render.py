@@ -24,8 +24,24 @@ class CrateFile(NamedTuple):
     data: bytes
 
 
+class Rendered(NamedTuple):
+    """Crate files as the database renders them, with how old their newest change is."""
+
+    # The bytes each (lowercased) crate name's file must hold; None: no file.
+    files: dict[str, bytes | None]
+    # Seconds from each crate's newest change (a publish, a yank or an unyank) to the read, by
+    # the database's clock; a crate without versions has none. A deleted version leaves no row
+    # to date it: a file changed only by a delete is dated by its newest remaining change.
+    ages: dict[str, float]
+
+
 def render_crate_files(conn: Conn, lower_names: Sequence[str]) -> dict[str, bytes | None]:
-    """The bytes each (lowercased) crate name's index file must hold; None: no file.
+    """The bytes each (lowercased) crate name's index file must hold; None: no file."""
+    return read_crate_files(conn, lower_names).files
+
+
+def read_crate_files(conn: Conn, lower_names: Sequence[str]) -> Rendered:
+    """The files of render_crate_files, dated (see Rendered), from one statement.
 
     Stored lines are trusted, never parsed or validated again: they were checked when they were
     stored, and a check that could fail here would stop the crate's file, and every crate synced
@@ -37,9 +53,12 @@ def render_crate_files(conn: Conn, lower_names: Sequence[str]) -> dict[str, byte
         {"lower_names": wanted, "canonical": [n.replace("-", "_") for n in wanted]},
     ).fetchall()
     lines: dict[str, list[tuple[str, bool]]] = {}
-    for name, line, yanked in rows:
+    ages: dict[str, float] = {}
+    for name, line, yanked, age in rows:
         lines.setdefault(name, []).append((line, yanked))
-    return {name: _file(lines[name]) if name in lines else None for name in wanted}
+        ages[name] = min(age, ages.get(name, age))
+    files = {name: _file(lines[name]) if name in lines else None for name in wanted}
+    return Rendered(files, ages)
 
 
 def _file(lines: Iterable[tuple[str, bool]]) -> bytes:

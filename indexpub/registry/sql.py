@@ -56,9 +56,14 @@ DELETE_CRATE = "DELETE FROM {schema}.crates WHERE canonical_name = %s RETURNING 
 
 # Crate files: the versions of the crates whose lowercased names are the files' names, in
 # publish order. canonical_name narrows by the unique index; lower(name) tells foo-bar from
-# foo_bar, which live in different files. One query for a whole batch of a sync job.
+# foo_bar, which live in different files. One query for a whole batch of a sync job. The last
+# column dates each line's last change (its publish, or its last yank or unyank) against the
+# server's clock as the statement starts: the index lag metric's start, with no clock but the
+# database's.
 CRATE_FILES_LINES = """
-SELECT lower(c.name), v.line, v.yanked FROM {schema}.versions AS v
+SELECT lower(c.name), v.line, v.yanked,
+       EXTRACT(EPOCH FROM statement_timestamp() - GREATEST(v.published_at, v.updated_at))::float8
+FROM {schema}.versions AS v
 JOIN {schema}.crates AS c ON c.id = v.crate_id
 WHERE c.canonical_name = ANY(%(canonical)s) AND lower(c.name) = ANY(%(lower_names)s)
 ORDER BY v.id"""

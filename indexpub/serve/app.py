@@ -28,6 +28,7 @@ from indexpub.registry import accounts, store
 from indexpub.serve.api import RegistryApi, registry_urls
 from indexpub.serve.db import Database
 from indexpub.serve.errors import ApiError, error_response
+from indexpub.serve.metrics import MetricsMiddleware, ServeMetrics, route_templates
 from indexpub.serve.upload import DEFAULT_BODY_TIMEOUT
 
 log = logging.getLogger("indexpub.serve.app")
@@ -147,6 +148,7 @@ def create_app(
         index_urls=registry_urls(public_url, index_urls),
         body_timeout=body_timeout,
     )
+    metrics = ServeMetrics(database_url)
     crate = "/api/v1/crates/{name}"
     routes = [
         Route("/api/v1/crates/new", registry.publish_endpoint, methods=["PUT"]),
@@ -159,6 +161,7 @@ def create_app(
             "/index",
             app=_SparseFiles(directory=config.sparse_dir(data_dir), check_dir=False),
         ),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
 
     @contextlib.asynccontextmanager
@@ -168,6 +171,7 @@ def create_app(
             yield
         finally:
             database.close()
+            metrics.jobs.close()
 
     app = Starlette(
         routes=routes,
@@ -176,7 +180,11 @@ def create_app(
         # middleware, which answers and then raises the exception again for the server to log a
         # second time; this ExceptionMiddleware, around the one of the handlers above, answers
         # and logs it once.
-        middleware=[Middleware(ExceptionMiddleware, handlers={Exception: _internal_error})],
+        # The metrics middleware is outside it, and so sees the status of the answer it gave.
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics, templates=route_templates(routes)),
+            Middleware(ExceptionMiddleware, handlers={Exception: _internal_error}),
+        ],
         lifespan=lifespan,
     )
     app.state.registry = registry

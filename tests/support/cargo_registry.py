@@ -60,6 +60,8 @@ class CargoRegistry:
     port: int = field(default_factory=free_port)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
+    # More options of `indexpub worker` (--metrics-port).
+    worker_args: tuple[str, ...] = ()
 
     @property
     def base(self) -> str:
@@ -101,7 +103,10 @@ class CargoRegistry:
         self.indexpub("migrate")
         for user in ("alice", "bob"):
             self.tokens[user] = self.indexpub("token", "create", user).strip()
-        for args in (["serve", "--port", str(self.port)], ["worker", "--poll-interval", "0.5"]):
+        for args in (
+            ["serve", "--port", str(self.port)],
+            ["worker", "--poll-interval", "0.5", *self.worker_args],
+        ):
             self.processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "indexpub", "-v", *args],

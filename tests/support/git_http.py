@@ -104,6 +104,7 @@ class GitHttpApp:
             await asyncio.Event().wait()  # never answers; ends when the server stops
         status = await self._backend(scope, receive, send, path, query, headers, user)
         self._log(scope["method"], path, service, user, status, agent, started)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _authorize(
         self, authorization: str | None, push: bool
@@ -186,7 +187,8 @@ class GitHttpApp:
                 await send({"type": "http.response.body", "body": rest, "more_body": True})
             while chunk := await proc.stdout.read(65536):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # The response's end is sent by the caller once the request is logged, so a client
+            # that has finished its push or fetch always finds it in the log.
             await feeding
             said = await errors
             await proc.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,3 +127,16 @@ def foreign_push(reg: Registry, tmp_path: Path, edit: Callable[[Path], None], me
     git("add", "-A", cwd=other)
     git("-c", "user.name=ops", "-c", "user.email=o@e", "commit", "-qm", message, cwd=other)
     git("push", "-q", "origin", "HEAD", cwd=other)
+
+
+def index_consumer_pid(url: str) -> int | None:
+    """The pid of the worker process that holds the ``index`` queue's single-consumer lock (the
+    active one), read from its control connection's application_name; None while none does."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
+            " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+            " AND a.application_name LIKE 'jobs worker index%%'"
+        ).fetchone()
+    found = None if row is None else re.search(r"pid (\d+)", str(row[0]))
+    return None if found is None else int(found.group(1))

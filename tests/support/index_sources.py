@@ -1,14 +1,14 @@
-"""Indexes written by somebody else, for the import tests and bench/ops_import.py: bare
-repositories with any tree (crate files, symlinks, submodules, stray files) built with one
-``git fast-import``, and lines of every valid kind, in crates.io's form and in others.
+"""Indexes written by somebody else, for the import tests: bare repositories with any tree
+(crate files, symlinks, submodules, stray files) built with one ``git fast-import``, and lines
+of every valid kind, in crates.io's form and in others. Indexes at scale are
+support/synthetic_index.py's (``index_files``), the generator the benchmarks share.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from indexpub.domain.names import index_path
@@ -171,52 +171,6 @@ def varied_lines() -> dict[str, list[str]]:
         "fullness": [line("fullness", "0.1.0")],
         "a" + "b" * 63: [line("a" + "b" * 63, "1.0.0")],
     }
-
-
-# The most versions a synthetic crate gets (crates.io's most-published crates have a few
-# thousand).
-MAX_SYNTHETIC_VERSIONS = 3000
-
-
-def synthetic_index(
-    crates: int, versions: int, *, seed: int = 1, deps: int = 3
-) -> Iterator[tuple[str, bytes]]:
-    """``crates`` crate files (path, bytes) in crates.io's form with ``versions`` versions in
-    all, spread unevenly (a few crates with many versions, most with few), each line with up
-    to ``deps`` dependencies and a few features: about crates.io's average line (~500 bytes)."""
-    rng = random.Random(seed)
-    names: dict[str, str] = {}
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789_-"
-    while len(names) < crates:
-        name = rng.choice("abcdefghijklmnopqrstuvwxyz") + "".join(
-            rng.choices(alphabet, k=rng.randint(2, 17))
-        )
-        canonical = name.lower().replace("-", "_")
-        if canonical not in names and name.lower() not in ("con", "prn", "aux", "nul"):
-            names[canonical] = name
-    ordered = sorted(names.values(), key=index_path)
-    weights = [rng.paretovariate(1.2) for _ in ordered]
-    scale = (versions - crates) / sum(weights)
-    counts = [min(1 + int(w * scale), MAX_SYNTHETIC_VERSIONS) for w in weights]
-    for i in range(max(0, versions - sum(counts))):  # what the cap took, spread evenly
-        counts[i % crates] += 1
-    for name, count in zip(ordered, counts, strict=True):
-        lines = []
-        for i in range(count):
-            vers = f"{i // 100}.{i % 100}.{rng.randint(0, 9)}"
-            lines.append(
-                line(
-                    name,
-                    vers,
-                    deps=[
-                        dep(rng.choice(ordered), f"^{rng.randint(0, 3)}.{rng.randint(0, 20)}")
-                        for _ in range(rng.randint(0, deps))
-                    ],
-                    features={"default": ["std"], "std": [], "serde": []},
-                    yanked=rng.random() < 0.02,
-                )
-            )
-        yield index_path(name), "".join(f"{line_}\n" for line_ in lines).encode()
 
 
 def tree_files(git_dir: Path, rev: str = "HEAD") -> dict[str, bytes]:

@@ -12,16 +12,29 @@ down and bring it back on the same port.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from support.git_http import GitHttpServer
 from support.sshd import Sshd
 from support.tls import make_ca
 
 KINDS = ("http", "https", "ssh")
+
+
+def clear_git_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxies, and none of the INDEXPUB_GIT_* or GIT_SSH* settings of the environment the
+    tests run in: a test's remote is configured by the test alone."""
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    for var in list(os.environ):
+        if var.startswith("INDEXPUB_GIT_") or var in ("GIT_SSH", "GIT_SSH_COMMAND"):
+            monkeypatch.delenv(var)
 
 
 @dataclass

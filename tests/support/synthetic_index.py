@@ -1,16 +1,17 @@
-"""A synthetic registry at any size: the database's rows and the matching git index, generated
-once per shape and cached.
+"""A synthetic registry at any size, the one generator of the benchmarks and the tests: the
+database's rows and the matching git index, generated once per shape and cached.
 
-    python bench/synthetic_index.py --crates 200000 --versions 1500000   # build (or find) it
-    python bench/synthetic_index.py --crates 2000 --check                # and check every line
+    python bench/ops.py --generate --crates 200000 --versions 1500000   # build (or find) it
+    python bench/ops.py --generate --crates 2000 --check                # and check every line
 
-From Python (the benchmarks of verify, rebuild and import share it)::
+From Python (bench/ops.py, and the import tests through :func:`index_files`)::
 
-    from synthetic_index import Shape, synthetic
+    from support.synthetic_index import Shape, synthetic
     index = synthetic(Shape(crates=20_000))       # built on first use, then read from the cache
     index.remote                                  # a bare git index: config.json + every file
     index.load(database_url)                      # migrate, then COPY the crates and versions
     index.copy_remote(tmp / "index.git")          # a remote to write to (hard-linked objects)
+    dict(index_files(Shape(700, 3000)))           # path -> file, generated, nothing cached
 
 What it holds. ``Shape(crates, versions, seed)``: that many crates and versions (default 7.5
 versions a crate, crates.io's ratio: 200,000 crates and 1,500,000 versions is the issue's
@@ -22,7 +23,9 @@ a long tail (most crates have a few, some hundreds). A version's line is what
 ``IndexEntry.to_line`` writes (checked with ``--check``): 0 to 10 dependencies on other crates
 of the set (normal, dev and build; a few optional, renamed or with a target), features, a cksum,
 a ``rust_version`` and ``pubtime`` on some; about 2.5% are yanked. Lines average about 600
-bytes: 20,000 crates make 90 MB of files, 200,000 crates about 900 MB.
+bytes: 20,000 crates make 90 MB of files, 200,000 crates about 900 MB. The lines that no
+generator at scale makes (features2, links, other key orders, escapes) are
+``support.index_sources.varied_lines``'s.
 
 The cache (``$INDEXPUB_BENCH_CACHE``, else ``~/.cache/indexpub-bench``) has one directory per
 shape: ``remote.git`` (the index as one commit on top of ``Initialize index``, written by
@@ -34,13 +37,6 @@ benchmarks that ask for the same shape at once build it once.
 
 from __future__ import annotations
 
-if __name__ == "__main__":
-    import _paths
-
-    _paths.setup()
-
-import argparse
-import contextlib
 import fcntl
 import gzip
 import hashlib
@@ -175,6 +171,13 @@ def crates(shape: Shape) -> Iterator[Crate]:
     for position, (name, count) in enumerate(zip(names, counts, strict=True)):
         # Dependencies on crates published before this one (the first crate has none).
         yield Crate(name, list(_versions(rng, name, count, names, position)))
+
+
+def index_files(shape: Shape) -> Iterator[tuple[str, bytes]]:
+    """Every crate file of the shape as (path, bytes), without the cache: what a test builds an
+    index of somebody else's from (support.index_sources.build_index)."""
+    for crate in crates(shape):
+        yield crate.path, crate.file()
 
 
 def _versions(
@@ -425,26 +428,3 @@ def check_lines(shape: Shape) -> int:
                 raise AssertionError(f"{crate.name} {version.num}: {version.line} != {again}")
             checked += 1
     return checked
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--crates", type=int, default=20_000)
-    parser.add_argument("--versions", type=int, help="default: 7.5 per crate")
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--cache", type=Path, help="default: $INDEXPUB_BENCH_CACHE or ~/.cache")
-    parser.add_argument("--check", action="store_true", help="validate every line first")
-    args = parser.parse_args()
-    shape = Shape(args.crates, args.versions, args.seed)
-    if args.check:
-        with contextlib.redirect_stdout(sys.stderr):
-            print(f"checked {check_lines(shape)} lines", flush=True)
-    index = synthetic(shape, root=args.cache)
-    print(
-        f"{index.path}: {index.crates} crates, {index.versions} versions, "
-        f"{index.file_bytes / 1e6:.0f} MB of files, tip {index.tip}"
-    )
-
-
-if __name__ == "__main__":
-    main()
