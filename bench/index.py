@@ -111,6 +111,8 @@ HOOK = """#!/bin/bash
 [ "$1" = committed ] || exit 0
 t=$EPOCHREALTIME
 while read -r old new ref; do
+  # git pack-refs (which gc runs) deletes the loose ref: not an update of the branch.
+  [ "$new" = 0000000000000000000000000000000000000000 ] && continue
   [ "$ref" = "refs/heads/{branch}" ] && printf '%s %s\\n' "$t" "$new" >> '{log}'
 done
 exit 0

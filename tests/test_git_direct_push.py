@@ -464,6 +464,10 @@ def test_direct_publishes_keep_the_remotes_packs_few(
     for n in range(16):
         index.push(commit_one(index, f"3/a/a{n:02d}"))
         assert index.last_push_mode == "direct"
+        if n % 8 == 7:
+            # The repack runs in the background: one still running when the next is due
+            # would put that one off.
+            index.finish_maintenance()
     found = len(packs(remote / "objects" / "pack"))
     if autogc:
         assert found < 6  # a geometric repack every 8 publishes

@@ -757,6 +757,7 @@ def test_pushes_keep_packs_and_loose_objects_few(tmp_path: Path) -> None:
     for n in range(git_index.GC_EVERY_PUSHES):
         tip = index.commit_file(tip, f"3/a/a{n:02d}", b"{}\n", f"Create crate `a{n:02d}`")
         index.push(tip)
+    index.finish_maintenance()
     # One pack per commit_file was written; the periodic repack merged them.
     assert loose_objects(index.path) == set()
     assert len(packs(index.path)) < 10

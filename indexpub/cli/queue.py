@@ -104,6 +104,7 @@ def worker(
         use_metrics_dir()
     from indexpub.cli.squash import archive_url_option, parse_squash_schedule
     from indexpub.gitindex.direct_publish import local_push_mode
+    from indexpub.gitindex.index import maintenance_every
     from indexpub.gitindex.process import check_git_settings
     from indexpub.pipeline.jobs import configure_index, configure_squash
     from indexpub.registry.queue import (
@@ -127,6 +128,7 @@ def worker(
         # The git job reads it when it opens the index; a typo should stop the worker here,
         # not fail every job later.
         local_push_mode()
+        maintenance_every()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     # An SSH remote without a pinned host key, a missing CA or token file: refused (GitError)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from indexpub.domain.names import is_index_path
+from indexpub.errors import shorten
 from indexpub.gitindex.builder import CommitBuilder
 from indexpub.gitindex.direct_publish import (
     LOCAL_PUSH_ENV,
@@ -26,6 +28,7 @@ from indexpub.gitindex.direct_publish import (
     publish_directly,
 )
 from indexpub.gitindex.listing import Listing, list_files
+from indexpub.gitindex.maintenance import BackgroundMaintenance
 from indexpub.gitindex.objects import SHA_RE, parse_identity
 from indexpub.gitindex.pack import PendingPack
 from indexpub.gitindex.process import GitError, GitRemote, failure_message, run_git
@@ -57,8 +60,23 @@ __all__ = [
 
 log = logging.getLogger("indexpub.gitindex.index")
 
-# How many pushes between two ``git gc --auto`` checks.
+# How many pushes between two maintenances (``git gc --auto``, a background repack) of the clone,
+# and how many direct publishes between two of the remote.
 GC_EVERY_PUSHES = 100
+# Another number of pushes for that (tests and benchmarks make maintenance due sooner).
+MAINTENANCE_EVERY_ENV = "INDEXPUB_GIT_MAINTENANCE_EVERY"
+
+
+def maintenance_every() -> int:
+    """The pushes between two maintenances: INDEXPUB_GIT_MAINTENANCE_EVERY, else
+    GC_EVERY_PUSHES; a value that is not a whole number of at least 1 is an error rather than
+    a silent default."""
+    raw = os.environ.get(MAINTENANCE_EVERY_ENV, "").strip()
+    if not raw:
+        return GC_EVERY_PUSHES
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{MAINTENANCE_EVERY_ENV} must be a whole number >= 1, not {shorten(raw)}")
+    return int(raw)
 
 
 def check_crate_path(path: str) -> None:
@@ -119,6 +137,13 @@ class GitIndex:
         # the first push and when a push failed before it chose.
         self.last_push_mode: str | None = None
         self._direct_pushes_since_gc = 0
+        self._maintenance_every = maintenance_every()
+        # Off the publish path (see gitindex.maintenance): the clone's, and the remote's for
+        # the direct publish (made when first needed, for the remote's directory then).
+        self._clone_maintenance = BackgroundMaintenance(
+            clone.path, self.timeout, self._rewrite_timeout, f"the clone {clone.path}", clone.remote
+        )
+        self._remote_maintenance: BackgroundMaintenance | None = None
 
     @classmethod
     def open(
@@ -153,7 +178,12 @@ class GitIndex:
         return index
 
     def fetch(self) -> str:
-        """Move the tracking ref to the remote tip, even backwards (a squash rewrites history)."""
+        """Move the tracking ref to the remote tip, even backwards (a squash rewrites history).
+
+        git fetch may start ``gc --auto``, a repack that must not overlap the clone's
+        background one: that one is let finish first (fetches are rare: a rejected push, a
+        repair)."""
+        self._clone_maintenance.wait()
         return self._clone.fetch()
 
     def tip(self) -> str | None:
@@ -202,8 +232,24 @@ class GitIndex:
 
     def close(self) -> None:
         """End the git process this GitIndex keeps for reading (it is also ended when the
-        GitIndex is collected or the interpreter exits)."""
+        GitIndex is collected or the interpreter exits) and kill a background maintenance
+        (which also ends with the process that started it)."""
         self._reader.close()
+        for maintenance in self._maintenances():
+            maintenance.stop()
+
+    def finish_maintenance(self) -> None:
+        """Let the background maintenances (see push) finish and reap them: for a command
+        about to exit, and for tests that look at the packs."""
+        for maintenance in self._maintenances():
+            maintenance.wait()
+        self._reader.close()  # so that it holds none of the packs the repack deleted
+
+    def _maintenances(self) -> list[BackgroundMaintenance]:
+        found = [self._clone_maintenance]
+        if self._remote_maintenance is not None:
+            found.append(self._remote_maintenance)
+        return found
 
     def commit_file(self, parent: str, path: str, content: bytes | None, message: str) -> str:
         """Commit one crate file (None deletes it) on top of `parent` and return the new commit.
@@ -309,13 +355,15 @@ class GitIndex:
                 )
         self._clone.pushed(commit)
         self._pushes_since_gc += 1
-        if self._pushes_since_gc >= GC_EVERY_PUSHES:
-            self.collect_garbage()
+        if self._clone_maintenance.poll():
+            self._reader.close()  # so that it holds none of the packs the repack deleted
+        due = self._pushes_since_gc >= self._maintenance_every
+        if due and self._clone_maintenance.start():
+            self._pushes_since_gc = 0
         target = self._probe.target
         if self.last_push_mode == "direct" and target is not None:
             self._direct_pushes_since_gc += 1
-            if self._direct_pushes_since_gc >= GC_EVERY_PUSHES:
-                self._maintain_remote(target)
+            self._maintain_remote(target)
 
     def _read_direct_target(self) -> DirectProbe:
         """Whether pushes may publish directly, asked of the one URL git push would use (see
@@ -360,24 +408,41 @@ class GitIndex:
         return target, old, packs
 
     def _maintain_remote(self, target: DirectTarget) -> None:
-        """Repack the remote as receive-pack's ``gc --auto`` (receive.autogc) would have after
-        the direct publishes; a failure is logged, not raised, since they have landed (see
+        """Reap the remote's background maintenance, and start one every GC_EVERY_PUSHES
+        direct publishes, as receive-pack's ``gc --auto`` (receive.autogc) would have run after
+        them; a failure is logged, not raised, since they have landed (see
         docs/architecture.md, 'The direct publish')."""
-        self._direct_pushes_since_gc = 0
-        if not target.autogc:
+        maintenance = self._remote_maintenance
+        if maintenance is not None and maintenance.git_dir != target.git_dir:
+            maintenance.wait()  # the remote's path changed (its config did): finish the old
+            maintenance = None
+        if maintenance is None:
+            maintenance = self._remote_maintenance = BackgroundMaintenance(
+                target.git_dir,
+                self.timeout,
+                self._rewrite_timeout,
+                f"the remote {self.remote_url}",
+                self._remote,
+            )
+        maintenance.poll()
+        if self._direct_pushes_since_gc < self._maintenance_every:
             return
-        try:
-            maintain(target.git_dir, self.timeout, self._remote)
-        except GitError as e:
-            log.warning("maintenance of the remote %s failed: %s", self.remote_url, e)
+        if not target.autogc:
+            self._direct_pushes_since_gc = 0
+            return
+        if maintenance.start():
+            self._direct_pushes_since_gc = 0
 
     def collect_garbage(self) -> None:
-        """Merge the small packs that batches write (one per batch) before they slow reads down.
+        """Merge the small packs that batches write (one per batch) before they slow reads
+        down, now, waiting for it (push starts the same in the background every
+        GC_EVERY_PUSHES pushes).
 
         Only fetch runs git's automatic gc, and the sync fetches only when a push is rejected,
         so without this a busy index would pile up packs (see repo.maintain).
         """
         self._pushes_since_gc = 0
+        self._clone_maintenance.wait()  # two repacks of one repository must never overlap
         self._reader.close()  # so that it holds none of the packs the repack deletes
         maintain(self.path, self.timeout, self._remote)
 
@@ -482,6 +547,7 @@ class GitIndex:
         does, plus the bitmap) lets pack-objects see that the tip's tree is the remote's. A
         failure only costs the bigger push, so it is logged, not raised.
         """
+        self._clone_maintenance.wait()  # two repacks of one repository must never overlap
         self._reader.close()  # so that it holds none of the packs the repack deletes
         args = ["repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index"]
         result = run_git(

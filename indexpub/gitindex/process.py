@@ -18,13 +18,15 @@ a running process cannot change); else from `INDEXPUB_GIT_TOKEN`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import re
 import shlex
 import signal
 import subprocess
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -48,6 +50,7 @@ __all__ = [
     "scrub_secrets",
     "ssh_command",
     "start_git",
+    "start_git_chain",
     "write_askpass",
 ]
 
@@ -406,6 +409,62 @@ def start_git(args: Sequence[str], *, what: str, stderr: IO[bytes]) -> subproces
             stderr=stderr,
             env=env,
             start_new_session=True,
+        )
+    except OSError as e:
+        raise GitError(f"cannot run git for {what}: {e}") from None
+
+
+# A shell that runs git commands one after the other and, on SIGTERM (sent by Linux when its
+# parent dies, see _die_with_parent), kills its whole process group. Each git runs in the
+# background and is waited for, because sh runs a trap only once its foreground command ended.
+_CHAIN_PREAMBLE = "trap 'kill -KILL 0' TERM HUP INT\n"
+_CHAIN_STEP = '{argv} & wait $! || exit "$?"\n'
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up in the parent (a dlopen between fork and exec could hang on a
+    lock another thread held); None off Linux."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent(prctl: Callable[..., int] | None, parent: int) -> None:
+    """Ask Linux to SIGTERM this (forked, not yet exec'd) process when the thread that started
+    it ends, however it ends (a stopped worker, a crash, SIGKILL). A parent gone before the
+    request took effect ends it at once."""
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def start_git_chain(
+    commands: Sequence[Sequence[str]], *, what: str, stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """Start local git commands that run one after the other, the next only if the last
+    succeeded, in the background: a ``sh`` in a session of its own, which nobody waits for.
+
+    Its exit status is the first failing command's. kill_git ends it with everything it
+    started; so does the end of the process that started it (sh kills its group when Linux
+    tells it its parent died), so no git outlives a stopped worker. Like start_git it is given
+    no credentials.
+    """
+    env = _git_env(None, network=False)
+    script = _CHAIN_PREAMBLE + "".join(
+        _CHAIN_STEP.format(argv=shlex.join(_git_argv(args, env))) for args in commands
+    )
+    try:
+        return subprocess.Popen(
+            ["sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+            preexec_fn=functools.partial(_die_with_parent, _prctl(), os.getpid()),
         )
     except OSError as e:
         raise GitError(f"cannot run git for {what}: {e}") from None

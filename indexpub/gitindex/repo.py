@@ -40,10 +40,12 @@ __all__ = [
     "Clone",
     "FileSignature",
     "file_signature",
+    "gc_auto",
     "init_index",
     "maintain",
     "remote_head",
     "remote_head_by_url",
+    "repack_command",
 ]
 
 DEFAULT_IDENTITY = "indexpub <indexpub@localhost>"
@@ -181,25 +183,39 @@ class Clone:
             raise error
 
 
-def maintain(git_dir: Path, timeout: float, remote: GitRemote | None) -> None:
-    """Merge the small packs that publishes leave in ``git_dir``, then let ``gc --auto`` decide.
+def repack_command(git_dir: Path) -> list[str]:
+    """The geometric repack (arguments after ``git``) that merges the small packs publishes
+    leave in ``git_dir``: safe beside concurrent publishes, so it may run in the background
+    (see gitindex.maintenance), unlike ``gc --auto``'s full repack."""
+    return [f"--git-dir={git_dir}", "repack", "-d", "-q", "--geometric=2"]
 
-    A geometric repack merges the small packs (and any loose objects) without rewriting the
-    big one each time and is safe with concurrent readers; ``gc --auto`` stays the backstop
-    (many packs or loose objects, prune). It waits for gc rather than leaving it detached.
+
+def gc_auto(git_dir: Path, timeout: float, remote: GitRemote | None) -> None:
+    """``git gc --auto``, waited for: usually it finds nothing to do in a few milliseconds.
+
+    When it does act (more than gc.autoPackLimit packs, gc.auto loose objects) it repacks by
+    reachability and deletes every pack it listed, which loses the objects of a pack written
+    meanwhile and referenced only after its walk (seen with the clone's tracking ref): it must
+    never run beside a publish, so it runs in the writer's own path.
     """
-    run_git(
-        [f"--git-dir={git_dir}", "repack", "-d", "-q", "--geometric=2"],
-        timeout=timeout,
-        what="git repack",
-        remote=remote,
-    )
     run_git(
         [f"--git-dir={git_dir}", "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
         timeout=timeout,
         what="git gc",
         remote=remote,
     )
+
+
+def maintain(git_dir: Path, timeout: float, remote: GitRemote | None) -> None:
+    """Merge the small packs that publishes leave in ``git_dir``, then let ``gc --auto`` decide.
+
+    A geometric repack merges the small packs (and any loose objects) without rewriting the
+    big one each time and is safe with concurrent readers and writers; ``gc --auto`` stays the
+    backstop (many packs or loose objects, prune). GitIndex.push runs the repack in the
+    background and gc_auto itself (see gitindex.maintenance).
+    """
+    run_git(repack_command(git_dir), timeout=timeout, what="git repack", remote=remote)
+    gc_auto(git_dir, timeout, remote)
 
 
 def _create_clone(path: Path, remote_url: str, timeout: float) -> None:
