@@ -65,6 +65,10 @@ TARGETS = {
     "enqueue": 3_000.0,
     "enqueue_batch": 50_000.0,
     "pickup_p95_ms": 5.0,
+    # Ratios to the durable-commit floor measured in the same run (see FLOOR_INSERT), with no
+    # worker waiting (every worker busy: no NOTIFY).
+    "enqueue_vs_floor": 0.85,
+    "enqueue_concurrent_vs_floor": 0.8,
 }
 
 
@@ -167,28 +171,11 @@ CREATE TABLE IF NOT EXISTS public.bench_floor (
 )"""
 FLOOR_INSERT = "INSERT INTO public.bench_floor (payload) VALUES (%s) RETURNING id"
 
-# A diagnostic beside the floor: our enqueue with the statement trigger that sends the NOTIFY
-# switched off, to tell what the trigger costs from what the insert costs. Not a way to run the
-# queue: its workers would then wake only on their poll. (No worker runs during the enqueue
-# measurements, so the trigger finds no listener row and sends nothing: what it costs there is
-# its look at jobs.listeners.)
-NOTIFY_TRIGGER_OFF = "ALTER TABLE jobs.jobs DISABLE TRIGGER jobs_notify_inserted"
-NOTIFY_TRIGGER_ON = "ALTER TABLE jobs.jobs ENABLE TRIGGER jobs_notify_inserted"
-
-
-@contextlib.contextmanager
-def notify_trigger_off(url: str) -> Iterator[None]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(NOTIFY_TRIGGER_OFF)
-        try:
-            yield
-        finally:
-            conn.execute(NOTIFY_TRIGGER_ON)
-
-
-# Another: our enqueue while a worker of the queue waits, so that every enqueuing transaction
-# sends a NOTIFY, as every one did before the trigger looked at jobs.listeners. The row stands
-# for a sleeping worker (the trigger does not look at who LISTENs).
+# A diagnostic beside the floor: our enqueue while a worker of the queue waits, so that every
+# enqueuing transaction sends a NOTIFY, as every one did before the enqueue looked at
+# jobs.listeners. The row stands for a sleeping worker (the enqueue does not look at who LISTENs).
+# (No worker runs during the other enqueue measurements: they send no NOTIFY, as with every
+# worker busy.)
 LISTENER_ROW = "INSERT INTO jobs.listeners (queue, pid) VALUES (%s, pg_backend_pid())"
 NO_LISTENER_ROW = "DELETE FROM jobs.listeners WHERE pid = pg_backend_pid()"
 
@@ -234,6 +221,33 @@ def floor_each(url: str, n: int) -> float:
 
 
 Enqueuer = Callable[[str], contextlib.AbstractContextManager[Callable[[int], None]]]
+
+# Commits per turn when the floor and our enqueue take turns (see paired_each).
+PAIRED_CHUNK = 100
+
+
+def paired_each(enqueuer: Enqueuer, url: str, n: int) -> tuple[float, float]:
+    """n enqueues and n floor inserts, one per transaction, in turns of PAIRED_CHUNK on two open
+    connections; the jobs/s of each, counting only its own turns.
+
+    The disk of a shared VM changes speed from one second to the next, which moved the floor by
+    2x between the runs of one report; taking turns puts both under the same moments, so their
+    ratio is the enqueue's own cost and not when it ran. The tables must be empty.
+    """
+    spent = [0.0, 0.0]
+    with enqueuer(url) as enqueue_one, floor_enqueuer(url) as insert_one:
+        for start in range(0, n, PAIRED_CHUNK):
+            stop = min(n, start + PAIRED_CHUNK)
+            for side, action in enumerate((enqueue_one, insert_one)):
+
+                def turn(
+                    action: Callable[[int], None] = action, turns: range = range(start, stop)
+                ) -> None:
+                    for i in turns:
+                        action(i)
+
+                spent[side] += _timed(turn)
+    return n / spent[0], n / spent[1]
 
 
 def _produce(enqueuer: Enqueuer, url: str, first: int, count: int, barrier: Any, out: Any) -> None:
@@ -296,11 +310,6 @@ class Ours(System):
     @staticmethod
     def _type(batch: bool) -> Any:
         return noop_batch if batch else noop
-
-    def enqueue_each_without_notify(self, url: str, n: int) -> float:
-        """enqueue_each with the NOTIFY trigger off (see NOTIFY_TRIGGER_OFF)."""
-        with notify_trigger_off(url):
-            return self.enqueue_each(url, n)
 
     def enqueue_each_in_transaction(self, url: str, n: int) -> float:
         """As an application enqueues beside its own writes: BEGIN, INSERT, COMMIT."""
@@ -755,13 +764,13 @@ class Results:
     enqueue_in_transaction: dict[str, list[float]] = field(default_factory=dict)
     # The durable-commit floor (see FLOOR_INSERT), measured beside each run of ours.
     enqueue_floor: list[float] = field(default_factory=list)
-    enqueue_without_notify: list[float] = field(default_factory=list)
+    # Ours and the floor in turns on one connection each (see paired_each): (ours, floor).
+    enqueue_paired: list[tuple[float, float]] = field(default_factory=list)
     # Ours while a worker waits: a NOTIFY with every enqueue (see worker_waiting).
     enqueue_notifying: list[float] = field(default_factory=list)
     # The same four, with PRODUCERS processes enqueuing at once.
     enqueue_concurrent: dict[str, list[float]] = field(default_factory=dict)
     enqueue_concurrent_floor: list[float] = field(default_factory=list)
-    enqueue_concurrent_without_notify: list[float] = field(default_factory=list)
     enqueue_concurrent_notifying: list[float] = field(default_factory=list)
     enqueue_batch: dict[str, list[float]] = field(default_factory=dict)
     process: dict[str, list[ProcessRun]] = field(default_factory=dict)
@@ -823,10 +832,13 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
             reset_all()
             seconds = system.enqueue_each_in_transaction(urls[name], n)
             results.enqueue_in_transaction.setdefault(name, []).append(n / seconds)
+            # The floor after the same reset as every enqueue run: the reset's writes slow the
+            # fsyncs of the seconds after it on a shared disk, and only the enqueues met them.
+            reset_all()
             results.enqueue_floor.append(n / floor_each(urls[name], n))
             reset_all()
-            seconds = system.enqueue_each_without_notify(urls[name], n)
-            results.enqueue_without_notify.append(n / seconds)
+            floor_reset(urls[name])
+            results.enqueue_paired.append(paired_each(system.enqueuer, urls[name], n))
             reset_all()
             with worker_waiting(urls[name]):
                 seconds = system.enqueue_each(urls[name], n)
@@ -839,12 +851,9 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
         rate = enqueue_concurrently(system.enqueuer, url, n, k)
         results.enqueue_concurrent.setdefault(name, []).append(rate)
         if isinstance(system, Ours):
+            reset_all()  # as before every enqueue run (see enqueue above)
             floor_reset(url)
             results.enqueue_concurrent_floor.append(enqueue_concurrently(floor_enqueuer, url, n, k))
-            reset_all()
-            with notify_trigger_off(url):
-                rate = enqueue_concurrently(system.enqueuer, url, n, k)
-            results.enqueue_concurrent_without_notify.append(rate)
             reset_all()
             with worker_waiting(url):
                 rate = enqueue_concurrently(system.enqueuer, url, n, k)
@@ -1032,6 +1041,25 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
     ours_enqueue = med(results.enqueue, "jobs")
     check("enqueue, one per transaction (jobs/s)", ours_enqueue, TARGETS["enqueue"])
     floor = statistics.median(results.enqueue_floor) if results.enqueue_floor else None
+    floor_k = _median_or_none(results.enqueue_concurrent_floor)
+    ours_k = med(results.enqueue_concurrent, "jobs")
+
+    def x(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    paired = _median_or_none([ours / base for ours, base in results.enqueue_paired])
+    for label, ours, base, target in (
+        ("enqueue / its floor, one connection (x)", ours_enqueue, floor, "enqueue_vs_floor"),
+        ("the same, taking turns with the floor (x)", paired, 1.0, "enqueue_vs_floor"),
+        (
+            f"enqueue / its floor, {args.producers} processes (x)",
+            ours_k,
+            floor_k,
+            "enqueue_concurrent_vs_floor",
+        ),
+    ):
+        if base is not None:
+            check(label, None if ours is None else ours / base, TARGETS[target], fmt=x)
     check("enqueue, batched (jobs/s)", med(results.enqueue_batch, "jobs"), TARGETS["enqueue_batch"])
     check("pickup p95 (ms)", pick["jobs"][95], TARGETS["pickup_p95_ms"], at_most=True, fmt=_fmt_ms)
     out.append("| target for jobs | measured | result |")
@@ -1048,35 +1076,31 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             f"is {_ratio(ours_enqueue, floor)} of it. No enqueue that commits durably once per "
             "job can pass the floor on one connection."
         )
-        diagnostics = (
-            (
-                results.enqueue_without_notify,
-                "The same enqueue with its NOTIFY trigger switched off (a diagnostic: workers "
-                "would wake only on their poll): {rate}, {ratio} of the floor. What it gains over "
-                "the enqueue above is what the trigger costs while no worker waits (no worker "
-                "runs here: the trigger sends no NOTIFY).",
-            ),
-            (
-                results.enqueue_notifying,
-                "While a worker of the queue waits, every enqueue sends a NOTIFY: {rate}, {ratio} "
-                "of the floor.",
-            ),
-        )
-        for values, text in diagnostics:
-            rate = _median_or_none(values)
-            if rate is not None:
-                out.append(text.format(rate=f"{rate:,.0f}/s", ratio=_ratio(rate, floor)))
+        if results.enqueue_paired:
+            out.append(
+                f"Taking turns with the floor ({PAIRED_CHUNK} commits each, one connection each, "
+                "so that both meet the same moments of the disk), jobs / floor per run: "
+                + ", ".join(
+                    f"{ours:,.0f} / {base:,.0f} = {ours / base:.2f}x"
+                    for ours, base in results.enqueue_paired
+                )
+                + "."
+            )
+        loud = _median_or_none(results.enqueue_notifying)
+        if loud is not None:
+            out.append(
+                f"While a worker of the queue waits, every enqueue sends a NOTIFY: "
+                f"{loud:,.0f}/s, {_ratio(loud, floor)} of the floor."
+            )
         out.append("")
     if results.enqueue_concurrent_floor:
         ours_concurrent = med(results.enqueue_concurrent, "jobs")
         floor_k = statistics.median(results.enqueue_concurrent_floor)
-        quiet_k = _median_or_none(results.enqueue_concurrent_without_notify)
         loud_k = _median_or_none(results.enqueue_concurrent_notifying)
         out.append(
             f"With {args.producers} processes enqueuing at once, the floor is {floor_k:,.0f}/s "
             "(the server flushes the commits of several connections at once) and jobs' "
             f"enqueue (no worker waiting: no NOTIFY) {_ratio(ours_concurrent, floor_k)} of it; "
-            f"with its NOTIFY trigger off, {_fmt_rate(quiet_k)}/s ({_ratio(quiet_k, floor_k)}); "
             f"while a worker waits, so that every enqueue notifies, {_fmt_rate(loud_k)}/s "
             f"({_ratio(loud_k, floor_k)}). A transaction that has sent a NOTIFY holds a "
             "server-wide lock from just before its commit until the commit is flushed, so such "
@@ -1126,16 +1150,11 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             results.enqueue_in_transaction,
         ),
         ("durable-commit floor (bare INSERT)", {"jobs": results.enqueue_floor}),
-        ("enqueue with the NOTIFY trigger off", {"jobs": results.enqueue_without_notify}),
         ("enqueue while a worker waits (NOTIFY)", {"jobs": results.enqueue_notifying}),
         (f"enqueue, {args.producers} processes at once", results.enqueue_concurrent),
         (
             f"durable-commit floor, {args.producers} processes at once",
             {"jobs": results.enqueue_concurrent_floor},
-        ),
-        (
-            f"enqueue, {args.producers} processes at once, NOTIFY trigger off",
-            {"jobs": results.enqueue_concurrent_without_notify},
         ),
         (
             f"enqueue, {args.producers} processes at once, while a worker waits (NOTIFY)",

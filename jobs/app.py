@@ -153,7 +153,7 @@ class App:
 
     def enqueue(self, conn: psycopg.Connection[Any], job: Job) -> Enqueued:
         """Add a job in the caller's transaction; it becomes visible when the caller commits."""
-        return self.store.enqueue_many(conn, [job])[0]
+        return self.store.enqueue(conn, job)
 
     def enqueue_many(self, conn: psycopg.Connection[Any], jobs: Sequence[Job]) -> list[Enqueued]:
         """Add many jobs in one statement (one NOTIFY per queue), in the caller's transaction."""

@@ -33,59 +33,105 @@ ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 # --- enqueue ----------------------------------------------------------------------------------
 
-# Every enqueue statement ends so: a deduplicated job whose twin has not started yet is absorbed
-# by it, with DO UPDATE (not DO NOTHING) so that the twin stays row-locked until the enqueuing
-# transaction ends, and no worker can claim it before the data that this enqueue stands for is
-# committed and visible. The row comes back with whether it was inserted.
-_ABSORB_UNSTARTED_TWIN = """\
+# Every enqueue statement inserts its rows in a CTE named ``enqueued`` (id, whether the row is
+# new, its queue) and ends in one of the two tails below, which send the NOTIFY in the same
+# statement, only for a queue that got a new row and has a worker waiting (a row in listeners,
+# sql/0003_listeners.sql): a transaction that sends no NOTIFY commits without the server-wide
+# notification lock, so the commits of several enqueuing connections share WAL flushes. This
+# used to be an insert trigger (sql/0005_notify_in_enqueue.sql dropped it): its transition
+# table, its PL/pgSQL call and its query through SPI cost a single-job insert more server time
+# than the test below (docs/architecture.md, "jobs: a NOTIFY only when a worker waits"). The
+# listeners table is read with the statement's snapshot; why that leaves no job unnoticed for
+# longer than the poll interval is in JobStore.start_waiting. A row inserted by other SQL than
+# these statements wakes nobody: a worker claims it at its next poll.
+#
+# The tail of a statement whose rows are all of one queue, %(queue)s: the test is two probes.
+# The LEFT JOIN reads ``woken`` (0 or 1 row) once, after ``enqueued``, and keeps its row order.
+_WAKE_ONE_QUEUE = """,
+woken AS (
+    SELECT pg_notify({channel_text}, %(queue)s)
+    WHERE EXISTS (SELECT FROM {schema}.listeners AS l WHERE l.queue = %(queue)s)
+      AND EXISTS (SELECT FROM enqueued WHERE inserted)
+)
+SELECT e.id, e.inserted FROM enqueued AS e LEFT JOIN woken ON true"""
+
+# The tail of a statement whose rows may be of several queues: one NOTIFY per queue. The
+# aggregate is one row, so the cross join keeps ``enqueued``'s rows and their order.
+_WAKE_ITS_QUEUES = """,
+woken AS (
+    SELECT count(pg_notify({channel_text}, q.queue))
+    FROM (SELECT DISTINCT queue FROM enqueued WHERE inserted) AS q
+    WHERE EXISTS (SELECT FROM {schema}.listeners AS l WHERE l.queue = q.queue)
+)
+SELECT e.id, e.inserted FROM enqueued AS e, woken"""
+
+# A deduplicated job whose twin has not started yet is absorbed by it, with DO UPDATE (not DO
+# NOTHING) so that the twin stays row-locked until the enqueuing transaction ends, and no worker
+# can claim it before the data that this enqueue stands for is committed and visible. Only a
+# statement that carries a dedup key has it: a row whose key is NULL cannot conflict in the
+# partial unique index, and ON CONFLICT makes every insert a speculative one (a token lock, and
+# a WAL record more to confirm it).
+_ABSORB_UNSTARTED_TWIN = """
 ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND attempts = 0
 DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority),
-              run_at = LEAST(j.run_at, EXCLUDED.run_at)
-RETURNING id, (xmax = 0) AS inserted"""
+              run_at = LEAST(j.run_at, EXCLUDED.run_at)"""
+
+_ENQUEUED = """
+RETURNING j.id, (j.xmax = 0) AS inserted, j.queue
+)"""
+
+_INSERT = """
+WITH enqueued AS (
+INSERT INTO {schema}.jobs AS j
+    (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
+"""
+
+
+def _enqueue(rows: str, tail: str) -> tuple[str, str]:
+    """The statement without and with the absorption of twins (see _ABSORB_UNSTARTED_TWIN)."""
+    return (
+        _INSERT + rows + _ENQUEUED + tail,
+        _INSERT + rows + _ABSORB_UNSTARTED_TWIN + _ENQUEUED + tail,
+    )
+
 
 # One statement for one job or a thousand: arrays in, rows out, as binary parameters (the text
 # form of a thousand-element array costs more to build than the insert).
-ENQUEUE = (
-    """
-INSERT INTO {schema}.jobs AS j
-    (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
-SELECT queue, job_type, payload, priority, max_attempts,
+ENQUEUE, ENQUEUE_DEDUP = _enqueue(
+    """SELECT queue, job_type, payload, priority, max_attempts,
        now() + make_interval(secs => delay), dedup_key
 FROM unnest(
     %(queue)b::text[], %(job_type)b::text[], %(payload)b::jsonb[], %(priority)b::smallint[],
     %(max_attempts)b::integer[], %(delay)b::float8[], %(dedup_key)b::text[]
-) AS t(queue, job_type, payload, priority, max_attempts, delay, dedup_key)
-"""
-    + _ABSORB_UNSTARTED_TWIN
+) AS t(queue, job_type, payload, priority, max_attempts, delay, dedup_key)""",
+    _WAKE_ITS_QUEUES,
 )
 
 # The same for a batch whose jobs share their type and options (the usual bulk enqueue): only
 # the payloads and dedup keys vary, and the client does not build five more arrays of a thousand
 # elements each. The payloads travel as one JSON array, which the client encodes in one call
 # and the server splits, instead of a jsonb[] whose every element the client dumps on its own.
-ENQUEUE_UNIFORM = (
-    """
-INSERT INTO {schema}.jobs AS j
-    (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
-SELECT %(queue)s, %(job_type)s, payload, %(priority)s, %(max_attempts)s,
+ENQUEUE_UNIFORM, ENQUEUE_UNIFORM_DEDUP = _enqueue(
+    """SELECT %(queue)s, %(job_type)s, payload, %(priority)s, %(max_attempts)s,
        now() + make_interval(secs => %(delay)s), dedup_key
 FROM ROWS FROM (jsonb_array_elements(%(payload)s::jsonb), unnest(%(dedup_key)b::text[]))
-    AS t(payload, dedup_key)
-"""
-    + _ABSORB_UNSTARTED_TWIN
+    AS t(payload, dedup_key)""",
+    _WAKE_ONE_QUEUE,
 )
 
 # The same for one job, with plain parameters: a single enqueue is the common case, and building
-# seven one-element arrays cost it more client time than the insert.
-ENQUEUE_ONE = (
-    """
-INSERT INTO {schema}.jobs AS j
-    (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
-VALUES (%(queue)s, %(job_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
-        now() + make_interval(secs => %(delay)s), %(dedup_key)s)
-"""
-    + _ABSORB_UNSTARTED_TWIN
-)
+# seven one-element arrays cost it more client time than the insert. Without a dedup key the
+# key is not a parameter either.
+ENQUEUE_ONE_DEDUP = _enqueue(
+    """VALUES (%(queue)s, %(job_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
+        now() + make_interval(secs => %(delay)s), %(dedup_key)s)""",
+    _WAKE_ONE_QUEUE,
+)[1]
+ENQUEUE_ONE = _enqueue(
+    """VALUES (%(queue)s, %(job_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
+        now() + make_interval(secs => %(delay)s), NULL)""",
+    _WAKE_ONE_QUEUE,
+)[0]
 
 # --- claim and run ----------------------------------------------------------------------------
 
@@ -315,10 +361,13 @@ WITH due AS (
     + """),
            d.priority, d.max_attempts
     FROM marked AS m JOIN due AS d USING (job_type)
-    RETURNING id, job_type, payload
-)
-SELECT EXTRACT(EPOCH FROM now())::float8, e.id, e.job_type, e.payload
-FROM (VALUES (1)) AS one LEFT JOIN enqueued AS e ON true"""
+    RETURNING id, job_type, payload, queue, true AS inserted
+)"""
+    + _WAKE_ITS_QUEUES.replace(
+        "SELECT e.id, e.inserted FROM enqueued AS e, woken",
+        """SELECT EXTRACT(EPOCH FROM now())::float8, e.id, e.job_type, e.payload
+FROM (VALUES (1)) AS one LEFT JOIN enqueued AS e ON true, woken""",
+    )
 )
 
 # The mark is what keeps a period from running twice: its commit waits for the WAL flush even
@@ -333,7 +382,7 @@ ORDER BY job_type"""
 # --- waiting workers (the listeners table, sql/0003_listeners.sql) -----------------------------
 
 # A worker that found nothing to claim notes that it waits, by its control connection's backend
-# pid, so that the insert trigger notifies its queue; it deletes the row when a claim finds work
+# pid, so that an enqueue notifies its queue; it deletes the row when a claim finds work
 # again and when it exits. ON CONFLICT: a worker whose delete was lost with its transaction.
 START_WAITING = """
 INSERT INTO {schema}.listeners (queue, pid) VALUES (%(queue)s, pg_backend_pid())
@@ -504,7 +553,11 @@ JOIN pg_stat_activity AS a ON a.pid = l.pid"""
 @cache
 def compose(template: str, schema: str, channel: str | None = None) -> sql.Composed:
     """The statement for one schema; cached because a worker runs the same few all day."""
-    fields: dict[str, sql.Composable] = {"schema": sql.Identifier(schema)}
+    fields: dict[str, sql.Composable] = {
+        "schema": sql.Identifier(schema),
+        # The NOTIFY channel as the enqueue statements name it (see _WAKE_ONE_QUEUE).
+        "channel_text": sql.Literal(channel_name(schema)),
+    }
     if channel is not None:
         fields["channel"] = sql.Identifier(channel)
     return sql.SQL(template).format(**fields)
@@ -517,5 +570,5 @@ def compiled(template: str, schema: str) -> bytes:
 
 
 def channel_name(schema: str) -> str:
-    """The NOTIFY channel of a queue schema, as the insert trigger names it."""
+    """The NOTIFY channel of a queue schema, as the enqueue statements name it."""
     return f"jobs.{schema}"

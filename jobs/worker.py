@@ -271,8 +271,8 @@ class Worker:
         """Sleep until a NOTIFY for this queue, the next scheduled job, the start of the next
         period of a periodic type, or the poll interval.
 
-        The trigger notifies only while the listener row is there (see _start_waiting); a job
-        whose enqueuing transaction ran its trigger before the row was visible and committed
+        An enqueue notifies only while the listener row is there (see _start_waiting); a job
+        whose enqueue statement ran before the row was visible and committed
         after the last claim began is left to the poll interval."""
         assert self._control is not None
         timeout = self.poll_interval

@@ -508,3 +508,22 @@ def test_standby_workers_of_a_single_consumer_queue_do_not_enqueue_periods(url: 
             before = len(runs(url, "solo_tick"))
             wait_for(lambda: len(runs(url, "solo_tick")) > before, timeout=10)
     assert_one_run_per_period(runs(url, "solo_tick"))
+
+
+def test_a_periodic_enqueue_notifies_a_waiting_worker_of_its_queue(url: str) -> None:
+    """The periodic enqueue sends its NOTIFY itself, as every enqueue statement does, and only
+    for a period it enqueued."""
+    job_type = app.registry["hourly"]
+    store = JobStore(app.registry, app.schema)
+    current = Every(hours=1).latest(scalar(url, "SELECT now()"))
+    due = [DuePeriod(job_type, current, current + timedelta(hours=1))]
+    with (
+        psycopg.connect(url, autocommit=True) as ears,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        ears.execute('LISTEN "jobs.jobs"')
+        store.start_waiting(ears, "hourly")
+        assert len(store.enqueue_periods(conn, due)[1]) == 1
+        assert [n.payload for n in ears.notifies(timeout=0.5, stop_after=1)] == ["hourly"]
+        assert store.enqueue_periods(conn, due)[1] == []  # already enqueued: nothing new
+        assert [n.payload for n in ears.notifies(timeout=0.3)] == []

@@ -115,7 +115,7 @@ def test_idle_worker_wakes_on_notify(queue_url: str) -> None:
         delays = []
         for i in range(5):
             # Enqueue once the worker waits (its listener row is visible): an enqueue whose
-            # trigger ran before that row committed may wait for the poll (docs/architecture.md,
+            # statement ran before that row committed may wait for the poll (docs/architecture.md,
             # "a NOTIFY only when a worker waits"), which a loaded machine makes likely enough.
             wait_for(lambda: scalar(queue_url, "SELECT count(*) FROM jobs.listeners") == 1)
             enqueue(queue_url, "record", {"key": f"w{i}"})

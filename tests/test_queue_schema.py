@@ -110,6 +110,29 @@ def test_the_listeners_migration_keeps_the_jobs_and_notifies_only_waiting_queues
         assert [n.payload for n in ears.notifies(timeout=0.3)] == ["default"]
 
 
+def test_the_notify_in_enqueue_migration_drops_the_trigger(database_url: str) -> None:
+    """0005: the insert trigger is gone, so a row that other SQL inserts notifies nobody even
+    while a worker waits; the enqueue statements notify in its place."""
+    with (
+        psycopg.connect(database_url, autocommit=True) as conn,
+        psycopg.connect(database_url, autocommit=True) as ears,
+    ):
+        ears.execute('LISTEN "jobs.jobs"')
+        assert app.migrate(conn, target=4) == [1, 2, 3, 4]
+        conn.execute("INSERT INTO jobs.listeners VALUES ('default', pg_backend_pid())")
+        insert = "INSERT INTO jobs.jobs (queue, job_type, payload) VALUES ('default', 'noop', '{}')"
+        conn.execute(insert)
+        assert [n.payload for n in ears.notifies(timeout=0.3)] == ["default"]
+        assert app.migrate(conn, target=5) == [5]
+        assert conn.execute("SELECT count(*) FROM jobs.jobs").fetchone() == (1,)
+        triggers = "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'jobs.jobs'::regclass"
+        assert conn.execute(triggers + " AND NOT tgisinternal").fetchone() == (0,)
+        conn.execute(insert)
+        assert list(ears.notifies(timeout=0.3)) == []
+        app.enqueue(conn, app.registry["noop"].job({}))
+        assert [n.payload for n in ears.notifies(timeout=0.3)] == ["default"]
+
+
 def test_unknown_recorded_migration_is_refused(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         app.migrate(conn)

@@ -1,4 +1,4 @@
-"""Wake-up: the insert trigger notifies a queue only while a worker of that queue waits.
+"""Wake-up: an enqueue notifies a queue only while a worker of that queue waits.
 
 The workers here run in a thread of the test, so that the test can act at exact points of their
 loop (just before they ask to be notified, once they sleep) instead of guessing with sleeps.
@@ -110,7 +110,7 @@ def test_a_sleeping_worker_has_a_listener_row_and_deletes_it_when_it_exits(queue
 
 
 def test_a_worker_that_sleeps_before_a_job_is_enqueued_is_notified_at_once(queue_url: str) -> None:
-    """The listener row is visible before the enqueue's trigger runs: the trigger notifies."""
+    """The listener row is visible before the enqueue statement runs: the enqueue notifies."""
     with running(queue_url, poll_interval=POLL) as worker, channel(queue_url) as ears:
         assert worker.sleeping.wait(10)
         assert listeners(queue_url) == [("default", worker.pid)]
@@ -133,18 +133,18 @@ def test_a_job_committed_before_the_listener_row_is_found_by_the_last_claim(queu
     with channel(queue_url) as ears, running(queue_url, poll_interval=POLL, store=store) as worker:
         delay = pickup_after(worker, 1, wait_for(lambda: committed)[0][1])
         assert delay < AT_ONCE, delay
-        assert heard(ears) == []  # nobody was waiting when its trigger ran
+        assert heard(ears) == []  # nobody was waiting when its enqueue ran
     assert store.found_after_asking[0] == [committed[0][0]]
 
 
-def test_a_job_whose_trigger_ran_before_the_listener_row_waits_for_the_poll_not_longer(
+def test_a_job_whose_enqueue_ran_before_the_listener_row_waits_for_the_poll_not_longer(
     queue_url: str,
 ) -> None:
-    """The race: the enqueue's trigger runs (no listener row yet: no NOTIFY), the worker writes
+    """The race: the enqueue statement runs (no listener row yet: no NOTIFY), the worker writes
     its row and claims once more (the job is not committed yet), sleeps, and only then does the
     job commit. The poll picks it up, within the poll interval."""
     with psycopg.connect(queue_url) as enqueuer, channel(queue_url) as ears:
-        app.enqueue(enqueuer, app.registry["noop"].job({}))  # trigger run, not committed
+        app.enqueue(enqueuer, app.registry["noop"].job({}))  # run, not committed
         with running(queue_url, poll_interval=POLL) as worker:
             assert worker.sleeping.wait(10)
             assert listeners(queue_url) == [("default", worker.pid)]
@@ -211,3 +211,41 @@ def test_the_listener_row_commits_before_the_claim_after_it_starts(queue_url: st
             (job_id,),
         ).fetchone()
     assert row is not None and row[0] < row[1], row
+
+
+def test_each_enqueue_statement_notifies_only_queues_that_got_a_job_and_have_a_waiting_worker(
+    queue_url: str,
+) -> None:
+    """The NOTIFY is the enqueue statement's own (sql/0005): one job, a uniform batch, a mixed
+    batch, with and without a dedup key. A job absorbed by its twin is no new job, and a row
+    that other SQL inserts wakes nobody (its worker claims it at the next poll)."""
+    registry = app.registry
+
+    def notes(*jobs: Any) -> list[str]:
+        with psycopg.connect(queue_url, autocommit=True) as conn:
+            if len(jobs) == 1:
+                app.enqueue(conn, jobs[0])
+            else:
+                app.enqueue_many(conn, list(jobs))
+        return heard(ears)
+
+    with channel(queue_url) as ears:
+        app.store.start_waiting(ears, "default")  # a worker of "default" waits; none of "solo"
+        assert notes(registry["noop"].job({})) == ["default"]
+        assert notes(registry["solo_record"].job({"key": "a"})) == []
+        assert notes(registry["dedup"].job({"k": 1})) == ["default"]
+        assert notes(registry["dedup"].job({"k": 1})) == []  # absorbed by its twin
+        assert notes(*[registry["noop"].job({"i": i}) for i in range(3)]) == ["default"]
+        assert notes(*[registry["dedup"].job({"k": i}) for i in range(2, 4)]) == ["default"]
+        assert notes(*[registry["solo_record"].job({"key": k}) for k in "bc"]) == []
+        mixed = [registry["solo_record"].job({"key": "d"}), registry["noop"].job({})]
+        assert notes(*mixed) == ["default"]
+        absorbed = [registry["dedup"].job({"k": 1}), registry["solo_record"].job({"key": "e"})]
+        assert notes(*absorbed) == []
+        ears.execute(
+            "INSERT INTO jobs.jobs (queue, job_type, payload) VALUES ('default', 'noop', '{}')"
+        )
+        assert heard(ears) == []
+        app.store.stop_waiting(ears, "default")
+        assert notes(registry["noop"].job({})) == []
+    assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 15
