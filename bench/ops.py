@@ -488,13 +488,29 @@ def _table(site: Site, add: Add, publishes: int) -> None:
 def _squash(site: Site, add: Add, what: str) -> Measure:
     assert site.worker is not None
     history = int(git(f"--git-dir={site.remote}", "rev-list", "--count", BRANCH))
+    objects, kib = _remote_objects(site.remote)
     site.worker.rss.reset()
     ran = site.indexpub("squash", "--wait", "--timeout", "1800")
     if int(git(f"--git-dir={site.remote}", "rev-list", "--count", BRANCH)) != 1:
         raise RuntimeError("the squash left more than one commit")
     m = Measure(what, ran.seconds, site.worker.rss.peak)
-    m.note = f"{history} commits collapsed; RSS: the worker's"
+    objects_after, kib_after = _remote_objects(site.remote)
+    m.note = (
+        f"{history} commits collapsed; pushed {objects_after - objects} objects"
+        f" ({kib_after - kib} KiB); RSS: the worker's"
+    )
     return add(_seconds_target("squash", m))
+
+
+def _remote_objects(remote: Path) -> tuple[int, int]:
+    """The remote's objects and their KiB, loose and packed: what a push added to them is what
+    it sent (the squash's should be its one commit, not the tree again)."""
+    counts = dict(
+        line.split(": ")
+        for line in git(f"--git-dir={remote}", "count-objects", "-v").decode().splitlines()
+    )
+    objects = int(counts["count"]) + int(counts["in-pack"])
+    return objects, int(counts["size"]) + int(counts["size-pack"])
 
 
 def _rebuild(site: Site, add: Add, what: str, *, commits: int) -> Measure:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from support.git import git
-from support.index_helpers import Registry, fixture_entry
+from support.index_helpers import Registry, fixture_entry, foreign_push
 from support.queue_helpers import wait_for
 
 from indexpub.gitindex.index import GitIndex
@@ -23,6 +23,7 @@ from indexpub.gitindex.process import PushRejected
 from indexpub.pipeline import jobs
 from indexpub.pipeline.faults import ENV as CRASH_ENV
 from indexpub.pipeline.git_sync import sync_crates
+from indexpub.pipeline.rebuild import rebuild
 from indexpub.pipeline.squash import Archived, archive_tip, squash, squashed_by
 from indexpub.registry.queue import request_squash
 
@@ -211,6 +212,37 @@ def test_the_squash_push_sends_one_commit_not_the_whole_tree(reg: Registry, tmp_
     fresh = GitIndex.open(str(reg.remote), tmp_path / "fresh-clone")
     fresh.squash(fresh.fetch(), "Collapse index into one commit\n", snapshot=None, bitmap=False)
     assert objects_in(reg.remote) == before + tree_objects + 2  # the root tree and the commit
+
+
+def packs_in(repo: Path) -> set[str]:
+    return {pack.name for pack in (repo / "objects" / "pack").glob("pack-*.pack")}
+
+
+def test_the_squash_after_a_full_rebuild_rewrites_no_pack_of_the_clone(
+    reg: Registry, tmp_path: Path
+) -> None:
+    """A full rebuild leaves a pack as big as the clone's beside it; the squash's bitmap must
+    not merge the two (at 200,000 crates that rewrote the whole index: 140 s, 1 GiB), and its
+    push must still send only the new commit."""
+    git(f"--git-dir={reg.remote}", "config", "receive.unpackLimit", "1")
+    crates = [(name, "0.1.0") for name in ("q", "xy", "plain", "abc", "feats")]
+    published(reg, *crates)
+
+    def delete_crate_files(tree: Path) -> None:
+        for name, _ in crates:
+            for path in tree.glob(f"**/{name}"):
+                path.unlink()
+
+    foreign_push(reg, tmp_path, delete_crate_files, "Delete every crate file")
+    index = reg.index()
+    with reg.connect() as conn:
+        assert rebuild(conn, index).changed == len(crates)
+    before = packs_in(index.path)
+    assert len(before) >= 2  # the clone's and the rebuild's
+    remote_objects = objects_in(reg.remote)
+    squash(index, day=date(2000, 1, 1), request="after-rebuild")
+    assert before <= packs_in(index.path)
+    assert objects_in(reg.remote) == remote_objects + 1
 
 
 def test_todays_snapshot_branch_is_never_overwritten(reg: Registry) -> None:

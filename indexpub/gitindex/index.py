@@ -543,13 +543,18 @@ class GitIndex:
         without a bitmap it learns the latter only through the parents of the pushed commits,
         which a squash commit has none of: it would send every tree and blob of the index (at
         200,000 crates about 390,000 objects, which the remote then indexes and checks). A
-        geometric repack that writes a multi-pack index with a bitmap (what collect_garbage
-        does, plus the bitmap) lets pack-objects see that the tip's tree is the remote's. A
-        failure only costs the bigger push, so it is logged, not raised.
+        multi-pack index with a bitmap lets pack-objects see that the tip's tree is the
+        remote's. A failure only costs the bigger push, so it is logged, not raised.
+
+        The repack is incremental (only loose objects go into a new pack; the bitmap needs
+        every object in a pack) and leaves the existing packs as they are: a geometric one
+        merged the pack a full rebuild writes, as big as the clone's, with the clone's, which
+        rewrote the whole index (at 200,000 crates 111-140 s and 1 GiB, against 3.9 s after a
+        week of publishes). Merging small packs stays collect_garbage's job.
         """
         self._clone_maintenance.wait()  # two repacks of one repository must never overlap
         self._reader.close()  # so that it holds none of the packs the repack deletes
-        args = ["repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index"]
+        args = ["repack", "-d", "-q", "--write-midx", "--write-bitmap-index"]
         result = run_git(
             [f"--git-dir={self.path}", *args],
             timeout=self._rewrite_timeout,

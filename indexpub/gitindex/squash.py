@@ -40,8 +40,8 @@ __all__ = [
 
 SNAPSHOT_PREFIX = "snapshot-"
 # Seconds for each git process of a squash or an archive (GitIndex._rewrite_timeout): the
-# first push to an empty archive sends the whole history, and the bitmap's repack reads the
-# whole index. Below the jobs' own timeouts (30 and 60 minutes).
+# first push to an empty archive sends the whole history, and the bitmap walks the whole index.
+# Below the jobs' own timeouts (30 and 60 minutes).
 REWRITE_TIMEOUT = 1200.0
 _SNAPSHOT_RE = re.compile(r"snapshot-\d{4}-\d{2}-\d{2}(?:-\d+)?")
 
