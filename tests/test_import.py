@@ -551,25 +551,35 @@ def test_a_source_that_is_not_an_index_is_one_line(site: Site, tmp_path: Path) -
 # --------------------------------------------------------------------------- all or nothing
 
 
+def _import_command(site: Site, *args: str) -> list[str]:
+    """``indexpub import`` of the site's remote into its database, as a user runs it."""
+    return [
+        sys.executable,
+        "-m",
+        "indexpub",
+        "--data-dir",
+        str(site.data),
+        "--database-url",
+        site.url,
+        "import",
+        str(site.remote),
+        *args,
+    ]
+
+
+def _import_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without its INDEXPUB_ settings, plus ``env``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("INDEXPUB_")}
+    environment.update(env or {})
+    return environment
+
+
 def _subprocess_import(
     site: Site, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("INDEXPUB_")}
-    environment.update(env or {})
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "indexpub",
-            "--data-dir",
-            str(site.data),
-            "--database-url",
-            site.url,
-            "import",
-            str(site.remote),
-            *args,
-        ],
-        env=environment,
+        _import_command(site, *args),
+        env=_import_environment(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -682,21 +692,10 @@ def test_progress_on_a_terminal_is_one_line_redrawn(site: Site) -> None:
 
     leader, follower = pty.openpty()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "indexpub",
-            "--data-dir",
-            str(site.data),
-            "--database-url",
-            site.url,
-            "import",
-            str(site.remote),
-            "--no-sparse",
-        ],
+        _import_command(site, "--no-sparse"),
         stdout=subprocess.PIPE,
         stderr=follower,
-        env={k: v for k, v in os.environ.items() if not k.startswith("INDEXPUB_")},
+        env=_import_environment(),
     )
     os.close(follower)
     process.wait(timeout=120)
