@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 from support.cargo_registry import cargo
-from support.index_helpers import Registry, fixture_files, fixtures_registry_url, make_registry
+from support.index_helpers import Registry, make_registry, publish_fixture_crates
 
-from indexpub.domain.crate_file import read_crate_bytes
 from indexpub.registry import store
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not on PATH")
@@ -19,13 +18,7 @@ pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is 
 def reg(database_url: str, tmp_path: Path) -> Registry:
     reg = make_registry(database_url, tmp_path)
     with reg.connect() as conn:
-        for path in fixture_files().values():
-            data = path.read_bytes()
-            entry = read_crate_bytes(data, index_url=fixtures_registry_url())
-            folder = reg.data / "crates" / entry.name
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{entry.name}-{entry.vers}.crate").write_bytes(data)
-            store.publish(conn, entry)
+        publish_fixture_crates(conn, reg.data)
     reg.drain()
     return reg
 

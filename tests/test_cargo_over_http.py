@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 from support.cargo_registry import cargo
-from support.index_helpers import Registry, fixture_files, fixtures_registry_url, make_registry
+from support.index_helpers import Registry, make_registry, publish_fixture_crates
 from support.net_remotes import NetRemote, serve_remote
 
 from indexpub import config
-from indexpub.domain.crate_file import read_crate_bytes
 from indexpub.pipeline import jobs
 from indexpub.registry import store
 from indexpub.registry.queue import INDEX_QUEUE, app
@@ -37,13 +36,7 @@ def served(
         for var, value in net.env.items():
             monkeypatch.setenv(var, value)
         with reg.connect() as conn:
-            for path in fixture_files().values():
-                data = path.read_bytes()
-                entry = read_crate_bytes(data, index_url=fixtures_registry_url())
-                folder = reg.data / "crates" / entry.name
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"{entry.name}-{entry.vers}.crate").write_bytes(data)
-                store.publish(conn, entry)
+            publish_fixture_crates(conn, reg.data)
         drain(reg, net)
         yield reg, net
 

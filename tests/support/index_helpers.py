@@ -42,6 +42,18 @@ def fixture_entry(name: str, version: str) -> IndexEntry:
     return read_crate_bytes(data, index_url=fixtures_registry_url())
 
 
+def publish_fixture_crates(conn: psycopg.Connection[Any], data_dir: Path) -> None:
+    """Publish every fixture crate, its .crate file stored where serve and cargo's download
+    URL find it (``DATA_DIR/crates/NAME/NAME-VERSION.crate``), in the caller's transaction."""
+    for path in fixture_files().values():
+        data = path.read_bytes()
+        entry = read_crate_bytes(data, index_url=fixtures_registry_url())
+        folder = data_dir / "crates" / entry.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{entry.name}-{entry.vers}.crate").write_bytes(data)
+        store.publish(conn, entry)
+
+
 @dataclass
 class Registry:
     """A migrated database, a bare index remote with config.json, and a data directory."""
