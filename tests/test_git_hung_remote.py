@@ -82,6 +82,20 @@ def cut_by_timeout(call: Callable[[], object], *marks: str) -> GitTimeout:
     return raised[0]
 
 
+def push_cut_by_timeout(url: str, clone: Path, remote_side: str) -> GitTimeout:
+    """Clone ``url``, commit one crate file on its tip and push it to a remote that stalls
+    the push: cut_by_timeout, with our git push and ``remote_side`` (a mark of the process that
+    talks to the remote) among the processes that must be gone. The clone's own
+    ``git cat-file --batch`` lives on: it is ours and local, not the push's."""
+    index = GitIndex.open(url, clone, timeout=TIMEOUT)
+    tip = index.tip()
+    assert tip is not None
+    head = index.commit_file(tip, index_path("abc"), b"{}\n", "Create crate `abc`")
+    error = cut_by_timeout(lambda: index.push(head), f"{clone} push", remote_side)
+    assert str(error).startswith("git push timed out")
+    return error
+
+
 def test_an_http_remote_that_never_answers(
     hung: HungRemote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,17 +135,9 @@ def test_an_http_remote_that_stalls_in_the_middle_of_a_push(
     token = "tok-stalled-push-0001"
     monkeypatch.setenv("INDEXPUB_GIT_TOKEN", token)
     with GitHttpServer(remote.parent, tmp_path / "server", token=token, hang_push=True) as server:
-        index = GitIndex.open(server.url(), tmp_path / "clone", timeout=TIMEOUT)
-        tip = index.tip()
-        assert tip is not None
-        head = index.commit_file(tip, index_path("abc"), b"{}\n", "Create crate `abc`")
-        # The clone's `git cat-file --batch` lives on (it is ours and local): not the push's.
-        error = cut_by_timeout(
-            lambda: index.push(head),
-            f"{tmp_path / 'clone'} push",
-            f"git-remote-http origin {server.url()}",
+        push_cut_by_timeout(
+            server.url(), tmp_path / "clone", f"git-remote-http origin {server.url()}"
         )
-        assert str(error).startswith("git push timed out")
         # The server had the whole pack and never answered.
         assert [r["status"] for r in server.requests() if r["method"] == "POST"][-1] == 0
 
@@ -159,14 +165,9 @@ def test_an_ssh_remote_that_stalls_after_login_on_a_push(
         known_hosts.write_text(server.known_hosts_line())
         monkeypatch.setenv("INDEXPUB_GIT_SSH_KEY", str(key))
         monkeypatch.setenv("INDEXPUB_GIT_KNOWN_HOSTS", str(known_hosts))
-        index = GitIndex.open(server.url(remote), tmp_path / "clone", timeout=TIMEOUT)
-        tip = index.tip()
-        assert tip is not None
-        head = index.commit_file(tip, index_path("abc"), b"{}\n", "Create crate `abc`")
-        error = cut_by_timeout(
-            lambda: index.push(head),
-            f"{tmp_path / 'clone'} push",
+        push_cut_by_timeout(
+            server.url(remote),
+            tmp_path / "clone",
             f"-p {server.port} {server.user}@127.0.0.1 git-receive-pack",
         )
-        assert str(error).startswith("git push timed out")
         assert server.accepted() >= 3  # ls-remote, fetch, and the push that stalled
