@@ -405,9 +405,8 @@ SESSION_SETUP = "SET idle_in_transaction_session_timeout = 0"
 # commits without waiting for the WAL flush").
 CONTROL_SESSION_SETUP = "SET synchronous_commit = off; SET plan_cache_mode = force_generic_plan"
 
+# Released with the session: a worker that stops closes its control connection.
 TRY_CONSUMER_LOCK = "SELECT pg_try_advisory_lock(%s)"
-
-RELEASE_CONSUMER_LOCK = "SELECT pg_advisory_unlock(%s)"
 
 # --- admin ------------------------------------------------------------------------------------
 

@@ -488,9 +488,6 @@ class JobStore:
         row = conn.execute(queries.TRY_CONSUMER_LOCK, (key,)).fetchone()
         return bool(row and row[0])
 
-    def release_consumer_lock(self, conn: Conn, key: int) -> None:
-        conn.execute(queries.RELEASE_CONSUMER_LOCK, (key,))
-
     def consumer(self, conn: Conn, queue: str) -> Consumer | None:
         """Who holds the single-consumer lock of ``queue`` now; None when nobody does."""
         return self.consumers(conn, [queue]).get(queue)
