@@ -61,6 +61,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -80,10 +81,11 @@ from psycopg import sql
 from support.embedded_servers import throwaway_database, throwaway_server
 from support.synthetic_index import Shape, SyntheticIndex, check_lines, synthetic
 
-from indexpub.config import JOBS_SCHEMA
+from indexpub.config import JOBS_SCHEMA, clone_path
 from indexpub.domain.entries import IndexEntry
 from indexpub.domain.names import index_path
 from indexpub.domain.versions import parse_version
+from indexpub.gitindex.repo import repack_command
 from indexpub.registry import render, store
 from indexpub.registry.queue import INDEX_QUEUE
 
@@ -477,6 +479,12 @@ def _table(site: Site, add: Add, publishes: int) -> None:
     say("rebuild, every crate file written after a foreign push deleted them all")
     delete_every_crate_file(site.remote)
     _rebuild(site, add, "rebuild, every crate file in one commit", commits=1)
+    say("the background repack after that rebuild, on copies of the clone and the remote")
+    for name, git_dir in (
+        ("the worker's clone", clone_path(site.data, str(site.remote))),
+        ("the remote", site.remote),
+    ):
+        _background_repack(site, add, name, git_dir)
     say("squash again, right after that rebuild")
     _squash(site, add, "squash, right after the full rebuild")
     site.stop_worker()
@@ -500,6 +508,25 @@ def _squash(site: Site, add: Add, what: str) -> Measure:
         f" ({kib_after - kib} KiB); RSS: the worker's"
     )
     return add(_seconds_target("squash", m))
+
+
+def _background_repack(site: Site, add: Add, name: str, git_dir: Path) -> Measure:
+    """The geometric repack that the worker starts in the background every
+    INDEXPUB_GIT_MAINTENANCE_EVERY pushes (gitindex.maintenance). After a full rebuild it finds
+    the rebuild's pack as big as the one before it, and merges the two. Timed on a copy (its
+    objects hard-linked), so that the squash measured next finds the packs as the worker left
+    them; the copy is deleted after."""
+    copy = site.work / f"repack-copy-{git_dir.name}.git"
+    git("clone", "--bare", "--local", "-q", str(git_dir), str(copy))
+    try:
+        before = len(list((copy / "objects" / "pack").glob("*.pack")))
+        ran = run_measured(["git", *repack_command(copy)])
+        after = len(list((copy / "objects" / "pack").glob("*.pack")))
+    finally:
+        shutil.rmtree(copy)
+    m = Measure(f"background repack after the full rebuild, {name}", ran.seconds, ran.peak_rss)
+    m.note = f"{before} packs -> {after}; off the publish path (no target)"
+    return add(m)
 
 
 def _remote_objects(remote: Path) -> tuple[int, int]:
