@@ -186,8 +186,16 @@ class Clone:
 def repack_command(git_dir: Path) -> list[str]:
     """The geometric repack (arguments after ``git``) that merges the small packs publishes
     leave in ``git_dir``: safe beside concurrent publishes, so it may run in the background
-    (see gitindex.maintenance), unlike ``gc --auto``'s full repack."""
-    return [f"--git-dir={git_dir}", "repack", "-d", "-q", "--geometric=2"]
+    (see gitindex.maintenance), unlike ``gc --auto``'s full repack.
+
+    Without a delta search (``--window=0``; existing deltas are kept): its job is the number of
+    packs, not their size. Once a squash has written its multi-pack bitmap, git 2.39 searches
+    deltas for every whole object of the packs it rolls up, and after a full rebuild that is
+    the whole index: at 200,000 crates 99 s and 708 MB, against 2.1 s and 278 MB without, for
+    a pack 7% larger. Publishes' packs rolled up alone gain nothing from the search either:
+    the versions their blobs could be deltas of are in the packs left as they are.
+    """
+    return [f"--git-dir={git_dir}", "repack", "-d", "-q", "--geometric=2", "--window=0"]
 
 
 def gc_auto(git_dir: Path, timeout: float, remote: GitRemote | None) -> None:
