@@ -38,14 +38,15 @@ from indexpub.domain.names import index_path, is_index_path
 from indexpub.pipeline.verify import (
     DETAILS,
     PROGRESS_EVERY,
-    RECHECK_CHUNK,
     Drift,
     Progress,
     VersionDiff,
+    comparison_json,
+    render_again,
     version_diff,
 )
 from indexpub.registry import render
-from indexpub.registry.queue import app, write_sparse
+from indexpub.registry.queue import write_sparse
 
 log = logging.getLogger("indexpub.pipeline.sparse_verify")
 
@@ -79,10 +80,12 @@ ABSENT = Seen(None)
 
 @dataclass
 class SparseListing:
-    """The walk's result: every crate file's digest by path, with what could not be read."""
+    """The walk's result: what is in the layout's directories of crate files, by path (each
+    file's digest, or why it could not be read), and how many other entries there are."""
 
+    # Candidates: whether each is at an index path is asked only of those no crate claims.
     files: dict[str, Seen] = field(default_factory=dict)
-    other: int = 0  # entries outside the index layout: not compared
+    other: int = 0  # entries outside the index layout's directories: not compared
     absent: bool = False  # the directory does not exist
 
 
@@ -107,14 +110,7 @@ class SparseVerifyResult:
             "target": "sparse",
             "directory": self.directory,
             "absent": self.absent,
-            "started_at": self.started_at.isoformat(),
-            "duration_s": round(self.duration, 3),
-            "crates": self.crates,
-            "files": self.files,
-            "other_files": self.other_files,
-            "drifted_count": len(self.drifted),
-            "drifted": [d.as_json() for d in self.drifted],
-            "pending": self.pending,
+            **comparison_json(self),
         }
 
 
@@ -137,20 +133,25 @@ def verify_sparse(
         conn.rollback()
     listing = walk(root, progress=progress)
     files = listing.files
-    found = len(files)
     differ: dict[str, str] = {}  # name -> path
-    crates = 0
+    crates = found = 0
     for crate in render.crate_files(conn):
         path = index_path(crate.name)
-        have = files.pop(path, ABSENT)
-        if have.digest != _digest(crate.data):
+        have = files.pop(path, None)
+        if have is not None:
+            found += 1
+        if have is None or have.digest != _digest(crate.data):
             differ[crate.name] = path
         crates += 1
     conn.rollback()
     if progress is not None:
         progress(crates)
-    for path in files:  # crate files of crates without a rendering
-        differ[path.rpartition("/")[2]] = path
+    for path in files:  # crate files of crates without a rendering, and strays
+        if is_index_path(path):
+            differ[path.rpartition("/")[2]] = path
+            found += 1
+        else:
+            listing.other += 1
     log.info(
         "verify --sparse: %d crates, %d crate files in %s; %d differ at first look",
         crates,
@@ -199,6 +200,8 @@ def _walk_dir(fd: int, prefix: str, listing: SparseListing, progress: Progress |
         entries = list(os.scandir(fd))
     except OSError as exc:
         raise SparseUnreadable(_unreadable_dir(prefix, exc)) from None
+    # Crate files are in 1/, 2/, 3/x/ and ab/cd/ only.
+    holds_files = prefix in ("1/", "2/") or prefix.count("/") == 2
     for entry in entries:
         name = entry.name
         relative = prefix + name  # no crate file's name has a dot: .tmp-* are others
@@ -218,7 +221,7 @@ def _walk_dir(fd: int, prefix: str, listing: SparseListing, progress: Progress |
                 _walk_dir(sub, relative + "/", listing, progress)
             finally:
                 os.close(sub)
-        elif is_index_path(relative):
+        elif holds_files:  # is_index_path is asked of the few left over by the stream
             listing.files[relative] = _open_and_hash(fd, name, keep=False)
             if progress is not None and len(listing.files) % PROGRESS_EVERY == 0:
                 progress(len(listing.files))
@@ -283,17 +286,25 @@ def _open_and_hash(dir_fd: int, name: str, *, keep: bool) -> Seen:
         return Seen(b"", f"cannot be read: {exc.strerror}")
     try:
         info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):  # no file there: missing, and the writer fails on it
+            return Seen(None, "a directory: not read")
         if not stat.S_ISREG(info.st_mode):
-            what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            return Seen(b"" if what != "a directory" else None, f"{what}: not read")
+            return Seen(b"", "not a regular file: not read")
         keep = keep and info.st_size <= NAMED_MAX_BYTES
         digest = hashlib.blake2b(digest_size=16)
         chunks: list[bytes] = []
+        # One read for a file up to READ_CHUNK: a short read of a regular file is its end (one
+        # ended early by a signal would only make the file differ, and be read again).
+        want = min(info.st_size + 1, READ_CHUNK)
         try:
-            while chunk := os.read(fd, READ_CHUNK):
+            while True:
+                chunk = os.read(fd, want)
                 digest.update(chunk)
                 if keep:
                     chunks.append(chunk)
+                if len(chunk) < want:
+                    break
+                want = READ_CHUNK
         except OSError as exc:
             return Seen(b"", f"cannot be read: {exc.strerror}")
         return Seen(digest.digest(), None, b"".join(chunks) if keep else None)
@@ -319,16 +330,7 @@ def _look_again(
     with a write_sparse job on the way, against their files read after that snapshot: the
     drifted crates and the pending ones, by name."""
     names = sorted(differ)
-    wants: dict[str, bytes | None] = {}
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        for start in range(0, len(names), RECHECK_CHUNK):
-            wants.update(render.render_crate_files(conn, names[start : start + RECHECK_CHUNK]))
-        on_the_way = {
-            str(payload.get("name", "")).lower()
-            for payload in app.store.live_payloads(conn, write_sparse.name)
-            if isinstance(payload, dict)
-        }
+    wants, on_the_way = render_again(conn, names, write_sparse.name)
     drifted: list[Drift] = []
     pending: list[str] = []
     for name in names:

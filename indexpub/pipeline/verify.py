@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha1
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -152,15 +152,35 @@ class VerifyResult:
             "remote": self.remote,
             "branch": self.branch,
             "tip": self.tip,
-            "started_at": self.started_at.isoformat(),
-            "duration_s": round(self.duration, 3),
-            "crates": self.crates,
-            "files": self.files,
-            "other_files": self.other_files,
-            "drifted_count": len(self.drifted),
-            "drifted": [d.as_json() for d in self.drifted],
-            "pending": self.pending,
+            **comparison_json(self),
         }
+
+
+class Compared(Protocol):
+    """What a comparison of a copy of the index (the remote, the sparse directory) with the
+    database found, whichever copy it was."""
+
+    started_at: datetime
+    duration: float
+    crates: int
+    files: int
+    other_files: int
+    drifted: list[Drift]
+    pending: list[str]
+
+
+def comparison_json(found: Compared) -> dict[str, Any]:
+    """The JSON keys every comparison's report shares, so that one script reads both."""
+    return {
+        "started_at": found.started_at.isoformat(),
+        "duration_s": round(found.duration, 3),
+        "crates": found.crates,
+        "files": found.files,
+        "other_files": found.other_files,
+        "drifted_count": len(found.drifted),
+        "drifted": [d.as_json() for d in found.drifted],
+        "pending": found.pending,
+    }
 
 
 @dataclass
@@ -283,16 +303,7 @@ def _look_again(
     with a sync job on the way, against the tip fetched after that snapshot: the new tip, the
     drifted crates and the pending ones, by name."""
     names = sorted(differ)
-    wants: dict[str, bytes | None] = {}
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        for start in range(0, len(names), RECHECK_CHUNK):
-            wants.update(render.render_crate_files(conn, names[start : start + RECHECK_CHUNK]))
-        on_the_way = {
-            str(payload.get("name", "")).lower()
-            for payload in app.store.live_payloads(conn, sync_crate.name)
-            if isinstance(payload, dict)
-        }
+    wants, on_the_way = render_again(conn, names, sync_crate.name)
     new_tip = reader.fetch()
     haves: dict[str, bytes | None]
     if new_tip == tip:
@@ -318,6 +329,25 @@ def _look_again(
     if drifted or pending:
         log.info("verify: %d crate(s) drifted, %d pending", len(drifted), len(pending))
     return new_tip, drifted, pending
+
+
+def render_again(
+    conn: psycopg.Connection[Any], names: list[str], job_type: str
+) -> tuple[dict[str, bytes | None], set[str]]:
+    """The files of ``names`` rendered in one snapshot, and the (lowercased) crates that have
+    a ``job_type`` job on the way in that same snapshot: whatever the copy holds once read
+    after it is what those jobs wrote, or will write."""
+    wants: dict[str, bytes | None] = {}
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for start in range(0, len(names), RECHECK_CHUNK):
+            wants.update(render.render_crate_files(conn, names[start : start + RECHECK_CHUNK]))
+        on_the_way = {
+            str(payload.get("name", "")).lower()
+            for payload in app.store.live_payloads(conn, job_type)
+            if isinstance(payload, dict)
+        }
+    return wants, on_the_way
 
 
 def _name_versions(
