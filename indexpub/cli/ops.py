@@ -60,9 +60,9 @@ only it: its files are written without fsync, so a power failure can leave one s
 of the directory hashes every crate file as it reads it, one query renders every crate; a
 change whose write_sparse job is on its way is pending, not drift. Symlinks are reported, never
 followed; .tmp-* temporaries and other files outside the index layout are not compared. It is
-not recorded for `indexpub check`, which reads the remote's verifies. Git and sparse are
-separate commands because they are separate copies with their own writers, queues and repairs:
-one exit code then says which copy differs. Run both to check both."""
+not recorded for `indexpub check`, which reads the remote's verifies. It checks the sparse
+directory only, not the remote too: they are separate copies with their own writers, queues
+and repairs, so one exit code then says which copy differs. Run both to check both."""
 
 _SPARSE_OPTION = click.option(
     "--sparse",
