@@ -22,6 +22,8 @@ The table, in this order, on one registry (``table()``):
    Python process that reads every crate file and splits it into lines.
 2. verify, the first (it makes its own clone) and warm (the hourly case). Plain git: the same
    clone, a dump of the database as files (every crate rendered at its index path), ``diff -rq``.
+   Then ``verify --sparse --json`` on a sparse directory copied from that dump, equal and with
+   1,000 files truncated; plain: the dump and ``diff -rq`` against the directory.
 3. publish -> landed: a real ``indexpub worker --queue index`` (its first job makes its clone,
    not timed), then ``--publishes`` publishes of a new version of a random crate, one at a
    time, each timed from its COMMIT to the remote's branch ref update (the remote's
@@ -102,6 +104,8 @@ RATIO_BIG_QUICK = Shape(20_000, 30_000)
 # The issue's targets at 200,000 crates (seconds; every peak RSS <= 1 GiB).
 TARGETS = {"import": 120.0, "verify": 60.0, "rebuild": 120.0, "squash": 30.0}
 TARGET_RATIO = 1.3
+# Sparse files made stale for verify --sparse's second row.
+STALE = 1000
 
 # What plain git does for "import": every crate file of a work tree read and split into lines.
 READER = """import os, sys
@@ -435,6 +439,7 @@ def _table(site: Site, add: Add, publishes: int) -> None:
             plain_verify_rss,
         )
         add(_seconds_target("verify", m))
+    _verify_sparse(site, add, dump, dumped)
 
     say("publish -> landed through a worker (its first job makes its clone, not timed)")
     worker = site.start_worker()
@@ -491,6 +496,29 @@ def _table(site: Site, add: Add, publishes: int) -> None:
     ran = site.indexpub("verify", "--json")
     if json.loads(ran.out)["drifted_count"]:
         raise RuntimeError("the rebuilt and squashed index differs from the database")
+
+
+def _verify_sparse(site: Site, add: Add, dump: Path, dumped: Ran) -> None:
+    """verify --sparse on a sparse directory equal to the database (a copy of the dump, as
+    the worker writes it), then with STALE of its files truncated (the second look's cost).
+    Plain: the dump and ``diff -rq`` against the directory. No target of its own: verify's."""
+    say("verify --sparse (the sparse directory: a copy of the dump)")
+    sparse = site.data / "sparse"
+    run_measured(["cp", "-a", f"{dump}/.", str(sparse)])
+    files = sorted(p for p in sparse.rglob("*") if p.is_file())
+    for what, stale in (("equal", 0), (f"{STALE:,} files stale", STALE)):
+        for path in files[:stale]:
+            path.write_bytes(path.read_bytes()[:10])
+        ran = site.indexpub("verify", "--sparse", "--json", check=1 if stale else 0)
+        report = json.loads(ran.out)
+        if report["drifted_count"] != stale:
+            raise RuntimeError(f"verify --sparse found {report['drifted_count']}, not {stale}")
+        note = f"{report['files']:,} crate files"
+        m = Measure(f"verify --sparse, {what}", ran.seconds, ran.peak_rss, note)
+        diff = run_measured(["diff", "-rq", str(sparse), str(dump)], check=1 if stale else 0)
+        m.plain, m.plain_seconds = "dump + diff -rq", dumped.seconds + diff.seconds
+        m.plain_rss = max(dumped.peak_rss, diff.peak_rss)
+        add(_seconds_target("verify", m))
 
 
 def _squash(site: Site, add: Add, what: str) -> Measure:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from support.ops_cli import env as _env
 from support.queue_helpers import stop
 
 from indexpub.cli import main
@@ -475,14 +476,6 @@ def _cli(*args: str, env: dict[str, str], input: str | None = None) -> Result:
     overlay["DATABASE_URL"] = None
     overlay.update(env)
     return CliRunner().invoke(main, list(args), env=overlay, input=input)
-
-
-def _env(*, index: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INDEXPUB_")}
-    env.pop("DATABASE_URL", None)
-    if index is not None:
-        env["INDEXPUB_INDEX_URL"] = str(index)
-    return env
 
 
 def _git(git_dir: Path, *args: str) -> str:

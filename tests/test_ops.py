@@ -17,13 +17,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner, Result
 from support.git import git
 from support.index_helpers import Registry, foreign_push
+from support.ops_cli import cli as _cli
+from support.ops_cli import common as _common
+from support.ops_cli import entry as _entry
+from support.ops_cli import env as _env
+from support.ops_cli import ops as _ops
+from support.ops_cli import ops_json as _ops_json
 
 from indexpub import config
-from indexpub.domain.entries import IndexEntry
-from indexpub.domain.versions import Version
 from indexpub.gitindex.index import GitIndex
 from indexpub.pipeline.rebuild import rebuild
 from indexpub.registry import runs, store
@@ -569,43 +572,6 @@ def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-
-
-def _entry(name: str, version: str = "1.0.0") -> IndexEntry:
-    return IndexEntry(name=name, vers=Version.parse(version), deps=(), cksum="0" * 64)
-
-
-def _common(reg: Registry) -> list[str]:
-    return ["--data-dir", str(reg.data), "--database-url", reg.url]
-
-
-def _env(*, index: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INDEXPUB_")}
-    env.pop("DATABASE_URL", None)
-    if index is not None:
-        env["INDEXPUB_INDEX_URL"] = str(index)
-    return env
-
-
-def _cli(*args: str, index: Path | None = None) -> Result:
-    overlay: dict[str, str | None] = {k: None for k in os.environ if k.startswith("INDEXPUB_")}
-    overlay["DATABASE_URL"] = None
-    overlay.update(_env(index=index))
-    from indexpub.cli import main
-
-    return CliRunner().invoke(main, list(args), env=overlay)
-
-
-def _ops(reg: Registry, *args: str, index: Path | None = None) -> Result:
-    return _cli(*_common(reg), *args, index=index or reg.remote)
-
-
-def _ops_json(reg: Registry, *args: str) -> dict[str, Any]:
-    done = _ops(reg, *args, "--json")
-    assert done.stdout, done.output
-    report: dict[str, Any] = json.loads(done.stdout)
-    assert report["exit_code"] == done.exit_code
-    return report
 
 
 def _check(reg: Registry, *args: str, index: Path | None = None) -> tuple[int, dict[str, Any]]:

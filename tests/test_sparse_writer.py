@@ -3,6 +3,7 @@ one crate never interleave so that an older rendering lands last."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,36 @@ def _waits_on_an_advisory_lock(conn: psycopg.Connection[Any]) -> bool:
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
     ).fetchone()
     return row is not None and int(row[0]) > 0
+
+
+def test_the_writer_never_follows_a_symlink_out_of_the_directory(
+    reg: Registry, tmp_path: Path
+) -> None:
+    reg.publish(fixture_entry("q", "0.1.0"), fixture_entry("xy", "0.1.0"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "q").write_text(reg.expected_file("q") or "")  # q's very bytes, outside
+    (reg.sparse / "1").mkdir(parents=True)
+    (reg.sparse / index_path("q")).symlink_to(outside / "q")
+    (reg.sparse / "2").symlink_to(outside)  # xy's directory
+    with reg.connect() as conn:
+        result = sparse.sync_sparse(conn, reg.sparse, ["q", "xy"])
+    # q: the link replaced by the file (read through it, it looked written already).
+    assert result.changed == [index_path("q")]
+    assert not (reg.sparse / index_path("q")).is_symlink()
+    assert (reg.sparse / index_path("q")).read_text() == reg.expected_file("q")
+    # xy: refused, nothing written through the link.
+    assert list(result.failed) == ["xy"]
+    assert "a symlink in the path, not followed" in result.failed["xy"]
+    assert sorted(p.name for p in outside.iterdir()) == ["q"]
+
+
+@pytest.mark.timeout(60)
+def test_the_writer_replaces_a_fifo_without_waiting_on_it(reg: Registry) -> None:
+    reg.publish(fixture_entry("q", "0.1.0"))
+    (reg.sparse / "1").mkdir(parents=True)
+    os.mkfifo(reg.sparse / index_path("q"))  # a plain open for reading would wait forever
+    with reg.connect() as conn:
+        result = sparse.sync_sparse(conn, reg.sparse, ["q"])
+    assert result.changed == [index_path("q")] and not result.failed
+    assert (reg.sparse / index_path("q")).read_text() == reg.expected_file("q")

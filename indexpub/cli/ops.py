@@ -1,11 +1,14 @@
-"""Operating the index at scale: ``verify`` (is the remote what the database says?), ``repair``
-(enqueue the sync of whatever drifted) and ``rebuild`` (regenerate every crate file, through
-the index queue). The work itself is in indexpub.pipeline.verify and .rebuild."""
+"""Operating the index at scale: ``verify`` (is the remote, or with --sparse the sparse
+directory, what the database says?), ``repair`` (enqueue the jobs that rewrite whatever drifted)
+and ``rebuild`` (regenerate every crate file, through the index queue). The work itself is in
+indexpub.pipeline.verify, .sparse_verify and .rebuild."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,7 +20,8 @@ from indexpub.cli.progress import Progress
 if TYPE_CHECKING:
     import psycopg
 
-    from indexpub.pipeline.verify import VerifyOutcome, VerifyResult
+    from indexpub.pipeline.sparse_verify import SparseVerifyResult
+    from indexpub.pipeline.verify import Drift, VerifyOutcome, VerifyResult
     from indexpub.registry.runs import RebuildRun
 
 # verify's exit codes (its own, as check has: a script tests "equal" or "differs").
@@ -48,55 +52,80 @@ the index queue's lock: publishing goes on meanwhile), compares blob shas with t
 renderings (one `git ls-tree -r`, one query), and looks again at what differs, so that a
 change whose sync job is on its way counts as pending, not drift. config.json and other files
 outside the index layout are not compared. The result is recorded for `indexpub check`.
-Progress goes to stderr: a bar on a terminal, a line every few seconds otherwise."""
+Progress goes to stderr: a bar on a terminal, a line every few seconds otherwise.
+
+\b
+--sparse compares the sparse index directory (--sparse-dir, INDEXPUB_SPARSE_DIR) instead, and
+only it: its files are written without fsync, so a power failure can leave one stale. One walk
+of the directory hashes every crate file as it reads it, one query renders every crate; a
+change whose write_sparse job is on its way is pending, not drift. Symlinks are reported, never
+followed; .tmp-* temporaries and other files outside the index layout are not compared. It is
+not recorded for `indexpub check`, which reads the remote's verifies. It checks the sparse
+directory only, not the remote too: they are separate copies with their own writers, queues
+and repairs, so one exit code then says which copy differs. Run both to check both."""
+
+_SPARSE_OPTION = click.option(
+    "--sparse",
+    is_flag=True,
+    help="Compare the sparse index directory with the database instead of the remote.",
+)
 
 
 @click.command(help=_VERIFY_HELP, short_help="Compare the remote with the database.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_SPARSE_OPTION
 @pass_settings
-def verify(settings: Settings, as_json: bool) -> None:
-    outcome = _verify(settings, "verify")
-    result = outcome.result
-    assert result is not None
+def verify(settings: Settings, as_json: bool, sparse: bool) -> None:
+    result, found, lines = _compare(settings, "verify", sparse)
     if as_json:
-        click.echo(json.dumps({**_verify_json(outcome), "exit_code": _exit_code(result)}))
+        click.echo(json.dumps({**found, "exit_code": _exit_code(result)}))
     else:
-        for line in _verify_lines(result):
+        for line in lines:
             click.echo(line)
         if result.drifted:
-            click.echo("`indexpub repair` enqueues their sync jobs.")
+            click.echo(
+                "`indexpub repair --sparse` enqueues their write_sparse jobs."
+                if sparse
+                else "`indexpub repair` enqueues their sync jobs."
+            )
     click.get_current_context().exit(_exit_code(result))
 
 
 _REPAIR_HELP = """Verify (as `indexpub verify`, recorded the same way), then enqueue the sync
 job of every drifted crate; the worker makes their files what the database says, in its next
 batch. Crates whose sync job is on its way already are left to it. With --dry-run, only list
-them (and exit 1 when there are any, as verify does). Exit 2 when it could not check."""
+them (and exit 1 when there are any, as verify does). Exit 2 when it could not check.
+
+\b
+--sparse does the same for the sparse index directory (as `indexpub verify --sparse`): it
+enqueues write_sparse for every drifted crate, which writes the database's file, or removes
+the file of a crate the database has not. Crates whose write_sparse job is on its way are left
+to it."""
 
 
 @click.command(help=_REPAIR_HELP, short_help="Enqueue the sync of every drifted crate.")
 @click.option("--dry-run", is_flag=True, help="List what would be enqueued; enqueue nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_SPARSE_OPTION
 @pass_settings
-def repair(settings: Settings, dry_run: bool, as_json: bool) -> None:
+def repair(settings: Settings, dry_run: bool, as_json: bool, sparse: bool) -> None:
     from indexpub.domain.names import is_valid_crate_name
     from indexpub.registry import render
-    from indexpub.registry.queue import app, sync_crate
+    from indexpub.registry.queue import app, sync_crate, write_sparse
 
-    outcome = _verify(settings, "repair")
-    result = outcome.result
-    assert result is not None
+    result, found, lines = _compare(settings, "repair", sparse)
     names = [d.name for d in result.drifted if is_valid_crate_name(d.name)]
     unfit = [d.path for d in result.drifted if not is_valid_crate_name(d.name)]
+    job_type = write_sparse if sparse else sync_crate
+    # "fetch": the sync builds on the tip of its last push, which a foreign push (the usual
+    # cause of git drift) has moved; these jobs fetch first. write_sparse has nothing to fetch.
+    extra: dict[str, Any] = {} if sparse else {"fetch": True}
     with settings.connect() as conn:
         published = render.published_names(conn, names)
         jobs = [published.get(name, name) for name in names]
         if jobs and not dry_run:
-            # "fetch": the sync builds on the tip of its last push, which a foreign push
-            # (the usual cause of drift) has moved; these jobs fetch first.
-            app.enqueue_many(conn, [sync_crate.job({"name": name, "fetch": True}) for name in jobs])
+            app.enqueue_many(conn, [job_type.job({"name": name, **extra}) for name in jobs])
     if as_json:
-        found = _verify_json(outcome)
         code = _exit_code(result) if dry_run else EQUAL
         found.update(dry_run=dry_run, enqueued=[] if dry_run else jobs, unfit=unfit)
         found["exit_code"] = code
@@ -104,15 +133,16 @@ def repair(settings: Settings, dry_run: bool, as_json: bool) -> None:
             found["would_enqueue"] = jobs
         click.echo(json.dumps(found))
     else:
-        for line in _verify_lines(result):
+        for line in lines:
             click.echo(line)
         if jobs:
             verb = "would enqueue" if dry_run else "enqueued"
-            click.echo(f"{verb} sync_crate for {len(jobs)} crate(s): {', '.join(jobs)}")
+            click.echo(f"{verb} {job_type.name} for {len(jobs)} crate(s): {', '.join(jobs)}")
         if unfit:
+            remedy = "remove them by hand" if sparse else "`indexpub rebuild` removes them"
             click.echo(
                 f"{len(unfit)} file(s) are not at a crate name's path and cannot be synced: "
-                f"{', '.join(unfit)} (`indexpub rebuild` removes them)"
+                f"{', '.join(unfit)} ({remedy})"
             )
     click.get_current_context().exit(_exit_code(result) if dry_run else EQUAL)
 
@@ -175,12 +205,58 @@ def rebuild(settings: Settings, batch_size: int | None, no_wait: bool, as_json: 
 # --------------------------------------------------------------------------- verify's work
 
 
+def _compare(
+    settings: Settings, label: str, sparse: bool
+) -> tuple[VerifyResult | SparseVerifyResult, dict[str, Any], list[str]]:
+    """The remote's verify (recorded) or the sparse directory's: its result, JSON and lines."""
+    if sparse:
+        found = _verify_sparse(settings, f"{label} --sparse")
+        state = "clean" if found.clean else "drift"
+        return found, {"state": state, **found.as_json()}, _sparse_lines(found)
+    outcome = _verify(settings, label)
+    assert outcome.result is not None
+    return outcome.result, _verify_json(outcome), _verify_lines(outcome.result)
+
+
+@contextlib.contextmanager
+def _checking(settings: Settings, label: str) -> Iterator[None]:
+    """A failure to compare, as the one line of CannotCheck; Ctrl-C as Interrupted."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"{label} interrupted: nothing was recorded") from None
+    except CommandError as exc:
+        raise CannotCheck(f"{label} could not check: {exc.message}") from None
+    except Exception as exc:
+        failure = failure_of(exc, settings)
+        if failure is None:
+            raise
+        raise CannotCheck(f"{label} could not check: {failure.message}") from None
+
+
+def _verify_sparse(settings: Settings, label: str) -> SparseVerifyResult:
+    """Compare the sparse directory with progress on stderr; CannotCheck when it could not."""
+    from indexpub.pipeline.sparse_verify import SparseUnreadable, verify_sparse
+
+    with _checking(settings, label):
+        try:
+            with settings.migrated() as conn, Progress(label) as progress:
+                return verify_sparse(
+                    conn,
+                    config.sparse_dir(settings.data_dir),
+                    progress=progress.update,
+                    total=progress.start,
+                )
+        except SparseUnreadable as exc:
+            raise CommandError(str(exc)) from None
+
+
 def _verify(settings: Settings, label: str) -> VerifyOutcome:
     """Run a verify with progress on stderr and record it; CannotCheck when it could not."""
     from indexpub.pipeline.verify import verify_and_record
     from indexpub.registry import runs
 
-    try:
+    with _checking(settings, label):
         settings.check_writable()
         remote = settings.index_location
         with settings.migrated() as conn, Progress(label) as progress:
@@ -192,15 +268,6 @@ def _verify(settings: Settings, label: str) -> VerifyOutcome:
                 progress=progress.update,
                 total=progress.start,
             )
-    except KeyboardInterrupt:
-        raise Interrupted(f"{label} interrupted: nothing was recorded") from None
-    except CommandError as exc:
-        raise CannotCheck(f"{label} could not check: {exc.message}") from None
-    except Exception as exc:
-        failure = failure_of(exc, settings)
-        if failure is None:
-            raise
-        raise CannotCheck(f"{label} could not check: {failure.message}") from None
     if outcome.error is not None:
         failure = failure_of(_git_error(outcome.error), settings)
         said = outcome.error if failure is None else failure.message
@@ -214,7 +281,7 @@ def _git_error(message: str) -> Exception:
     return GitError(message)
 
 
-def _exit_code(result: VerifyResult) -> int:
+def _exit_code(result: VerifyResult | SparseVerifyResult) -> int:
     return EQUAL if result.clean else DIFFERS
 
 
@@ -240,16 +307,42 @@ def _verify_lines(result: VerifyResult) -> list[str]:
             f"({result.crates:,} crates in the database, {result.files:,} crate files at the "
             f"tip, {result.duration:.1f} s)"
         )
-        width = max(len(d.name) for d in result.drifted)
-        lines += [f"  {d.name:<{width}}  {d.kind:<8} {d.describe()}" for d in result.drifted]
-    if result.pending:
-        count = len(result.pending)
+        lines += _drift_lines(result.drifted)
+    return lines + _pending_lines(result.pending, "a sync job")
+
+
+def _sparse_lines(result: SparseVerifyResult) -> list[str]:
+    where = f"in {result.directory}"
+    lines = [f"the sparse directory {result.directory} does not exist"] if result.absent else []
+    if result.clean:
         lines.append(
-            f"{count} crate{'s' * (count != 1)} with a sync job on the way (pending, not "
-            f"drift): {', '.join(result.pending[:20])}"
-            + (f" and {count - 20} more" if count > 20 else "")
+            f"clean: the {result.files:,} crate files {where} equal the database's "
+            f"{result.crates:,} crates ({result.duration:.1f} s)"
         )
-    return lines
+    else:
+        count = len(result.drifted)
+        lines.append(
+            f"drift: {count} crate{'s' * (count != 1)} {where} differ from the database "
+            f"({result.crates:,} crates in the database, {result.files:,} crate files in the "
+            f"directory, {result.duration:.1f} s)"
+        )
+        lines += _drift_lines(result.drifted)
+    return lines + _pending_lines(result.pending, "a write_sparse job")
+
+
+def _drift_lines(drifted: list[Drift]) -> list[str]:
+    width = max(len(d.name) for d in drifted)
+    return [f"  {d.name:<{width}}  {d.kind:<8} {d.describe()}" for d in drifted]
+
+
+def _pending_lines(pending: list[str], job: str) -> list[str]:
+    if not pending:
+        return []
+    count = len(pending)
+    return [
+        f"{count} crate{'s' * (count != 1)} with {job} on the way (pending, not drift): "
+        f"{', '.join(pending[:20])}" + (f" and {count - 20} more" if count > 20 else "")
+    ]
 
 
 # --------------------------------------------------------------------------- rebuild's wait

@@ -6,7 +6,10 @@ so the git job never waits on it and a slow disk never holds up the single git w
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +29,14 @@ def write_file(root: Path, relative: str, content: bytes | None) -> bool:
     conditional request) sees the old bytes or the new ones, never a torn file. Unchanged bytes
     are not rewritten, so the file's mtime, which the server's Last-Modified and ETag come from,
     only moves on a real change.
+
+    Nothing in the directory is followed out of it: a symlink in the place of one of the
+    file's directories fails the crate (OSError), and a symlink, FIFO or other non-file at the
+    file's own path is never read (a FIFO would block) but replaced by the file.
     """
     target = root / relative
-    try:
-        current: bytes | None = target.read_bytes()
-    except FileNotFoundError:
-        current = None
+    _refuse_linked_folders(root, relative)
+    current = _current_bytes(target)
     if current == content:
         return False
     if content is None:
@@ -75,6 +80,44 @@ def sync_sparse(conn: psycopg.Connection[Any], root: Path, names: Sequence[str])
     finally:
         conn.rollback()
     return result
+
+
+# Never follow a symlink, never wait on a FIFO, never leak into a child process.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# What a path holds when it is not a regular file: never equal to a rendering.
+_NOT_A_FILE = b"\0not a regular file"
+
+
+def _refuse_linked_folders(root: Path, relative: str) -> None:
+    """OSError when a directory of ``relative`` under ``root`` is a symlink: writing through
+    it would write outside the sparse directory."""
+    folder = root
+    for part in relative.split("/")[:-1]:
+        folder = folder / part
+        try:
+            mode = folder.lstat().st_mode
+        except FileNotFoundError:
+            return  # made by the write, as a directory
+        if stat.S_ISLNK(mode):
+            raise OSError(errno.ELOOP, "a symlink in the path, not followed", str(folder))
+
+
+def _current_bytes(target: Path) -> bytes | None:
+    """The file's bytes; None when there is nothing; _NOT_A_FILE for a symlink or a special
+    file (a directory raises, as writing over it would)."""
+    try:
+        fd = os.open(target, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return _NOT_A_FILE
+        raise
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+        return file.read() if stat.S_ISREG(mode) else _NOT_A_FILE
 
 
 def crate_lock_key(name: str) -> int:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha1
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -60,12 +60,14 @@ end of the pass."""
 
 @dataclass
 class VersionDiff:
-    """How a crate file's versions differ between the database and the remote."""
+    """How a crate file's versions differ between the database and the copy compared with
+    it: the remote (verify) or the sparse directory (verify --sparse), named by ``other``."""
 
-    missing: list[str] = field(default_factory=list)  # in the database, not in the remote
-    extra: list[str] = field(default_factory=list)  # in the remote, not in the database
+    missing: list[str] = field(default_factory=list)  # in the database, not in the copy
+    extra: list[str] = field(default_factory=list)  # in the copy, not in the database
     changed: list[tuple[str, str]] = field(default_factory=list)  # (version, how)
     notes: list[str] = field(default_factory=list)
+    other: str = "the remote"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -77,21 +79,23 @@ class VersionDiff:
 
     def describe(self) -> str:
         parts = [f"{v}: {how}" for v, how in self.changed]
-        parts += [f"{v}: missing from the remote" for v in _shown(self.missing)]
+        parts += [f"{v}: missing from {self.other}" for v in _shown(self.missing)]
         parts += [f"{v}: not in the database" for v in _shown(self.extra)]
-        parts += _more(self.missing, "missing from the remote")
+        parts += _more(self.missing, f"missing from {self.other}")
         parts += _more(self.extra, "not in the database")
         return "; ".join(parts + self.notes)
 
 
 @dataclass
 class Drift:
-    """A crate whose file at the tip is not what the database renders."""
+    """A crate whose file (at the tip, or in the sparse directory: ``where``) is not what the
+    database renders."""
 
     name: str  # the file's name: the crate's lowercased name
     path: str
-    kind: str  # "missing" (no file at the tip), "extra" (no crate in the database), "differs"
+    kind: str  # "missing" (no file there), "extra" (no crate in the database), "differs"
     versions: VersionDiff | None = None  # named for the first DETAILS drifted crates
+    where: str = "the remote"
 
     def as_json(self) -> dict[str, Any]:
         found: dict[str, Any] = {"name": self.name, "kind": self.kind, "path": self.path}
@@ -101,8 +105,8 @@ class Drift:
 
     def describe(self) -> str:
         what = {
-            "missing": f"the remote has no file {self.path}",
-            "extra": f"the remote has {self.path}, the database has no such crate",
+            "missing": f"{self.where} has no file {self.path}",
+            "extra": f"{self.where} has {self.path}, the database has no such crate",
             "differs": f"{self.path} differs",
         }[self.kind]
         if self.versions is not None:
@@ -148,15 +152,35 @@ class VerifyResult:
             "remote": self.remote,
             "branch": self.branch,
             "tip": self.tip,
-            "started_at": self.started_at.isoformat(),
-            "duration_s": round(self.duration, 3),
-            "crates": self.crates,
-            "files": self.files,
-            "other_files": self.other_files,
-            "drifted_count": len(self.drifted),
-            "drifted": [d.as_json() for d in self.drifted],
-            "pending": self.pending,
+            **comparison_json(self),
         }
+
+
+class Compared(Protocol):
+    """What a comparison of a copy of the index (the remote, the sparse directory) with the
+    database found, whichever copy it was."""
+
+    started_at: datetime
+    duration: float
+    crates: int
+    files: int
+    other_files: int
+    drifted: list[Drift]
+    pending: list[str]
+
+
+def comparison_json(found: Compared) -> dict[str, Any]:
+    """The JSON keys every comparison's report shares, so that one script reads both."""
+    return {
+        "started_at": found.started_at.isoformat(),
+        "duration_s": round(found.duration, 3),
+        "crates": found.crates,
+        "files": found.files,
+        "other_files": found.other_files,
+        "drifted_count": len(found.drifted),
+        "drifted": [d.as_json() for d in found.drifted],
+        "pending": found.pending,
+    }
 
 
 @dataclass
@@ -279,16 +303,7 @@ def _look_again(
     with a sync job on the way, against the tip fetched after that snapshot: the new tip, the
     drifted crates and the pending ones, by name."""
     names = sorted(differ)
-    wants: dict[str, bytes | None] = {}
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        for start in range(0, len(names), RECHECK_CHUNK):
-            wants.update(render.render_crate_files(conn, names[start : start + RECHECK_CHUNK]))
-        on_the_way = {
-            str(payload.get("name", "")).lower()
-            for payload in app.store.live_payloads(conn, sync_crate.name)
-            if isinstance(payload, dict)
-        }
+    wants, on_the_way = render_again(conn, names, sync_crate.name)
     new_tip = reader.fetch()
     haves: dict[str, bytes | None]
     if new_tip == tip:
@@ -316,6 +331,25 @@ def _look_again(
     return new_tip, drifted, pending
 
 
+def render_again(
+    conn: psycopg.Connection[Any], names: list[str], job_type: str
+) -> tuple[dict[str, bytes | None], set[str]]:
+    """The files of ``names`` rendered in one snapshot, and the (lowercased) crates that have
+    a ``job_type`` job on the way in that same snapshot: whatever the copy holds once read
+    after it is what those jobs wrote, or will write."""
+    wants: dict[str, bytes | None] = {}
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for start in range(0, len(names), RECHECK_CHUNK):
+            wants.update(render.render_crate_files(conn, names[start : start + RECHECK_CHUNK]))
+        on_the_way = {
+            str(payload.get("name", "")).lower()
+            for payload in app.store.live_payloads(conn, job_type)
+            if isinstance(payload, dict)
+        }
+    return wants, on_the_way
+
+
 def _name_versions(
     reader: ReadClone,
     drifted: list[Drift],
@@ -332,13 +366,16 @@ def _name_versions(
         drift.versions = version_diff(wants.get(drift.name), remote)
 
 
-def version_diff(database: bytes | None, remote: bytes | None) -> VersionDiff:
-    """The versions of a crate file that differ: missing from the remote, not in the database,
-    or in both with another line (the yanked flag said apart from the rest)."""
-    diff = VersionDiff()
+def version_diff(
+    database: bytes | None, remote: bytes | None, where: str = "the remote"
+) -> VersionDiff:
+    """The versions of a crate file that differ: missing from the copy (``remote``, which
+    ``where`` names), not in the database, or in both with another line (the yanked flag said
+    apart from the rest)."""
+    diff = VersionDiff(other=where)
     ours, our_notes = _versions(database)
     theirs, their_notes = _versions(remote)
-    diff.notes += [f"{note} in the remote" for note in their_notes]
+    diff.notes += [f"{note} in {where}" for note in their_notes]
     diff.notes += [f"{note} in the database" for note in our_notes]
     diff.missing = [v for v in ours if v not in theirs]
     diff.extra = [v for v in theirs if v not in ours]
@@ -349,9 +386,9 @@ def version_diff(database: bytes | None, remote: bytes | None) -> VersionDiff:
         ours_yanked, theirs_yanked = _yanked(line), _yanked(other)
         if ours_yanked != theirs_yanked and _unflagged(line) == _unflagged(other):
             how = (
-                "yanked in the database, not in the remote"
+                f"yanked in the database, not in {where}"
                 if ours_yanked
-                else "yanked in the remote, not in the database"
+                else f"yanked in {where}, not in the database"
             )
         else:
             how = "its line differs"
