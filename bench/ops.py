@@ -36,7 +36,9 @@ The table, in this order, on one registry (``table()``):
    rebuild writing every file in one commit (``indexpub rebuild --json``, the worker runs it).
    Plain git for the first: the dump copied over the work tree and ``git add -A`` (nothing to
    commit).
-6. squash again, right after that rebuild (its pack of every file is in the worker's clone
+6. the background geometric repack that the worker would start next (``repo.repack_command``),
+   timed on hard-linked copies of its clone and of the remote, so that 7. finds them untouched.
+7. squash again, right after that rebuild (its pack of every file is in the worker's clone
    then). A verify at the end must find the index equal to the database.
 
 The ratio (``ratio()``): two registries, 1,000 crates (1,500 versions) and 1,000,000 crates
@@ -541,7 +543,7 @@ def _squash(site: Site, add: Add, what: str) -> Measure:
 def _background_repack(site: Site, add: Add, name: str, git_dir: Path) -> Measure:
     """The geometric repack that the worker starts in the background every
     INDEXPUB_GIT_MAINTENANCE_EVERY pushes (gitindex.maintenance). After a full rebuild it finds
-    the rebuild's pack as big as the one before it, and merges the two. Timed on a copy (its
+    the rebuild's packs as big as the ones before them, and merges them all. Timed on a copy (its
     objects hard-linked), so that the squash measured next finds the packs as the worker left
     them; the copy is deleted after."""
     copy = site.work / f"repack-copy-{git_dir.name}.git"
