@@ -124,8 +124,9 @@ def test_ok_with_a_worker_holding_the_index_queue_and_the_remote_up_to_date(
         "queues",
         "remote",
         "verify",
+        "sparse_verify",
     }
-    by_check = {(c["check"], c["queue"]): c for c in report["checks"]}
+    by_check = {(c["check"], c["queue"] or c["target"]): c for c in report["checks"]}
     assert set(by_check) == {
         ("age", "index"),
         ("age", "sparse"),
@@ -137,13 +138,27 @@ def test_ok_with_a_worker_holding_the_index_queue_and_the_remote_up_to_date(
         ("attempts", "sparse"),
         ("attempts", "verify"),
         ("consumer", "index"),
-        ("verify", None),
+        ("verify", "remote"),
+        ("verify", "sparse"),
         ("remote", None),
     }
-    for found in report["checks"]:
-        assert set(found) == {"check", "queue", "state", "detail", "value", "warn", "crit"}
+    # The worker verifies the remote; the sparse directory is verified by hand, never here.
+    never = by_check.pop(("verify", "sparse"))
+    assert never["state"] == "SKIPPED" and never["detail"].startswith("sparse directory: never")
+    assert report["sparse_verify"] == {}
+    for found in by_check.values():
+        assert set(found) == {
+            "check",
+            "queue",
+            "target",
+            "state",
+            "detail",
+            "value",
+            "warn",
+            "crit",
+        }
         assert found["state"] == "OK", found
-    verified = by_check[("verify", None)]
+    verified = by_check[("verify", "remote")]
     assert (verified["value"], verified["warn"], verified["crit"]) == (0, 1, 10)
     assert verified["detail"].startswith("last verify ")
     assert verified["detail"].endswith(" equal the database")

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from support.git import git
 from support.index_helpers import Registry, fixture_entry
+from support.ops_cli import status_screen
 from support.queue_helpers import wait_for
 
 from indexpub.cli import main
@@ -126,9 +127,7 @@ def test_status_shows_the_last_verify_and_the_last_squash(reg: Registry, tmp_pat
     reg.drain()
 
     def shown() -> dict[str, str]:
-        result = invoke(reg, "status")
-        assert result.exit_code == 0, result.output
-        return dict(line.split(": ", 1) for line in result.output.splitlines() if ": " in line)
+        return status_screen(reg)
 
     before = shown()
     assert before["last verify"].startswith("none recorded")

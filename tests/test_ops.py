@@ -197,7 +197,7 @@ def test_verify_could_not_check_an_unreachable_remote_or_database(
     assert last.last.error is not None and last.last.tip is None
     # indexpub check says so.
     _, report = _check(reg, index=missing)
-    (verify,) = [c for c in report["checks"] if c["check"] == "verify"]
+    (verify,) = [c for c in report["checks"] if (c["check"], c["target"]) == ("verify", "remote")]
     assert verify["state"] == "UNKNOWN"
     assert verify["detail"].startswith("the last verify, ")
     assert " could not check: " in verify["detail"]
@@ -459,14 +459,14 @@ def test_check_reads_the_last_verify(reg: Registry, tmp_path: Path) -> None:
     reg.publish(_entry("alpha"), _entry("beta"), _entry("gamma"))
     reg.drain()
     code, report = _check(reg)
-    (verify,) = [c for c in report["checks"] if c["check"] == "verify"]
+    (verify,) = [c for c in report["checks"] if (c["check"], c["target"]) == ("verify", "remote")]
     assert verify["state"] == "SKIPPED"
     assert verify["detail"].startswith("no verify was ever recorded")
 
     assert _ops(reg, "verify").exit_code == 0
     code, report = _check(reg)
     assert code == 0, report["summary"]
-    (verify,) = [c for c in report["checks"] if c["check"] == "verify"]
+    (verify,) = [c for c in report["checks"] if (c["check"], c["target"]) == ("verify", "remote")]
     assert verify["state"] == "OK" and verify["value"] == 0
     assert report["verify"]["last"]["ran_by"] == "command"
 
@@ -478,7 +478,7 @@ def test_check_reads_the_last_verify(reg: Registry, tmp_path: Path) -> None:
     assert _ops(reg, "verify").exit_code == 1
     code, report = _check(reg)
     assert code == 1, report["summary"]
-    (verify,) = [c for c in report["checks"] if c["check"] == "verify"]
+    (verify,) = [c for c in report["checks"] if (c["check"], c["target"]) == ("verify", "remote")]
     assert (verify["state"], verify["value"], verify["warn"], verify["crit"]) == (
         "WARNING",
         2,
@@ -500,7 +500,7 @@ def test_check_reads_the_last_verify(reg: Registry, tmp_path: Path) -> None:
     with reg.connect() as conn:
         conn.execute("UPDATE indexpub.verify_runs SET finished_at = now() - interval '4 hours'")
     code, report = _check(reg)
-    (verify,) = [c for c in report["checks"] if c["check"] == "verify"]
+    (verify,) = [c for c in report["checks"] if (c["check"], c["target"]) == ("verify", "remote")]
     assert code == 1 and verify["state"] == "WARNING"
     assert "older than 3h: is a worker running the verify queue?" in verify["detail"]
     code, report = _check(reg, "--verify-age", "5h")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+from typing import Any
 
-from support.index_helpers import Registry
-from support.ops_cli import entry, ops, ops_json
+from support.index_helpers import Registry, foreign_push
+from support.ops_cli import entry, ops, ops_json, status_screen
 
 from indexpub.domain.names import index_path
-from indexpub.registry import store
+from indexpub.registry import runs, store
 
 
 def _sparse_file(reg: Registry, name: str) -> Path:
@@ -49,8 +51,20 @@ def test_a_clean_sparse_directory_verifies_clean(reg: Registry) -> None:
         "other_files": 2,
     }
     assert report["drifted"] == [] and report["pending"] == [] and report["absent"] is False
-    # Not recorded: the verify_runs that indexpub check reads are the remote's.
-    assert _verify_runs(reg) == 0
+    # Recorded as the sparse directory's run (for indexpub check), never as the remote's.
+    assert _verify_runs(reg) == 2
+    with reg.connect() as conn:
+        assert runs.latest_verifies(conn).last is None
+        last = runs.latest_verifies(conn, runs.SPARSE).last
+    assert last is not None and last.id == report["run_id"]
+    assert (last.target, last.ran_by, last.remote, last.tip, last.files, last.drifted_count) == (
+        "sparse",
+        "command",
+        str(reg.sparse),
+        None,
+        3,
+        0,
+    )
 
 
 def test_each_kind_of_sparse_drift_is_named_and_repaired_by_the_sparse_jobs(
@@ -242,3 +256,145 @@ def test_a_sparse_directory_that_is_not_one_could_not_check(reg: Registry) -> No
     done = ops(reg, "repair", "--sparse")
     assert done.exit_code == 2 and "repair --sparse could not check" in done.stderr
     assert reg.pending_jobs() == 1  # the publish's sync_crate, nothing more
+
+    # Both recorded as sparse verifies that could not check: check names the last beside the
+    # last that could (the absent directory's), and says UNKNOWN when none could.
+    failed = f"could not check: cannot read the sparse directory {reg.sparse}: Not a directory"
+    sparse = _verify_findings(ops_json(reg, "check"))["sparse"]
+    assert sparse["state"] == "WARNING" and sparse["value"] == 1
+    assert sparse["detail"].endswith(failed) and "; the last verify --sparse, " in sparse["detail"]
+    with reg.connect() as conn:
+        conn.execute("DELETE FROM indexpub.verify_runs WHERE error IS NULL")
+    report = ops_json(reg, "check")
+    sparse = _verify_findings(report)["sparse"]
+    assert sparse["state"] == "UNKNOWN"  # the whole is CRITICAL: a job ready, no worker
+    assert re.fullmatch(
+        r"sparse directory: the last verify --sparse, \S+ ago, " + re.escape(failed),
+        sparse["detail"],
+    )
+    assert _verify_runs(reg) == 2
+
+
+# --------------------------------------------------------------------------- check and status
+
+
+def _verify_findings(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["target"]: c for c in report["checks"] if c["check"] == "verify"}
+
+
+def test_check_grades_the_last_sparse_verify_on_its_own(reg: Registry, tmp_path: Path) -> None:
+    reg.publish(entry("alpha"), entry("beta"), entry("gamma"))
+    reg.drain()
+    report = ops_json(reg, "check")
+    found = _verify_findings(report)
+    assert (found["remote"]["state"], found["sparse"]["state"]) == ("SKIPPED", "SKIPPED")
+    assert found["sparse"]["detail"] == (
+        "sparse directory: never verified (indexpub verify --sparse runs one)"
+    )
+
+    # A clean sparse run is OK, and does not pass for the remote's verify.
+    assert ops(reg, "verify", "--sparse").exit_code == 0
+    report = ops_json(reg, "check")
+    assert report["exit_code"] == 0, report["summary"]
+    found = _verify_findings(report)
+    assert found["remote"]["state"] == "SKIPPED"
+    assert (found["sparse"]["state"], found["sparse"]["value"]) == ("OK", 0)
+    assert found["sparse"]["detail"].startswith("sparse directory: last verify --sparse ")
+    assert found["sparse"]["detail"].endswith(
+        f" the crate files in {reg.sparse} equal the database"
+    )
+    assert report["verify"] == {}
+    assert report["sparse_verify"]["last"]["target"] == "sparse"
+    assert report["sparse_verify"]["last"]["where"] == str(reg.sparse)
+
+    # Drift in the sparse directory: WARNING as the remote's, named; a newer clean verify of the
+    # remote does not hide it.
+    _sparse_file(reg, "alpha").unlink()
+    _sparse_file(reg, "beta").write_text("wrong\n")
+    assert ops(reg, "verify", "--sparse").exit_code == 1
+    assert ops(reg, "verify").exit_code == 0
+    report = ops_json(reg, "check")
+    assert report["exit_code"] == 1 and report["state"] == "WARNING"
+    found = _verify_findings(report)
+    assert found["remote"]["state"] == "OK"
+    sparse = found["sparse"]
+    assert (sparse["state"], sparse["value"], sparse["warn"], sparse["crit"]) == (
+        "WARNING",
+        2,
+        1,
+        10,
+    )
+    assert re.fullmatch(
+        r"sparse directory: last verify --sparse \S+ ago found 2 crate files drifted from the "
+        + re.escape(
+            f"database in {reg.sparse}: alpha (missing), beta (differs) (indexpub repair "
+            "--sparse enqueues their write_sparse)"
+        ),
+        sparse["detail"],
+    ), sparse["detail"]
+    summary, perfdata = report["summary"].split(" | ")
+    assert summary == f"INDEXPUB WARNING - {sparse['detail']}"
+    assert "verify_drift=0;1;10" in perfdata.split()
+    assert "sparse_verify_drift=2;1;10" in perfdata.split()
+    assert ops_json(reg, "check", "--crit-drift", "2")["state"] == "CRITICAL"
+    # No hourly verify of the sparse directory: its last run's age alone is no warning.
+    with reg.connect() as conn:
+        conn.execute("UPDATE indexpub.verify_runs SET finished_at = now() - interval '4 hours'")
+    report = ops_json(reg, "check")
+    assert _verify_findings(report)["sparse"]["state"] == "WARNING"
+    assert "older than" not in _verify_findings(report)["sparse"]["detail"]
+    assert _verify_findings(report)["remote"]["detail"].endswith(
+        "older than 3h: is a worker running the verify queue?"
+    )
+
+    # repair --sparse records its verify too; once the writes are done, a clean run is OK.
+    repaired = ops_json(reg, "repair", "--sparse")
+    assert repaired["enqueued"] == ["alpha", "beta"]
+    with reg.connect() as conn:
+        last = runs.latest_verifies(conn, runs.SPARSE).last
+    assert last is not None and last.id == repaired["run_id"] and last.drifted_count == 2
+    reg.drain()
+    assert ops(reg, "verify", "--sparse").exit_code == 0
+    report = ops_json(reg, "check", "--verify-age", "5h")
+    assert report["exit_code"] == 0, report["summary"]
+
+    # And the other way round: a clean sparse run does not hide the remote's drift.
+    def edit(tree: Path) -> None:
+        (tree / "ga" / "mm" / "gamma").unlink()
+
+    foreign_push(reg, tmp_path, edit, "Foreign edit")
+    assert ops(reg, "verify").exit_code == 1
+    assert ops(reg, "verify", "--sparse").exit_code == 0
+    report = ops_json(reg, "check", "--verify-age", "5h")
+    assert report["exit_code"] == 1, report["summary"]
+    found = _verify_findings(report)
+    assert (found["remote"]["state"], found["sparse"]["state"]) == ("WARNING", "OK")
+    assert "found 1 crate drifted from the database at " in found["remote"]["detail"]
+    assert "sparse directory" not in report["summary"]
+
+
+def test_status_shows_the_last_sparse_verify_beside_the_last_verify(reg: Registry) -> None:
+    reg.publish(entry("alpha"))
+    reg.drain()
+
+    def shown() -> dict[str, str]:
+        return status_screen(reg)
+
+    before = shown()
+    assert before["last verify --sparse"] == "none recorded (indexpub verify --sparse)"
+    assert ops(reg, "verify", "--sparse").exit_code == 0
+    after = shown()
+    assert after["last verify"].startswith("none recorded")
+    assert re.fullmatch(
+        r"\S+ \S+ UTC, \d+ seconds ago, by command: clean \(1 files\)",
+        after["last verify --sparse"],
+    )
+    _sparse_file(reg, "alpha").unlink()
+    assert ops(reg, "verify", "--sparse").exit_code == 1
+    assert ops(reg, "verify").exit_code == 0
+    after = shown()
+    assert after["last verify"].endswith(": clean (1 files)")
+    assert after["last verify --sparse"].endswith(": 1 crate(s) drifted (0 files)")
+    status = json.loads(ops(reg, "status", "--json").stdout)
+    assert status["last_sparse_verify"]["drifted_count"] == 1
+    assert status["last_verify"]["drifted_count"] == 0

@@ -85,6 +85,7 @@ class Finding:
     warn: float | None = None
     crit: float | None = None
     unit: str = ""
+    target: str | None = None  # the verify check's: the copy verified, "remote" or "sparse"
 
     def as_json(self) -> dict[str, Any]:
         state = SKIPPED if self.state is None else STATE_NAMES[self.state]
@@ -113,6 +114,7 @@ class Report:
     queues: dict[str, Any] = field(default_factory=dict)
     remote: dict[str, Any] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)
+    sparse_verify: dict[str, Any] = field(default_factory=dict)
 
     @property
     def state(self) -> int:
@@ -157,7 +159,9 @@ The checks (each can be left out with --skip NAME):
   verify    drift found by the last verify (hourly, by the worker; or
             indexpub verify), counted in crates (--warn-drift,
             --crit-drift); WARNING when it is older than --verify-age;
-            SKIPPED when none was ever recorded
+            SKIPPED when none was ever recorded. The same, on its own, for
+            the last verify --sparse (the sparse directory), except its
+            age: it is run by hand, after a crash
   remote    how long the index remote's tip has been older than a change
             in the database (publish, yank, unyank) that it should have
             (--warn-behind, --crit-behind, --clock-skew); deletions are
@@ -305,6 +309,7 @@ def check(
                     "queues": report.queues,
                     "remote": report.remote,
                     "verify": report.verify,
+                    "sparse_verify": report.sparse_verify,
                 }
             )
         )
@@ -348,6 +353,7 @@ def run_checks(settings: Settings, limits: Thresholds, skip: set[str]) -> Report
         ]
         report.queues = {}
         report.verify = {}
+        report.sparse_verify = {}
     return report
 
 
@@ -433,62 +439,102 @@ def _consumer(one: QueueHealth, holder: str | None) -> Finding:
 
 
 def _verify_check(conn: psycopg.Connection[Any], report: Report, limits: Thresholds) -> None:
-    """The last verify's drift (crates whose file at the tip is not what the database
-    renders, with no sync job on the way), graded by --warn-drift and --crit-drift, and
-    WARNING when the last verify that could check is older than --verify-age."""
+    """The last verify of each copy, the remote and the sparse directory, graded on its own:
+    a clean run of one never hides the other's drift."""
     from indexpub.registry import runs
 
-    latest = runs.latest_verifies(conn)
+    for target in runs.TARGETS:
+        _verify_target(conn, report, limits, target)
+
+
+def _verify_target(
+    conn: psycopg.Connection[Any], report: Report, limits: Thresholds, target: str
+) -> None:
+    """A copy's last verify's drift (crates whose file is not what the database renders, with
+    no job on the way to write it), graded by --warn-drift and --crit-drift. For the remote,
+    WARNING too when its last verify that could check is older than --verify-age: the worker
+    verifies it hourly. The sparse directory is verified by hand (after a crash), so its last
+    run's age says nothing wrong."""
+    from indexpub.registry import runs
+
+    sparse = target == runs.SPARSE
+    # The sparse directory's findings say which copy they are about; the remote's read as
+    # they always have.
+    named = "sparse directory: " if sparse else ""
+    command = "verify --sparse" if sparse else "verify"
+    latest = runs.latest_verifies(conn, target)
     last, checked = latest.last, latest.checked
     if last is None:
-        report.findings.append(
-            Finding(
-                "verify",
-                None,
-                "no verify was ever recorded (the worker runs one every hour unless "
-                "--verify-every 0; indexpub verify runs one now)",
-            )
+        never = (
+            "never verified (indexpub verify --sparse runs one)"
+            if sparse
+            else "no verify was ever recorded (the worker runs one every hour unless "
+            "--verify-every 0; indexpub verify runs one now)"
         )
+        report.findings.append(Finding("verify", None, named + never, target=target))
         return
     failed = None
     if last.error is not None and last.finished_at is not None:
         ago = _span(_seconds_since(last.finished_at, latest.now))
-        failed = f"the last verify, {ago} ago, could not check: {_last_line(last.error)}"
-    report.verify = {
+        failed = f"the last {command}, {ago} ago, could not check: {_last_line(last.error)}"
+    facts = {
         "last": _verify_facts(last),
         "last_checked": None if checked is None else _verify_facts(checked),
     }
+    if sparse:
+        report.sparse_verify = facts
+    else:
+        report.verify = facts
     if checked is None or checked.finished_at is None:
-        report.findings.append(Finding("verify", UNKNOWN, failed or "no verify could check yet"))
+        detail = named + (failed or f"no {command} could check yet")
+        report.findings.append(Finding("verify", UNKNOWN, detail, target=target))
         return
     age = _seconds_since(checked.finished_at, latest.now)
     drift = checked.drifted_count or 0
     state = _grade(drift, limits.warn_drift, limits.crit_drift)
-    tip = (checked.tip or "")[:12]
+    at = f"in {checked.remote}" if sparse else f"at {(checked.tip or '')[:12]}"
     if drift == 0:
-        detail = f"last verify {_span(age)} ago: the crate files at {tip} equal the database"
+        detail = f"{named}last {command} {_span(age)} ago: the crate files {at} equal the database"
     else:
         names = ", ".join(
             f"{d.get('name')} ({d.get('kind')})" for d in checked.sample[:5] if isinstance(d, dict)
         )
         more = f" and {drift - 5} more" if drift > 5 else ""
-        detail = (
-            f"last verify {_span(age)} ago found {drift} crate{'s' * (drift != 1)} drifted from "
-            f"the database at {tip}: {names}{more} (indexpub repair enqueues their sync)"
+        drifted = f"{drift} crate{' file' * sparse}{'s' * (drift != 1)}"
+        repair = (
+            "indexpub repair --sparse enqueues their write_sparse"
+            if sparse
+            else "indexpub repair enqueues their sync"
         )
-    if age > limits.verify_age:
+        detail = (
+            f"{named}last {command} {_span(age)} ago found {drifted} drifted from the database "
+            f"{at}: {names}{more} ({repair})"
+        )
+    if not sparse and age > limits.verify_age:
         state = max(state, WARNING, key=_RANK.__getitem__)
         detail += f"; older than {_span(limits.verify_age)}: is a worker running the verify queue?"
     if failed is not None and last.id != checked.id:
         detail += f"; {failed}"
     report.findings.append(
-        Finding("verify", state, detail, None, drift, limits.warn_drift, limits.crit_drift)
+        Finding(
+            "verify",
+            state,
+            detail,
+            None,
+            drift,
+            limits.warn_drift,
+            limits.crit_drift,
+            target=target,
+        )
     )
 
 
 def _verify_facts(run: Any) -> dict[str, Any]:
     return {
         "id": run.id,
+        "target": run.target,
+        # The remote's URL, or the sparse directory.
+        "where": run.remote,
         "finished_at": None if run.finished_at is None else run.finished_at.isoformat(),
         "ran_by": run.ran_by,
         "tip": run.tip,
@@ -610,6 +656,8 @@ def _perfdata(finding: Finding) -> str:
     label = _PERF_LABELS.get(finding.check, finding.check)
     if finding.queue is not None:
         label = f"{finding.queue}_{label}"
+    elif finding.target == "sparse":  # the remote's keeps the label it always had
+        label = f"sparse_{label}"
     limits = ";".join("" if x is None else f"{x:g}" for x in (finding.warn, finding.crit))
     return f"{label}={finding.value:g}{finding.unit};{limits}"
 

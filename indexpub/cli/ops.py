@@ -60,9 +60,10 @@ only it: its files are written without fsync, so a power failure can leave one s
 of the directory hashes every crate file as it reads it, one query renders every crate; a
 change whose write_sparse job is on its way is pending, not drift. Symlinks are reported, never
 followed; .tmp-* temporaries and other files outside the index layout are not compared. It is
-not recorded for `indexpub check`, which reads the remote's verifies. It checks the sparse
-directory only, not the remote too: they are separate copies with their own writers, queues
-and repairs, so one exit code then says which copy differs. Run both to check both."""
+recorded as the sparse directory's run: `indexpub check` grades the last run of each copy on
+its own. It checks the sparse directory only, not the remote too: they are separate copies
+with their own writers, queues and repairs, so one exit code then says which copy differs.
+Run both to check both."""
 
 _SPARSE_OPTION = click.option(
     "--sparse",
@@ -210,9 +211,10 @@ def _compare(
 ) -> tuple[VerifyResult | SparseVerifyResult, dict[str, Any], list[str]]:
     """The remote's verify (recorded) or the sparse directory's: its result, JSON and lines."""
     if sparse:
-        found = _verify_sparse(settings, f"{label} --sparse")
+        found, run_id = _verify_sparse(settings, f"{label} --sparse")
         state = "clean" if found.clean else "drift"
-        return found, {"state": state, **found.as_json()}, _sparse_lines(found)
+        report = {"state": state, "run_id": run_id, **found.as_json()}
+        return found, report, _sparse_lines(found)
     outcome = _verify(settings, label)
     assert outcome.result is not None
     return outcome.result, _verify_json(outcome), _verify_lines(outcome.result)
@@ -234,16 +236,19 @@ def _checking(settings: Settings, label: str) -> Iterator[None]:
         raise CannotCheck(f"{label} could not check: {failure.message}") from None
 
 
-def _verify_sparse(settings: Settings, label: str) -> SparseVerifyResult:
-    """Compare the sparse directory with progress on stderr; CannotCheck when it could not."""
-    from indexpub.pipeline.sparse_verify import SparseUnreadable, verify_sparse
+def _verify_sparse(settings: Settings, label: str) -> tuple[SparseVerifyResult, int]:
+    """Compare the sparse directory with progress on stderr and record it (its result and
+    run id); CannotCheck when it could not."""
+    from indexpub.pipeline.sparse_verify import SparseUnreadable, verify_sparse_and_record
+    from indexpub.registry import runs
 
     with _checking(settings, label):
         try:
             with settings.migrated() as conn, Progress(label) as progress:
-                return verify_sparse(
+                return verify_sparse_and_record(
                     conn,
                     config.sparse_dir(settings.data_dir),
+                    ran_by=runs.BY_COMMAND,
                     progress=progress.update,
                     total=progress.start,
                 )

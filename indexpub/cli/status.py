@@ -39,6 +39,8 @@ class Status:
     # branch, if the branch was squashed: the two whole-index operations an operator schedules.
     last_verify: dict[str, Any] | None = None
     last_squash: dict[str, Any] | None = None
+    # The newest `verify --sparse`: the sparse directory is another copy, verified on its own.
+    last_sparse_verify: dict[str, Any] | None = None
 
 
 @click.command()
@@ -46,7 +48,8 @@ class Status:
 @pass_settings
 def status(settings: Settings, as_json: bool) -> None:
     """The database in use, the index remote and its tip, jobs by state, the worker that holds
-    the index queue, the last push, the last verify and the last squash. Starts nothing: a
+    the index queue, the last push, the last verify (and verify --sparse) and the last squash.
+    Starts nothing: a
     stopped embedded server is shown as such."""
     found = Status()
     _database(settings, found)
@@ -61,6 +64,7 @@ def status(settings: Settings, as_json: bool) -> None:
 def _database(settings: Settings, found: Status) -> None:
     import psycopg
 
+    from indexpub.registry import runs
     from indexpub.registry.queue import INDEX_QUEUE, app
 
     if settings.embedded:
@@ -76,7 +80,8 @@ def _database(settings: Settings, found: Status) -> None:
         with psycopg.connect(url, autocommit=True, connect_timeout=int(TIMEOUT)) as conn:
             stats = app.store.stats(conn)
             holder = app.store.consumer(conn, INDEX_QUEUE)
-            found.last_verify = _last_verify(conn)
+            found.last_verify = _last_verify(conn, runs.REMOTE)
+            found.last_sparse_verify = _last_verify(conn, runs.SPARSE)
     except psycopg.Error as exc:
         found.database["error"] = f"unreachable: {first_line(str(exc))}"
         return
@@ -97,16 +102,16 @@ def _database(settings: Settings, found: Status) -> None:
         }
 
 
-def _last_verify(conn: Any) -> dict[str, Any] | None:
-    """The newest verify run; None before the first (or before the table exists: status
-    migrates nothing)."""
+def _last_verify(conn: Any, target: str) -> dict[str, Any] | None:
+    """The newest verify run of ``target``; None before the first (or before the table or its
+    target column exists: status migrates nothing)."""
     import psycopg
 
     from indexpub.registry import runs
 
     try:
-        latest = runs.latest_verifies(conn)
-    except psycopg.errors.UndefinedTable:
+        latest = runs.latest_verifies(conn, target)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
         return None
     run = latest.last
     if run is None or run.finished_at is None:
@@ -256,6 +261,8 @@ def _screen(found: Status) -> list[str]:
     lines.append(f"last push:  {_describe(push) if push else 'none seen by this data dir'}")
     if found.jobs is not None:
         lines.append(f"last verify: {_verify_line(found.last_verify)}")
+        sparse = _verify_line(found.last_sparse_verify, "indexpub verify --sparse")
+        lines.append(f"last verify --sparse: {sparse}")
     if "tip" in index:
         squash = found.last_squash
         described = _describe(squash) if squash else "none (the branch was never squashed)"
@@ -263,9 +270,11 @@ def _screen(found: Status) -> list[str]:
     return lines
 
 
-def _verify_line(run: dict[str, Any] | None) -> str:
+def _verify_line(
+    run: dict[str, Any] | None, runs_one: str = "indexpub verify, or the worker's hourly job"
+) -> str:
     if run is None:
-        return "none recorded (indexpub verify, or the worker's hourly job)"
+        return f"none recorded ({runs_one})"
     when = f"{run['finished_at'][:19].replace('T', ' ')} UTC, {_age(run['seconds_ago'])}"
     if run["error"] is not None:
         return f"{when}, by {run['ran_by']}: could not check: {first_line(run['error'])}"

@@ -42,10 +42,11 @@ from indexpub.pipeline.verify import (
     Progress,
     VersionDiff,
     comparison_json,
+    recorded_run,
     render_again,
     version_diff,
 )
-from indexpub.registry import render
+from indexpub.registry import render, runs
 from indexpub.registry.queue import write_sparse
 
 log = logging.getLogger("indexpub.pipeline.sparse_verify")
@@ -105,13 +106,41 @@ class SparseVerifyResult:
     def clean(self) -> bool:
         return not self.drifted
 
+    def record(self, ran_by: str) -> runs.VerifyRun:
+        return recorded_run(self, ran_by, self.directory, target=runs.SPARSE)
+
     def as_json(self) -> dict[str, Any]:
         return {
-            "target": "sparse",
+            "target": runs.SPARSE,
             "directory": self.directory,
             "absent": self.absent,
             **comparison_json(self),
         }
+
+
+def verify_sparse_and_record(
+    conn: psycopg.Connection[Any],
+    root: Path,
+    *,
+    ran_by: str,
+    progress: Progress | None = None,
+    total: Callable[[int], None] | None = None,
+) -> tuple[SparseVerifyResult, int]:
+    """Compare the sparse directory with the database and record the result, committed, for
+    `indexpub check`: its result and the run's id. A directory that cannot be listed is
+    recorded as a verify that could not check, and SparseUnreadable raised again."""
+    started = datetime.now(UTC)
+    try:
+        result = verify_sparse(conn, root, progress=progress, total=total)
+    except SparseUnreadable as exc:
+        conn.rollback()
+        failed = runs.VerifyRun(started, ran_by, str(root), error=str(exc), target=runs.SPARSE)
+        runs.record_verify(conn, failed)
+        conn.commit()
+        raise
+    run_id = runs.record_verify(conn, result.record(ran_by))
+    conn.commit()
+    return result, run_id
 
 
 def verify_sparse(

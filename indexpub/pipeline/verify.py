@@ -134,18 +134,7 @@ class VerifyResult:
         return not self.drifted
 
     def record(self, ran_by: str) -> runs.VerifyRun:
-        return runs.VerifyRun(
-            started_at=self.started_at,
-            ran_by=ran_by,
-            remote=self.remote,
-            branch=self.branch,
-            tip=self.tip,
-            crates=self.crates,
-            files=self.files,
-            drifted_count=len(self.drifted),
-            pending_count=len(self.pending),
-            sample=tuple(d.as_json() for d in self.drifted[:DETAILS]),
-        )
+        return recorded_run(self, ran_by, self.remote, branch=self.branch, tip=self.tip)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -181,6 +170,31 @@ def comparison_json(found: Compared) -> dict[str, Any]:
         "drifted": [d.as_json() for d in found.drifted],
         "pending": found.pending,
     }
+
+
+def recorded_run(
+    found: Compared,
+    ran_by: str,
+    where: str,
+    *,
+    target: str = runs.REMOTE,
+    branch: str | None = None,
+    tip: str | None = None,
+) -> runs.VerifyRun:
+    """What a comparison leaves in verify_runs for `indexpub check`, whichever copy it was."""
+    return runs.VerifyRun(
+        started_at=found.started_at,
+        ran_by=ran_by,
+        remote=where,
+        branch=branch,
+        tip=tip,
+        crates=found.crates,
+        files=found.files,
+        drifted_count=len(found.drifted),
+        pending_count=len(found.pending),
+        sample=tuple(d.as_json() for d in found.drifted[:DETAILS]),
+        target=target,
+    )
 
 
 @dataclass

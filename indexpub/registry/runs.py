@@ -35,6 +35,11 @@ __all__ = [
 # Who ran a verify.
 BY_COMMAND = "command"
 BY_JOB = "job"
+# Which copy of the index it compared with the database: each is graded by `indexpub check`
+# on its own, so that one's clean run never hides the other's drift.
+REMOTE = "remote"
+SPARSE = "sparse"
+TARGETS = (REMOTE, SPARSE)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class VerifyRun:
 
     started_at: datetime
     ran_by: str
+    # The remote's URL without credentials; for a sparse run (no branch, no tip), its directory.
     remote: str
     branch: str | None = None
     tip: str | None = None
@@ -55,6 +61,7 @@ class VerifyRun:
     error: str | None = None
     id: int | None = None
     finished_at: datetime | None = None
+    target: str = REMOTE
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ def record_verify(conn: Conn, run: VerifyRun) -> int:
             "pending_count": run.pending_count,
             "sample": Jsonb(list(run.sample)),
             "error": run.error,
+            "target": run.target,
         },
     ).fetchone()
     assert row is not None
@@ -90,12 +98,13 @@ def record_verify(conn: Conn, run: VerifyRun) -> int:
     return int(row[0])
 
 
-def latest_verifies(conn: Conn) -> LatestVerify:
-    rows = conn.execute(statement(sql.LATEST_VERIFY_RUNS)).fetchall()
+def latest_verifies(conn: Conn, target: str = REMOTE) -> LatestVerify:
+    """The newest runs of one target: another target's runs say nothing about this copy."""
+    rows = conn.execute(statement(sql.LATEST_VERIFY_RUNS), {"target": target}).fetchall()
     found: dict[str, VerifyRun] = {}
     now: datetime | None = None
     for which, run_id, started, finished, ran_by, remote, branch, tip, *rest in rows:
-        crates, files, drifted, pending, sample, error, now = rest
+        crates, files, drifted, pending, sample, error, run_target, now = rest
         found[which] = VerifyRun(
             started,
             ran_by,
@@ -110,6 +119,7 @@ def latest_verifies(conn: Conn) -> LatestVerify:
             error,
             run_id,
             finished,
+            run_target,
         )
     if now is None:
         row = conn.execute("SELECT now()").fetchone()

@@ -110,33 +110,34 @@ SELECT LEAST(
            (SELECT max(updated_at) FROM {schema}.versions)),
        now()"""
 
-# --- verify and rebuild runs (registry/migrations/0004_operations.sql) ----------------------------
+# --- verify and rebuild runs (registry/migrations/0004_operations.sql, 0005_verify_targets.sql) --
 
 VERIFY_RUN_COLUMNS = """id, started_at, finished_at, ran_by, remote, branch, tip, crates, files,
-drifted_count, pending_count, sample, error"""
+drifted_count, pending_count, sample, error, target"""
 
 INSERT_VERIFY_RUN = """
 INSERT INTO {schema}.verify_runs (started_at, ran_by, remote, branch, tip, crates, files,
-                                  drifted_count, pending_count, sample, error)
+                                  drifted_count, pending_count, sample, error, target)
 VALUES (%(started_at)s, %(ran_by)s, %(remote)s, %(branch)s, %(tip)s, %(crates)s, %(files)s,
-        %(drifted_count)s, %(pending_count)s, %(sample)s, %(error)s)
+        %(drifted_count)s, %(pending_count)s, %(sample)s, %(error)s, %(target)s)
 RETURNING id"""
 
 # An hourly verify leaves 8,760 rows a year: the last 90 days are kept.
 PRUNE_VERIFY_RUNS = """
 DELETE FROM {schema}.verify_runs WHERE finished_at < now() - interval '90 days'"""
 
-# The newest run, and the newest that could check (they differ when the last one failed), with
-# the server's clock to age them against.
+# A target's newest run, and its newest that could check (they differ when the last one failed),
+# with the server's clock to age them against.
 LATEST_VERIFY_RUNS = (
     """
 (SELECT 'last', """
     + VERIFY_RUN_COLUMNS
-    + """, now() FROM {schema}.verify_runs ORDER BY finished_at DESC, id DESC LIMIT 1)
+    + """, now() FROM {schema}.verify_runs WHERE target = %(target)s
+ ORDER BY finished_at DESC, id DESC LIMIT 1)
 UNION ALL
 (SELECT 'checked', """
     + VERIFY_RUN_COLUMNS
-    + """, now() FROM {schema}.verify_runs WHERE error IS NULL
+    + """, now() FROM {schema}.verify_runs WHERE target = %(target)s AND error IS NULL
  ORDER BY finished_at DESC, id DESC LIMIT 1)"""
 )
 

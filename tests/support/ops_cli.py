@@ -50,3 +50,10 @@ def ops_json(reg: Registry, *args: str) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(done.stdout)
     assert report["exit_code"] == done.exit_code
     return report
+
+
+def status_screen(reg: Registry) -> dict[str, str]:
+    """``indexpub status``'s lines by their label ("last verify", "last squash", ...)."""
+    done = ops(reg, "status")
+    assert done.exit_code == 0, done.output
+    return dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
