@@ -56,14 +56,19 @@ woken AS (
 SELECT e.id, e.inserted FROM enqueued AS e LEFT JOIN woken ON true"""
 
 # The tail of a statement whose rows may be of several queues: one NOTIFY per queue. The
-# aggregate is one row, so the cross join keeps ``enqueued``'s rows and their order.
-_WAKE_ITS_QUEUES = """,
+# aggregate is one row, so a cross join with ``woken`` keeps the rows it is joined to and their
+# order (ENQUEUE_PERIODS ends in a SELECT of its own after the same CTE).
+_WOKEN_ITS_QUEUES = """,
 woken AS (
     SELECT count(pg_notify({channel_text}, q.queue))
     FROM (SELECT DISTINCT queue FROM enqueued WHERE inserted) AS q
     WHERE EXISTS (SELECT FROM {schema}.listeners AS l WHERE l.queue = q.queue)
-)
+)"""
+_WAKE_ITS_QUEUES = (
+    _WOKEN_ITS_QUEUES
+    + """
 SELECT e.id, e.inserted FROM enqueued AS e, woken"""
+)
 
 # A deduplicated job whose twin has not started yet is absorbed by it, with DO UPDATE (not DO
 # NOTHING) so that the twin stays row-locked until the enqueuing transaction ends, and no worker
@@ -363,11 +368,10 @@ WITH due AS (
     FROM marked AS m JOIN due AS d USING (job_type)
     RETURNING id, job_type, payload, queue, true AS inserted
 )"""
-    + _WAKE_ITS_QUEUES.replace(
-        "SELECT e.id, e.inserted FROM enqueued AS e, woken",
-        """SELECT EXTRACT(EPOCH FROM now())::float8, e.id, e.job_type, e.payload
-FROM (VALUES (1)) AS one LEFT JOIN enqueued AS e ON true, woken""",
-    )
+    + _WOKEN_ITS_QUEUES
+    + """
+SELECT EXTRACT(EPOCH FROM now())::float8, e.id, e.job_type, e.payload
+FROM (VALUES (1)) AS one LEFT JOIN enqueued AS e ON true, woken"""
 )
 
 # The mark is what keeps a period from running twice: its commit waits for the WAL flush even
