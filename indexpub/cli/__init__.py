@@ -8,8 +8,9 @@ are imported inside the commands that use them (tests/test_cli_startup.py keeps 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -47,6 +48,56 @@ class _Main(click.Group):
             raise failure from None
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The path settings that indexpub.config, indexpub.gitindex.process and the worker's processes
+# read from the environment: the main command takes each as an option too and exports it,
+# absolute. (flag, variable, a directory?, help)
+_EXPORTED_PATHS = (
+    (
+        "--sparse-dir",
+        "INDEXPUB_SPARSE_DIR",
+        True,
+        "Where the worker writes the sparse index and serve reads it. Default: DATA_DIR/sparse "
+        "(a directory shared by several hosts: see the README's Running on several hosts).",
+    ),
+    (
+        "--crate-dir",
+        "INDEXPUB_CRATE_DIR",
+        True,
+        "Where published .crate files are stored and served from. Default: DATA_DIR/crates.",
+    ),
+    (
+        "--git-known-hosts",
+        "INDEXPUB_GIT_KNOWN_HOSTS",
+        False,
+        "The known_hosts file pinning an SSH remote's host key (required for SSH remotes).",
+    ),
+    (
+        "--git-ca-file",
+        "INDEXPUB_GIT_CA_FILE",
+        False,
+        "The CA certificates (PEM) an HTTPS remote's certificate is checked against, instead "
+        "of the system's (a private CA).",
+    ),
+    (
+        "--git-token-file",
+        "INDEXPUB_GIT_TOKEN_FILE",
+        False,
+        "A file holding the HTTPS token, read again for every push and fetch (replace the file "
+        "to rotate the token of a running worker). Wins over INDEXPUB_GIT_TOKEN.",
+    ),
+)
+
+
+def _exported_paths(command: F) -> F:
+    """The options of _EXPORTED_PATHS, in its order."""
+    for flag, var, directory, help_text in reversed(_EXPORTED_PATHS):
+        kind = click.Path(file_okay=not directory, dir_okay=directory, path_type=Path)
+        command = click.option(flag, envvar=var, type=kind, help=help_text)(command)
+    return command
+
+
 @click.group(cls=_Main, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="indexpub", message="%(prog)s %(version)s")
 @click.option(
@@ -65,39 +116,7 @@ class _Main(click.Group):
     envvar="INDEXPUB_INDEX_URL",
     help="The index's git remote. Unset: a local bare repository under the data dir.",
 )
-@click.option(
-    "--sparse-dir",
-    envvar="INDEXPUB_SPARSE_DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the worker writes the sparse index and serve reads it. Default: DATA_DIR/sparse "
-    "(a directory shared by several hosts: see the README's Running on several hosts).",
-)
-@click.option(
-    "--crate-dir",
-    envvar="INDEXPUB_CRATE_DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where published .crate files are stored and served from. Default: DATA_DIR/crates.",
-)
-@click.option(
-    "--git-known-hosts",
-    envvar="INDEXPUB_GIT_KNOWN_HOSTS",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The known_hosts file pinning an SSH remote's host key (required for SSH remotes).",
-)
-@click.option(
-    "--git-ca-file",
-    envvar="INDEXPUB_GIT_CA_FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The CA certificates (PEM) an HTTPS remote's certificate is checked against, instead "
-    "of the system's (a private CA).",
-)
-@click.option(
-    "--git-token-file",
-    envvar="INDEXPUB_GIT_TOKEN_FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A file holding the HTTPS token, read again for every push and fetch (replace the file "
-    "to rotate the token of a running worker). Wins over INDEXPUB_GIT_TOKEN.",
-)
+@_exported_paths
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 @click.option(
     "--log-format",
@@ -111,16 +130,13 @@ class _Main(click.Group):
 @click.pass_context
 def main(
     ctx: click.Context,
+    /,
     database_url: str | None,
     data_dir: Path | None,
     index_url: str | None,
-    sparse_dir: Path | None,
-    crate_dir: Path | None,
-    git_known_hosts: Path | None,
-    git_ca_file: Path | None,
-    git_token_file: Path | None,
     verbose: bool,
     log_format: str,
+    **exported: Path | None,
 ) -> None:
     """Publish a Cargo registry's git index from a PostgreSQL job queue."""
     logs.configure(
@@ -129,16 +145,8 @@ def main(
         index_url=config.configured_index_url(index_url),
         database_url=config.configured_database_url(database_url),
     )
-    # indexpub.config, indexpub.gitindex.process and the worker's processes read these from the
-    # environment.
-    for var, path in (
-        ("INDEXPUB_SPARSE_DIR", sparse_dir),
-        ("INDEXPUB_CRATE_DIR", crate_dir),
-        ("INDEXPUB_GIT_KNOWN_HOSTS", git_known_hosts),
-        ("INDEXPUB_GIT_CA_FILE", git_ca_file),
-        ("INDEXPUB_GIT_TOKEN_FILE", git_token_file),
-    ):
-        if path:
+    for flag, var, _, _ in _EXPORTED_PATHS:
+        if path := exported[flag.removeprefix("--").replace("-", "_")]:
             os.environ[var] = str(path.expanduser().absolute())
     ctx.obj = Settings(database_url or None, config.data_dir(data_dir), index_url or None)
 
