@@ -38,6 +38,7 @@ from indexpub.domain.names import index_path, is_index_path
 from indexpub.pipeline.verify import (
     DETAILS,
     PROGRESS_EVERY,
+    Comparison,
     Drift,
     Progress,
     VersionDiff,
@@ -91,20 +92,9 @@ class SparseListing:
 
 
 @dataclass
-class SparseVerifyResult:
+class SparseVerifyResult(Comparison):
     directory: str
-    started_at: datetime
-    duration: float
-    crates: int  # crate files the database renders
-    files: int  # crate files in the directory
-    other_files: int  # entries outside the index layout: not compared
     absent: bool  # the directory does not exist (every crate's file is missing)
-    drifted: list[Drift]
-    pending: list[str]  # differed, but a write_sparse job is on its way for them
-
-    @property
-    def clean(self) -> bool:
-        return not self.drifted
 
     def record(self, ran_by: str) -> runs.VerifyRun:
         return recorded_run(self, ran_by, self.directory, target=runs.SPARSE)
@@ -193,15 +183,15 @@ def verify_sparse(
     if differ:
         drifted, pending = _look_again(conn, root, differ, details)
     return SparseVerifyResult(
-        str(root),
-        started,
-        time.monotonic() - clock,
-        crates,
-        found,
-        listing.other,
-        listing.absent,
-        drifted,
-        pending,
+        started_at=started,
+        duration=time.monotonic() - clock,
+        crates=crates,
+        files=found,
+        other_files=listing.other,
+        drifted=drifted,
+        pending=pending,
+        directory=str(root),
+        absent=listing.absent,
     )
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha1
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
@@ -117,21 +117,28 @@ class Drift:
 
 
 @dataclass
-class VerifyResult:
-    remote: str  # without credentials
-    branch: str
-    tip: str
+class Comparison:
+    """What a comparison of a copy of the index (the remote, the sparse directory) with the
+    database found, whichever copy it was."""
+
     started_at: datetime
     duration: float
     crates: int  # crate files the database renders
-    files: int  # crate files at the tip
-    other_files: int  # files at the tip outside the index layout (config.json): not compared
+    files: int  # crate files in the copy
+    other_files: int  # entries of the copy outside the index layout (config.json): not compared
     drifted: list[Drift]
-    pending: list[str]  # differed, but a sync job is on its way for them
+    pending: list[str]  # differed, but the job that rewrites them is on its way
 
     @property
     def clean(self) -> bool:
         return not self.drifted
+
+
+@dataclass
+class VerifyResult(Comparison):
+    remote: str  # without credentials
+    branch: str
+    tip: str
 
     def record(self, ran_by: str) -> runs.VerifyRun:
         return recorded_run(self, ran_by, self.remote, branch=self.branch, tip=self.tip)
@@ -145,20 +152,7 @@ class VerifyResult:
         }
 
 
-class Compared(Protocol):
-    """What a comparison of a copy of the index (the remote, the sparse directory) with the
-    database found, whichever copy it was."""
-
-    started_at: datetime
-    duration: float
-    crates: int
-    files: int
-    other_files: int
-    drifted: list[Drift]
-    pending: list[str]
-
-
-def comparison_json(found: Compared) -> dict[str, Any]:
+def comparison_json(found: Comparison) -> dict[str, Any]:
     """The JSON keys every comparison's report shares, so that one script reads both."""
     return {
         "started_at": found.started_at.isoformat(),
@@ -173,7 +167,7 @@ def comparison_json(found: Compared) -> dict[str, Any]:
 
 
 def recorded_run(
-    found: Compared,
+    found: Comparison,
     ran_by: str,
     where: str,
     *,
@@ -293,16 +287,16 @@ def verify(
     if differ:
         tip, drifted, pending = _look_again(conn, reader, tip, differ, details)
     return VerifyResult(
-        reader.remote_url,
-        reader.branch,
-        tip,
-        started,
-        time.monotonic() - clock,
-        crates,
-        files,
-        other,
-        drifted,
-        pending,
+        started_at=started,
+        duration=time.monotonic() - clock,
+        crates=crates,
+        files=files,
+        other_files=other,
+        drifted=drifted,
+        pending=pending,
+        remote=reader.remote_url,
+        branch=reader.branch,
+        tip=tip,
     )
 
 
