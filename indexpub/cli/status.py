@@ -49,8 +49,7 @@ class Status:
 def status(settings: Settings, as_json: bool) -> None:
     """The database in use, the index remote and its tip, jobs by state, the worker that holds
     the index queue, the last push, the last verify (and verify --sparse) and the last squash.
-    Starts nothing: a
-    stopped embedded server is shown as such."""
+    Starts nothing: a stopped embedded server is shown as such."""
     found = Status()
     _database(settings, found)
     _index(settings, found)
