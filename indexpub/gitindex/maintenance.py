@@ -36,7 +36,7 @@ from indexpub.gitindex.process import (
     GitRemote,
     failure_message,
     kill_git,
-    start_git_chain,
+    start_git_background,
 )
 from indexpub.gitindex.repo import gc_auto, repack_command
 
@@ -75,8 +75,8 @@ class BackgroundMaintenance:
             return False
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the process)
         try:
-            self._proc = start_git_chain(
-                [repack_command(self.git_dir)], what="git repack", stderr=self._stderr
+            self._proc = start_git_background(
+                repack_command(self.git_dir), what="git repack", stderr=self._stderr
             )
         except BaseException:
             self._close_stderr()

@@ -50,7 +50,7 @@ __all__ = [
     "scrub_secrets",
     "ssh_command",
     "start_git",
-    "start_git_chain",
+    "start_git_background",
     "write_askpass",
 ]
 
@@ -414,11 +414,10 @@ def start_git(args: Sequence[str], *, what: str, stderr: IO[bytes]) -> subproces
         raise GitError(f"cannot run git for {what}: {e}") from None
 
 
-# A shell that runs git commands one after the other and, on SIGTERM (sent by Linux when its
-# parent dies, see _die_with_parent), kills its whole process group. Each git runs in the
-# background and is waited for, because sh runs a trap only once its foreground command ended.
-_CHAIN_PREAMBLE = "trap 'kill -KILL 0' TERM HUP INT\n"
-_CHAIN_STEP = '{argv} & wait $! || exit "$?"\n'
+# A shell that runs one git command and, on SIGTERM (sent by Linux when its parent dies, see
+# _die_with_parent), kills its whole process group. The git runs in the background and is
+# waited for, because sh runs a trap only once its foreground command ended.
+_BACKGROUND_SCRIPT = "trap 'kill -KILL 0' TERM HUP INT\n{argv} & wait $!\n"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -441,21 +440,18 @@ def _die_with_parent(prctl: Callable[..., int] | None, parent: int) -> None:
         os._exit(1)
 
 
-def start_git_chain(
-    commands: Sequence[Sequence[str]], *, what: str, stderr: IO[bytes]
+def start_git_background(
+    args: Sequence[str], *, what: str, stderr: IO[bytes]
 ) -> subprocess.Popen[bytes]:
-    """Start local git commands that run one after the other, the next only if the last
-    succeeded, in the background: a ``sh`` in a session of its own, which nobody waits for.
+    """Start a local git command in the background: a ``sh`` in a session of its own, which
+    nobody waits for, with git's exit status.
 
-    Its exit status is the first failing command's. kill_git ends it with everything it
-    started; so does the end of the process that started it (sh kills its group when Linux
-    tells it its parent died), so no git outlives a stopped worker. Like start_git it is given
-    no credentials.
+    kill_git ends it with everything it started; so does the end of the process that started
+    it (sh kills its group when Linux tells it its parent died), so no git outlives a stopped
+    worker. Like start_git it is given no credentials.
     """
     env = _git_env(None, network=False)
-    script = _CHAIN_PREAMBLE + "".join(
-        _CHAIN_STEP.format(argv=shlex.join(_git_argv(args, env))) for args in commands
-    )
+    script = _BACKGROUND_SCRIPT.format(argv=shlex.join(_git_argv(args, env)))
     try:
         return subprocess.Popen(
             ["sh", "-c", script],
