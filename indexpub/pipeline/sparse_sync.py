@@ -82,8 +82,9 @@ def sync_sparse(conn: psycopg.Connection[Any], root: Path, names: Sequence[str])
     return result
 
 
-# Never follow a symlink, never wait on a FIFO, never leak into a child process.
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# How a file of the sparse directory is opened to be read (here and by sparse_verify): never
+# follow a symlink, never wait on a FIFO, never leak into a child process.
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # What a path holds when it is not a regular file: never equal to a rendering.
 _NOT_A_FILE = b"\0not a regular file"
 
@@ -106,7 +107,7 @@ def _current_bytes(target: Path) -> bytes | None:
     """The file's bytes; None when there is nothing; _NOT_A_FILE for a symlink or a special
     file (a directory raises, as writing over it would)."""
     try:
-        fd = os.open(target, _READ_FLAGS)
+        fd = os.open(target, READ_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as exc:

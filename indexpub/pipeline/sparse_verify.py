@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from indexpub.domain.names import index_path, is_index_path
+from indexpub.pipeline.sparse_sync import READ_FLAGS
 from indexpub.pipeline.verify import (
     DETAILS,
     PROGRESS_EVERY,
@@ -58,9 +59,10 @@ READ_CHUNK = 1 << 20
 # A drifted file larger than this is not read whole to name its versions (a crate file is at
 # most a few MB; a bigger one is someone else's).
 NAMED_MAX_BYTES = 64 << 20
-# Opening never follows a symlink, never blocks on a FIFO, never leaks into a child process.
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# A directory of the layout is opened as its files are (sparse_sync.READ_FLAGS): never through
+# a symlink, never into a child process. The sparse directory itself may be a symlink.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class SparseUnreadable(Exception):
@@ -198,18 +200,26 @@ def verify_sparse(
 def walk(root: Path, *, progress: Progress | None = None) -> SparseListing:
     """Every entry of the directory's index layout: crate files hashed, the rest counted."""
     listing = SparseListing()
-    try:
-        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    top = _open_root(root)
+    if top is None:
         listing.absent = True
         return listing
-    except OSError as exc:
-        raise SparseUnreadable(f"cannot read the sparse directory {root}: {exc.strerror}") from None
     try:
         _walk_dir(top, "", listing, progress)
     finally:
         os.close(top)
     return listing
+
+
+def _open_root(root: Path) -> int | None:
+    """A descriptor of the sparse directory; None when it does not exist, SparseUnreadable
+    when it cannot be opened."""
+    try:
+        return os.open(root, _ROOT_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SparseUnreadable(f"cannot read the sparse directory {root}: {exc.strerror}") from None
 
 
 def _walk_dir(fd: int, prefix: str, listing: SparseListing, progress: Progress | None) -> None:
@@ -267,12 +277,9 @@ def _unreadable_dir(relative: str, exc: OSError) -> str:
 def look(root: Path, relative: str, *, keep: bool = False) -> Seen:
     """What is at ``relative`` (an index path) under ``root``, opened without following any
     symlink on the way: a file's digest (and bytes with ``keep``), a note, or nothing."""
-    try:
-        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    top = _open_root(root)
+    if top is None:
         return ABSENT
-    except OSError as exc:
-        raise SparseUnreadable(f"cannot read the sparse directory {root}: {exc.strerror}") from None
     opened = [top]
     try:
         *folders, name = relative.split("/")
@@ -296,7 +303,7 @@ def _open_and_hash(dir_fd: int, name: str, *, keep: bool) -> Seen:
     ``keep``, unless it is bigger than NAMED_MAX_BYTES); a symlink or anything but a regular
     file is a note, never read."""
     try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return ABSENT
     except OSError as exc:
