@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from indexpub.pipeline.sparse_verify import SparseVerifyResult
-    from indexpub.pipeline.verify import Drift, VerifyOutcome, VerifyResult
+    from indexpub.pipeline.verify import Comparison, Drift, VerifyOutcome, VerifyResult
     from indexpub.registry.runs import RebuildRun
 
 # verify's exit codes (its own, as check has: a script tests "equal" or "differs").
@@ -208,7 +208,7 @@ def rebuild(settings: Settings, batch_size: int | None, no_wait: bool, as_json: 
 
 def _compare(
     settings: Settings, label: str, sparse: bool
-) -> tuple[VerifyResult | SparseVerifyResult, dict[str, Any], list[str]]:
+) -> tuple[Comparison, dict[str, Any], list[str]]:
     """The remote's verify (recorded) or the sparse directory's: its result, JSON and lines."""
     if sparse:
         found, run_id = _verify_sparse(settings, f"{label} --sparse")
@@ -286,7 +286,7 @@ def _git_error(message: str) -> Exception:
     return GitError(message)
 
 
-def _exit_code(result: VerifyResult | SparseVerifyResult) -> int:
+def _exit_code(result: Comparison) -> int:
     return EQUAL if result.clean else DIFFERS
 
 
