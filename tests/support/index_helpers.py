@@ -145,10 +145,6 @@ def index_consumer_pid(url: str) -> int | None:
     """The pid of the worker process that holds the ``index`` queue's single-consumer lock (the
     active one), read from its control connection's application_name; None while none does."""
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
-            " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
-            " AND a.application_name LIKE 'jobs worker index%%'"
-        ).fetchone()
-    found = None if row is None else re.search(r"pid (\d+)", str(row[0]))
+        holder = app.store.consumer(conn, INDEX_QUEUE)
+    found = None if holder is None else re.search(r"pid (\d+)", holder.application_name)
     return None if found is None else int(found.group(1))
