@@ -568,3 +568,34 @@ def test_a_declared_type_is_enqueued_without_its_function_and_run_once_implement
     worker.run()
     assert seen == [[{"n": 1}]]
     assert scalar(queue_url, "SELECT count(*) FROM split.jobs") == 0
+
+
+def test_a_single_job_stores_its_types_options_whether_they_are_literals_or_parameters(
+    queue_url: str,
+) -> None:
+    """A single job with its type's own priority and no delay is inserted by a statement with the
+    type's queue, name, priority and max_attempts as literals in its text (one per type); any
+    other by the one with all of them parameters. Both store the same columns, and a name that
+    needs quoting stays a value in either."""
+    quoted = App(schema="quoted")
+    odd = quoted.declare("it's'); DROP TABLE x; --", queue="q'ueue", priority=-2, max_attempts=None)
+    plain = quoted.declare("plain", queue="q'ueue", priority=32767, max_attempts=3)
+    with psycopg.connect(queue_url) as conn:
+        quoted.migrate(conn)
+        literal = quoted.enqueue(conn, odd.job({"n": 1}))
+        overridden = quoted.enqueue(conn, odd.job({"n": 2}, priority=-2))
+        delayed = quoted.enqueue(conn, plain.job({"n": 3}, delay=60))
+        typed = quoted.enqueue(conn, plain.job({"n": 4}))
+        rows = conn.execute(
+            "SELECT id, queue, job_type, priority, max_attempts, payload,"
+            " run_at - created_at < interval '1 s', dedup_key FROM quoted.jobs ORDER BY id"
+        ).fetchall()
+    assert [r.id for r in (literal, overridden, delayed, typed)] == [r[0] for r in rows]
+    assert all(r.inserted for r in (literal, overridden, delayed, typed))
+    name = "it's'); DROP TABLE x; --"
+    assert [r[1:] for r in rows] == [
+        ("q'ueue", name, -2, None, {"n": 1}, True, None),
+        ("q'ueue", name, -2, None, {"n": 2}, True, None),
+        ("q'ueue", "plain", 32767, 3, {"n": 3}, False, None),
+        ("q'ueue", "plain", 32767, 3, {"n": 4}, True, None),
+    ]
