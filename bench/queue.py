@@ -293,6 +293,61 @@ def enqueue_concurrently(enqueuer: Enqueuer, url: str, n: int, producers: int) -
     return share * producers / (max(end for _, end, _ in spans) - min(s for s, _, _ in spans))
 
 
+def _produce_in_turns(
+    enqueuer: Enqueuer, url: str, first: int, count: int, barrier: Any, out: Any
+) -> None:
+    """One producer of paired_concurrently: its share in turns of PAIRED_CHUNK commits, ours then
+    the floor's, every producer starting each turn together; reports when each turn ran."""
+    try:
+        spans: list[tuple[int, float, float]] = []
+        with enqueuer(url) as enqueue_one, floor_enqueuer(url) as insert_one:
+            for start in range(first, first + count, PAIRED_CHUNK):
+                stop = min(first + count, start + PAIRED_CHUNK)
+                for side, action in enumerate((enqueue_one, insert_one)):
+                    barrier.wait(60)
+                    began = time.time()
+                    for i in range(start, stop):
+                        action(i)
+                    spans.append((side, began, time.time()))
+        out.put((spans, None))
+    except BaseException as error:  # reported to the parent, which fails the run
+        out.put(([], repr(error)))
+
+
+def paired_concurrently(
+    enqueuer: Enqueuer, url: str, n: int, producers: int
+) -> tuple[float, float]:
+    """enqueue_concurrently and the floor's, taking turns as paired_each does: every producer
+    enqueues PAIRED_CHUNK jobs, then inserts as many floor rows, and so on, all of them starting
+    each turn at once; the jobs/s of each side over its own turns (a turn lasts from its first
+    producer's start to its last one's end). The tables must be empty."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(producers)
+    out = ctx.Queue()
+    share = n // producers
+    procs = [
+        ctx.Process(target=_produce_in_turns, args=(enqueuer, url, k * share, share, barrier, out))
+        for k in range(producers)
+    ]
+    for proc in procs:
+        proc.start()
+    reports = [out.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    errors = [error for _, error in reports if error]
+    if errors:
+        raise RuntimeError(f"a producer failed: {errors[0]}")
+    spent = [0.0, 0.0]
+    # Every producer has the same turns in the same order: the k-th span of each is one turn.
+    for turn in zip(*(spans for spans, _ in reports), strict=True):
+        side = turn[0][0]
+        spent[side] += max(end for _, _, end in turn) - min(began for _, began, _ in turn)
+    total = share * producers
+    return total / spent[0], total / spent[1]
+
+
 def _timed(action: Callable[[], None]) -> float:
     start = time.perf_counter()
     action()
@@ -772,6 +827,7 @@ class Results:
     enqueue_concurrent: dict[str, list[float]] = field(default_factory=dict)
     enqueue_concurrent_floor: list[float] = field(default_factory=list)
     enqueue_concurrent_notifying: list[float] = field(default_factory=list)
+    enqueue_concurrent_paired: list[tuple[float, float]] = field(default_factory=list)
     enqueue_batch: dict[str, list[float]] = field(default_factory=dict)
     process: dict[str, list[ProcessRun]] = field(default_factory=dict)
     process_batch: dict[str, list[ProcessRun]] = field(default_factory=dict)
@@ -854,6 +910,11 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
             reset_all()  # as before every enqueue run (see enqueue above)
             floor_reset(url)
             results.enqueue_concurrent_floor.append(enqueue_concurrently(floor_enqueuer, url, n, k))
+            reset_all()
+            floor_reset(url)
+            results.enqueue_concurrent_paired.append(
+                paired_concurrently(system.enqueuer, url, n, k)
+            )
             reset_all()
             with worker_waiting(url):
                 rate = enqueue_concurrently(system.enqueuer, url, n, k)
@@ -1048,6 +1109,7 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         return "-" if value is None else f"{value:.2f}"
 
     paired = _median_or_none([ours / base for ours, base in results.enqueue_paired])
+    paired_k = _median_or_none([ours / base for ours, base in results.enqueue_concurrent_paired])
     for label, ours, base, target in (
         ("enqueue / its floor, one connection (x)", ours_enqueue, floor, "enqueue_vs_floor"),
         ("the same, taking turns with the floor (x)", paired, 1.0, "enqueue_vs_floor"),
@@ -1055,6 +1117,12 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             f"enqueue / its floor, {args.producers} processes (x)",
             ours_k,
             floor_k,
+            "enqueue_concurrent_vs_floor",
+        ),
+        (
+            f"{args.producers} processes taking turns with the floor (x)",
+            paired_k,
+            1.0,
             "enqueue_concurrent_vs_floor",
         ),
     ):
@@ -1106,6 +1174,16 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             "server-wide lock from just before its commit until the commit is flushed, so such "
             "commits do not share flushes (docs/architecture.md)."
         )
+        if results.enqueue_concurrent_paired:
+            out.append(
+                f"Taking turns with the floor ({PAIRED_CHUNK} commits each per process, every "
+                "process starting each turn together), jobs / floor per run: "
+                + ", ".join(
+                    f"{ours:,.0f} / {base:,.0f} = {ours / base:.2f}x"
+                    for ours, base in results.enqueue_concurrent_paired
+                )
+                + "."
+            )
         out.append("")
 
     out.append(
