@@ -158,7 +158,8 @@ TypeConstants = tuple[str, str, int, "int | None"]
 # attempt, records who runs it, and pushes run_at out by the type's backoff so that nobody else
 # picks the row in the moment before the runner takes the row lock, and so that a job whose
 # worker dies is retried only after its backoff. A row whose previous runner died past the last
-# allowed attempt is marked dead here instead of being run again.
+# allowed attempt is marked dead here instead of being run again, and so is a row that other SQL
+# wrote with max_attempts below 1 (sql/0006), saying so.
 #
 # The backoff counts from statement_timestamp(), not now(): the claim that follows a run (and a
 # run's failure, FAIL_JOBS) is written inside the run's transaction, whose now() is when the run
@@ -175,7 +176,10 @@ UPDATE {schema}.jobs AS j SET
     last_attempt_at = CASE WHEN __EXHAUSTED__ THEN j.last_attempt_at ELSE statement_timestamp() END,
     worker_pid = CASE WHEN __EXHAUSTED__ THEN NULL ELSE pg_backend_pid() END,
     dead = __EXHAUSTED__,
-    last_error = CASE WHEN j.worker_pid IS NULL THEN j.last_error
+    last_error = CASE WHEN j.max_attempts < 1
+                          THEN 'not run: max_attempts is ' || j.max_attempts
+                               || ' (at least 1, or NULL for no limit)'
+                      WHEN j.worker_pid IS NULL THEN j.last_error
                       ELSE 'the worker running attempt ' || j.attempts
                            || ' died before it finished (killed, out of memory or timed out)'
                  END,

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from support.jobapp import app
 from support.queue_helpers import enqueue, scalar, wait_for
 
@@ -90,6 +91,36 @@ def test_max_attempts_then_dead_then_retry_revives(queue_url: str) -> None:
     row = job_row(queue_url, job_id)
     assert row is not None and not row["dead"] and row["attempts"] == 0
     assert run_until_idle(queue_url).jobs_run == 1
+
+
+def test_a_row_written_by_other_sql_with_max_attempts_below_one_is_dead_and_not_run(
+    queue_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No CHECK constraint guards max_attempts (sql/0006: it cost every enqueue its parse and
+    plan); a registered type refuses such a value, and the claim marks a row that other SQL
+    wrote with one dead without running it, saying why."""
+    with psycopg.connect(queue_url, autocommit=True) as conn:
+        ids = [
+            conn.execute(
+                "INSERT INTO jobs.jobs (queue, job_type, payload, max_attempts)"
+                " VALUES ('default', 'record', %s, %s) RETURNING id",
+                (Jsonb({"key": key}), max_attempts),
+            ).fetchone()[0]  # type: ignore[index]
+            for key, max_attempts in (("zero", 0), ("minus", -3), ("one", 1))
+        ]
+    with caplog.at_level("ERROR", logger="jobs"):
+        worker = run_until_idle(queue_url)
+    assert worker.jobs_run == 1
+    assert scalar(queue_url, "SELECT array_agg(job_key) FROM public.runs") == ["one"]
+    for job_id, value in zip(ids, (0, -3), strict=False):
+        row = job_row(queue_url, job_id)
+        assert row is not None and row["dead"] and row["attempts"] == 0, row
+        assert row["last_error"] == (
+            f"not run: max_attempts is {value} (at least 1, or NULL for no limit)"
+        )
+    assert "max_attempts is -3" in caplog.text
+    with pytest.raises(ValueError, match="max_attempts must be at least 1 or None"):
+        App(schema="other").declare("bad", max_attempts=0)
 
 
 def test_dedup_absorbs_only_unstarted_duplicates(queue_url: str) -> None:
