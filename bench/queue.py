@@ -62,11 +62,11 @@ TARGETS = {
     "process": 1_500.0,
     "process_vs_procrastinate": 3.0,
     "process_batch": 5_000.0,
-    "enqueue": 3_000.0,
     "enqueue_batch": 50_000.0,
     "pickup_p95_ms": 5.0,
     # Ratios to the durable-commit floor measured in the same run (see FLOOR_INSERT), with no
-    # worker waiting (every worker busy: no NOTIFY).
+    # worker waiting (every worker busy: no NOTIFY). They replace the single enqueue's absolute
+    # 3,000/s, above this disk's floor on some days (the rate is reported, not targeted).
     "enqueue_vs_floor": 0.85,
     "enqueue_concurrent_vs_floor": 0.8,
 }
@@ -1100,7 +1100,6 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         TARGETS["process_batch"],
     )
     ours_enqueue = med(results.enqueue, "jobs")
-    check("enqueue, one per transaction (jobs/s)", ours_enqueue, TARGETS["enqueue"])
     floor = statistics.median(results.enqueue_floor) if results.enqueue_floor else None
     floor_k = _median_or_none(results.enqueue_concurrent_floor)
     ours_k = med(results.enqueue_concurrent, "jobs")
