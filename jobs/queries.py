@@ -1,8 +1,10 @@
 """Every SQL statement of the queue, by name.
 
-The schema is the one thing not passed as a parameter: PostgreSQL takes identifiers only as
-text, so each template names ``{schema}`` and :func:`compose` fills it in as a quoted identifier
-once per schema. Everything else is a bind parameter.
+The schema is not passed as a parameter: PostgreSQL takes identifiers only as text, so each
+template names ``{schema}`` and :func:`compose` fills it in as a quoted identifier once per
+schema. The single enqueue also takes a job type's own constants as quoted literals, composed
+once per type from the registry (:func:`enqueue_one_statement`): each parameter cost it client
+and server time. Everything else, and every value a caller passes, is a bind parameter.
 """
 
 from __future__ import annotations
@@ -131,10 +133,10 @@ FROM ROWS FROM (jsonb_array_elements(%(payload)s::jsonb), unnest(%(dedup_key)b::
 # only its payload (and dedup key): the type's queue, name, priority and max_attempts are
 # literals in the text, composed once per type by enqueue_one_statement from the registry,
 # never from a caller's values, and run_at is now(). Against the CTE of _WAKE_ONE_QUEUE with
-# seven parameters, that took about 30% off what a single enqueue costs beyond the durable-commit
-# floor (README, "The single enqueue without its CTE"). The test is made before the insert, so a
-# job absorbed by its twin wakes a waiting worker all the same: it claims once for nothing, and
-# no commit takes the notification lock while every worker is busy.
+# seven parameters, that took about a third off what a single enqueue costs beyond the
+# durable-commit floor (README, "The single enqueue without its CTE"). The test is made before
+# the insert, so a job absorbed by its twin wakes a waiting worker all the same: it claims once
+# for nothing, and no commit takes the notification lock while every worker is busy.
 _ENQUEUE_ONE = """
 INSERT INTO {schema}.jobs AS j
     (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
