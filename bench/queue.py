@@ -258,39 +258,9 @@ def _produce(enqueuer: Enqueuer, url: str, first: int, count: int, barrier: Any,
             start = time.time()
             for i in range(first, first + count):
                 enqueue_one(i)
-            out.put((start, time.time(), None))
+            out.put(((start, time.time()), None))
     except BaseException as error:  # reported to the parent, which fails the run
-        out.put((0.0, 0.0, repr(error)))
-
-
-def enqueue_concurrently(enqueuer: Enqueuer, url: str, n: int, producers: int) -> float:
-    """n jobs enqueued one per transaction by ``producers`` processes at once; the jobs/s.
-
-    Processes, not threads, so that no producer waits on another's Python: each has its own
-    connection, as the requests of a web backend have theirs. The span runs from the first
-    producer's start to the last one's end, taken after all of them have connected.
-    """
-    import multiprocessing
-
-    # fork: the producers inherit the job types registered in this module, however it was run.
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(producers)
-    out = ctx.Queue()
-    share = n // producers
-    procs = [
-        ctx.Process(target=_produce, args=(enqueuer, url, k * share, share, barrier, out))
-        for k in range(producers)
-    ]
-    for proc in procs:
-        proc.start()
-    # A producer that died without a word (killed) must not hang the run.
-    spans: list[tuple[float, float, str | None]] = [out.get(timeout=300) for _ in procs]
-    for proc in procs:
-        proc.join()
-    errors = [error for _, _, error in spans if error]
-    if errors:
-        raise RuntimeError(f"a producer failed: {errors[0]}")
-    return share * producers / (max(end for _, end, _ in spans) - min(s for s, _, _ in spans))
+        out.put((None, repr(error)))
 
 
 def _produce_in_turns(
@@ -311,7 +281,45 @@ def _produce_in_turns(
                     spans.append((side, began, time.time()))
         out.put((spans, None))
     except BaseException as error:  # reported to the parent, which fails the run
-        out.put(([], repr(error)))
+        out.put((None, repr(error)))
+
+
+def _run_producers(
+    producer: Callable[..., None], enqueuer: Enqueuer, url: str, n: int, producers: int
+) -> tuple[int, list[Any]]:
+    """Run ``producer`` in ``producers`` processes at once, each with an equal share of n jobs
+    and its own connection, as the requests of a web backend have theirs; the jobs they made and
+    what each reported. Processes, not threads, so that no producer waits on another's Python.
+    """
+    import multiprocessing
+
+    # fork: the producers inherit the job types registered in this module, however it was run.
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(producers)
+    out = ctx.Queue()
+    share = n // producers
+    procs = [
+        ctx.Process(target=producer, args=(enqueuer, url, k * share, share, barrier, out))
+        for k in range(producers)
+    ]
+    for proc in procs:
+        proc.start()
+    # A producer that died without a word (killed) must not hang the run.
+    reports = [out.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    errors = [error for _, error in reports if error]
+    if errors:
+        raise RuntimeError(f"a producer failed: {errors[0]}")
+    return share * producers, [report for report, _ in reports]
+
+
+def enqueue_concurrently(enqueuer: Enqueuer, url: str, n: int, producers: int) -> float:
+    """n jobs enqueued one per transaction by ``producers`` processes at once; the jobs/s. The
+    span runs from the first producer's start to the last one's end, taken after all of them
+    have connected."""
+    total, spans = _run_producers(_produce, enqueuer, url, n, producers)
+    return total / (max(end for _, end in spans) - min(start for start, _ in spans))
 
 
 def paired_concurrently(
@@ -321,30 +329,12 @@ def paired_concurrently(
     enqueues PAIRED_CHUNK jobs, then inserts as many floor rows, and so on, all of them starting
     each turn at once; the jobs/s of each side over its own turns (a turn lasts from its first
     producer's start to its last one's end). The tables must be empty."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(producers)
-    out = ctx.Queue()
-    share = n // producers
-    procs = [
-        ctx.Process(target=_produce_in_turns, args=(enqueuer, url, k * share, share, barrier, out))
-        for k in range(producers)
-    ]
-    for proc in procs:
-        proc.start()
-    reports = [out.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join()
-    errors = [error for _, error in reports if error]
-    if errors:
-        raise RuntimeError(f"a producer failed: {errors[0]}")
+    total, reports = _run_producers(_produce_in_turns, enqueuer, url, n, producers)
     spent = [0.0, 0.0]
     # Every producer has the same turns in the same order: the k-th span of each is one turn.
-    for turn in zip(*(spans for spans, _ in reports), strict=True):
+    for turn in zip(*reports, strict=True):
         side = turn[0][0]
         spent[side] += max(end for _, _, end in turn) - min(began for _, began, _ in turn)
-    total = share * producers
     return total / spent[0], total / spent[1]
 
 
