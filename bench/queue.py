@@ -62,11 +62,11 @@ TARGETS = {
     "process": 1_500.0,
     "process_vs_procrastinate": 3.0,
     "process_batch": 5_000.0,
-    "enqueue": 3_000.0,
     "enqueue_batch": 50_000.0,
     "pickup_p95_ms": 5.0,
     # Ratios to the durable-commit floor measured in the same run (see FLOOR_INSERT), with no
-    # worker waiting (every worker busy: no NOTIFY).
+    # worker waiting (every worker busy: no NOTIFY). They replace the single enqueue's absolute
+    # 3,000/s, above this disk's floor on some days (the rate is reported, not targeted).
     "enqueue_vs_floor": 0.85,
     "enqueue_concurrent_vs_floor": 0.8,
 }
@@ -258,17 +258,38 @@ def _produce(enqueuer: Enqueuer, url: str, first: int, count: int, barrier: Any,
             start = time.time()
             for i in range(first, first + count):
                 enqueue_one(i)
-            out.put((start, time.time(), None))
+            out.put(((start, time.time()), None))
     except BaseException as error:  # reported to the parent, which fails the run
-        out.put((0.0, 0.0, repr(error)))
+        out.put((None, repr(error)))
 
 
-def enqueue_concurrently(enqueuer: Enqueuer, url: str, n: int, producers: int) -> float:
-    """n jobs enqueued one per transaction by ``producers`` processes at once; the jobs/s.
+def _produce_in_turns(
+    enqueuer: Enqueuer, url: str, first: int, count: int, barrier: Any, out: Any
+) -> None:
+    """One producer of paired_concurrently: its share in turns of PAIRED_CHUNK commits, ours then
+    the floor's, every producer starting each turn together; reports when each turn ran."""
+    try:
+        spans: list[tuple[int, float, float]] = []
+        with enqueuer(url) as enqueue_one, floor_enqueuer(url) as insert_one:
+            for start in range(first, first + count, PAIRED_CHUNK):
+                stop = min(first + count, start + PAIRED_CHUNK)
+                for side, action in enumerate((enqueue_one, insert_one)):
+                    barrier.wait(60)
+                    began = time.time()
+                    for i in range(start, stop):
+                        action(i)
+                    spans.append((side, began, time.time()))
+        out.put((spans, None))
+    except BaseException as error:  # reported to the parent, which fails the run
+        out.put((None, repr(error)))
 
-    Processes, not threads, so that no producer waits on another's Python: each has its own
-    connection, as the requests of a web backend have theirs. The span runs from the first
-    producer's start to the last one's end, taken after all of them have connected.
+
+def _run_producers(
+    producer: Callable[..., None], enqueuer: Enqueuer, url: str, n: int, producers: int
+) -> tuple[int, list[Any]]:
+    """Run ``producer`` in ``producers`` processes at once, each with an equal share of n jobs
+    and its own connection, as the requests of a web backend have theirs; the jobs they made and
+    what each reported. Processes, not threads, so that no producer waits on another's Python.
     """
     import multiprocessing
 
@@ -278,19 +299,43 @@ def enqueue_concurrently(enqueuer: Enqueuer, url: str, n: int, producers: int) -
     out = ctx.Queue()
     share = n // producers
     procs = [
-        ctx.Process(target=_produce, args=(enqueuer, url, k * share, share, barrier, out))
+        ctx.Process(target=producer, args=(enqueuer, url, k * share, share, barrier, out))
         for k in range(producers)
     ]
     for proc in procs:
         proc.start()
     # A producer that died without a word (killed) must not hang the run.
-    spans: list[tuple[float, float, str | None]] = [out.get(timeout=300) for _ in procs]
+    reports = [out.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join()
-    errors = [error for _, _, error in spans if error]
+    errors = [error for _, error in reports if error]
     if errors:
         raise RuntimeError(f"a producer failed: {errors[0]}")
-    return share * producers / (max(end for _, end, _ in spans) - min(s for s, _, _ in spans))
+    return share * producers, [report for report, _ in reports]
+
+
+def enqueue_concurrently(enqueuer: Enqueuer, url: str, n: int, producers: int) -> float:
+    """n jobs enqueued one per transaction by ``producers`` processes at once; the jobs/s. The
+    span runs from the first producer's start to the last one's end, taken after all of them
+    have connected."""
+    total, spans = _run_producers(_produce, enqueuer, url, n, producers)
+    return total / (max(end for _, end in spans) - min(start for start, _ in spans))
+
+
+def paired_concurrently(
+    enqueuer: Enqueuer, url: str, n: int, producers: int
+) -> tuple[float, float]:
+    """enqueue_concurrently and the floor's, taking turns as paired_each does: every producer
+    enqueues PAIRED_CHUNK jobs, then inserts as many floor rows, and so on, all of them starting
+    each turn at once; the jobs/s of each side over its own turns (a turn lasts from its first
+    producer's start to its last one's end). The tables must be empty."""
+    total, reports = _run_producers(_produce_in_turns, enqueuer, url, n, producers)
+    spent = [0.0, 0.0]
+    # Every producer has the same turns in the same order: the k-th span of each is one turn.
+    for turn in zip(*reports, strict=True):
+        side = turn[0][0]
+        spent[side] += max(end for _, _, end in turn) - min(began for _, began, _ in turn)
+    return total / spent[0], total / spent[1]
 
 
 def _timed(action: Callable[[], None]) -> float:
@@ -772,6 +817,7 @@ class Results:
     enqueue_concurrent: dict[str, list[float]] = field(default_factory=dict)
     enqueue_concurrent_floor: list[float] = field(default_factory=list)
     enqueue_concurrent_notifying: list[float] = field(default_factory=list)
+    enqueue_concurrent_paired: list[tuple[float, float]] = field(default_factory=list)
     enqueue_batch: dict[str, list[float]] = field(default_factory=dict)
     process: dict[str, list[ProcessRun]] = field(default_factory=dict)
     process_batch: dict[str, list[ProcessRun]] = field(default_factory=dict)
@@ -854,6 +900,11 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
             reset_all()  # as before every enqueue run (see enqueue above)
             floor_reset(url)
             results.enqueue_concurrent_floor.append(enqueue_concurrently(floor_enqueuer, url, n, k))
+            reset_all()
+            floor_reset(url)
+            results.enqueue_concurrent_paired.append(
+                paired_concurrently(system.enqueuer, url, n, k)
+            )
             reset_all()
             with worker_waiting(url):
                 rate = enqueue_concurrently(system.enqueuer, url, n, k)
@@ -1039,7 +1090,6 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         TARGETS["process_batch"],
     )
     ours_enqueue = med(results.enqueue, "jobs")
-    check("enqueue, one per transaction (jobs/s)", ours_enqueue, TARGETS["enqueue"])
     floor = statistics.median(results.enqueue_floor) if results.enqueue_floor else None
     floor_k = _median_or_none(results.enqueue_concurrent_floor)
     ours_k = med(results.enqueue_concurrent, "jobs")
@@ -1048,6 +1098,7 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
         return "-" if value is None else f"{value:.2f}"
 
     paired = _median_or_none([ours / base for ours, base in results.enqueue_paired])
+    paired_k = _median_or_none([ours / base for ours, base in results.enqueue_concurrent_paired])
     for label, ours, base, target in (
         ("enqueue / its floor, one connection (x)", ours_enqueue, floor, "enqueue_vs_floor"),
         ("the same, taking turns with the floor (x)", paired, 1.0, "enqueue_vs_floor"),
@@ -1055,6 +1106,12 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             f"enqueue / its floor, {args.producers} processes (x)",
             ours_k,
             floor_k,
+            "enqueue_concurrent_vs_floor",
+        ),
+        (
+            f"{args.producers} processes taking turns with the floor (x)",
+            paired_k,
+            1.0,
             "enqueue_concurrent_vs_floor",
         ),
     ):
@@ -1106,6 +1163,16 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
             "server-wide lock from just before its commit until the commit is flushed, so such "
             "commits do not share flushes (docs/architecture.md)."
         )
+        if results.enqueue_concurrent_paired:
+            out.append(
+                f"Taking turns with the floor ({PAIRED_CHUNK} commits each per process, every "
+                "process starting each turn together), jobs / floor per run: "
+                + ", ".join(
+                    f"{ours:,.0f} / {base:,.0f} = {ours / base:.2f}x"
+                    for ours, base in results.enqueue_concurrent_paired
+                )
+                + "."
+            )
         out.append("")
 
     out.append(

@@ -188,20 +188,20 @@ class JobStore:
         The common case, kept apart from enqueue_many: building its columns and folding twins
         cost a single enqueue more client time than the statement's parameters."""
         job_type = self.registry[job.job_type]
-        params = {
-            "queue": job_type.queue,
-            "job_type": job_type.name,
-            "payload": Jsonb(job.payload),
-            "priority": job_type.priority if job.priority is None else job.priority,
-            "max_attempts": job_type.max_attempts,
-            "delay": float(job.delay),
-        }
+        params: dict[str, Any] = {"payload": Jsonb(job.payload)}
         if job_type.dedup:
             params["dedup_key"] = dedup_key(job.payload)
-            statement = queries.ENQUEUE_ONE_DEDUP
+        constants: queries.TypeConstants | None = None
+        if job.priority is None and not job.delay:
+            constants = (job_type.queue, job_type.name, job_type.priority, job_type.max_attempts)
         else:
-            statement = queries.ENQUEUE_ONE
-        row = conn.execute(self._sql(statement), params).fetchone()
+            params["queue"] = job_type.queue
+            params["job_type"] = job_type.name
+            params["priority"] = job_type.priority if job.priority is None else job.priority
+            params["max_attempts"] = job_type.max_attempts
+            params["delay"] = float(job.delay)
+        statement = queries.enqueue_one_statement(self.schema, job_type.dedup, constants)
+        row = conn.execute(statement, params).fetchone()
         assert row is not None
         return Enqueued(int(row[0]), bool(row[1]))
 

@@ -24,7 +24,7 @@ def run(url: str, *args: str) -> str:
 @pytest.fixture
 def url(database_url: str) -> str:
     assert run(database_url, "migrate").strip() == (
-        "applied migrations: indexpub 1, 2, 3, 4, 5; indexpub_jobs 1, 2, 3, 4, 5"
+        "applied migrations: indexpub 1, 2, 3, 4, 5; indexpub_jobs 1, 2, 3, 4, 5, 6"
     )
     assert run(database_url, "migrate").strip() == "up to date"
     return database_url

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from support.jobapp import app
 from support.queue_helpers import enqueue, scalar, wait_for
 
@@ -90,6 +91,36 @@ def test_max_attempts_then_dead_then_retry_revives(queue_url: str) -> None:
     row = job_row(queue_url, job_id)
     assert row is not None and not row["dead"] and row["attempts"] == 0
     assert run_until_idle(queue_url).jobs_run == 1
+
+
+def test_a_row_written_by_other_sql_with_max_attempts_below_one_is_dead_and_not_run(
+    queue_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No CHECK constraint guards max_attempts (sql/0006: it cost every enqueue its parse and
+    plan); a registered type refuses such a value, and the claim marks a row that other SQL
+    wrote with one dead without running it, saying why."""
+    with psycopg.connect(queue_url, autocommit=True) as conn:
+        ids = [
+            conn.execute(
+                "INSERT INTO jobs.jobs (queue, job_type, payload, max_attempts)"
+                " VALUES ('default', 'record', %s, %s) RETURNING id",
+                (Jsonb({"key": key}), max_attempts),
+            ).fetchone()[0]  # type: ignore[index]
+            for key, max_attempts in (("zero", 0), ("minus", -3), ("one", 1))
+        ]
+    with caplog.at_level("ERROR", logger="jobs"):
+        worker = run_until_idle(queue_url)
+    assert worker.jobs_run == 1
+    assert scalar(queue_url, "SELECT array_agg(job_key) FROM public.runs") == ["one"]
+    for job_id, value in zip(ids, (0, -3), strict=False):
+        row = job_row(queue_url, job_id)
+        assert row is not None and row["dead"] and row["attempts"] == 0, row
+        assert row["last_error"] == (
+            f"not run: max_attempts is {value} (at least 1, or NULL for no limit)"
+        )
+    assert "max_attempts is -3" in caplog.text
+    with pytest.raises(ValueError, match="max_attempts must be at least 1 or None"):
+        App(schema="other").declare("bad", max_attempts=0)
 
 
 def test_dedup_absorbs_only_unstarted_duplicates(queue_url: str) -> None:
@@ -568,3 +599,34 @@ def test_a_declared_type_is_enqueued_without_its_function_and_run_once_implement
     worker.run()
     assert seen == [[{"n": 1}]]
     assert scalar(queue_url, "SELECT count(*) FROM split.jobs") == 0
+
+
+def test_a_single_job_stores_its_types_options_whether_they_are_literals_or_parameters(
+    queue_url: str,
+) -> None:
+    """A single job with its type's own priority and no delay is inserted by a statement with the
+    type's queue, name, priority and max_attempts as literals in its text (one per type); any
+    other by the one with all of them parameters. Both store the same columns, and a name that
+    needs quoting stays a value in either."""
+    quoted = App(schema="quoted")
+    odd = quoted.declare("it's'); DROP TABLE x; --", queue="q'ueue", priority=-2, max_attempts=None)
+    plain = quoted.declare("plain", queue="q'ueue", priority=32767, max_attempts=3)
+    with psycopg.connect(queue_url) as conn:
+        quoted.migrate(conn)
+        literal = quoted.enqueue(conn, odd.job({"n": 1}))
+        overridden = quoted.enqueue(conn, odd.job({"n": 2}, priority=-2))
+        delayed = quoted.enqueue(conn, plain.job({"n": 3}, delay=60))
+        typed = quoted.enqueue(conn, plain.job({"n": 4}))
+        rows = conn.execute(
+            "SELECT id, queue, job_type, priority, max_attempts, payload,"
+            " run_at - created_at < interval '1 s', dedup_key FROM quoted.jobs ORDER BY id"
+        ).fetchall()
+    assert [r.id for r in (literal, overridden, delayed, typed)] == [r[0] for r in rows]
+    assert all(r.inserted for r in (literal, overridden, delayed, typed))
+    name = "it's'); DROP TABLE x; --"
+    assert [r[1:] for r in rows] == [
+        ("q'ueue", name, -2, None, {"n": 1}, True, None),
+        ("q'ueue", name, -2, None, {"n": 2}, True, None),
+        ("q'ueue", "plain", 32767, 3, {"n": 3}, False, None),
+        ("q'ueue", "plain", 32767, 3, {"n": 4}, True, None),
+    ]

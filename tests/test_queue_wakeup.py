@@ -217,8 +217,10 @@ def test_each_enqueue_statement_notifies_only_queues_that_got_a_job_and_have_a_w
     queue_url: str,
 ) -> None:
     """The NOTIFY is the enqueue statement's own (sql/0005): one job, a uniform batch, a mixed
-    batch, with and without a dedup key. A job absorbed by its twin is no new job, and a row
-    that other SQL inserts wakes nobody (its worker claims it at the next poll)."""
+    batch, with and without a dedup key. A job absorbed by its twin is no new job: a batch of
+    them wakes nobody, while a single one wakes a waiting worker all the same (its statement
+    decides before the insert, see queries.ENQUEUE_ONE). A row that other SQL inserts wakes
+    nobody (its worker claims it at the next poll)."""
     registry = app.registry
 
     def notes(*jobs: Any) -> list[str]:
@@ -234,7 +236,9 @@ def test_each_enqueue_statement_notifies_only_queues_that_got_a_job_and_have_a_w
         assert notes(registry["noop"].job({})) == ["default"]
         assert notes(registry["solo_record"].job({"key": "a"})) == []
         assert notes(registry["dedup"].job({"k": 1})) == ["default"]
-        assert notes(registry["dedup"].job({"k": 1})) == []  # absorbed by its twin
+        assert notes(registry["dedup"].job({"k": 1})) == ["default"]  # absorbed by its twin
+        assert notes(registry["dedup"].job({"k": 1}, priority=5)) == ["default"]
+        assert notes(registry["solo_record"].job({"key": "a"}, delay=0.5)) == []
         assert notes(*[registry["noop"].job({"i": i}) for i in range(3)]) == ["default"]
         assert notes(*[registry["dedup"].job({"k": i}) for i in range(2, 4)]) == ["default"]
         assert notes(*[registry["solo_record"].job({"key": k}) for k in "bc"]) == []
@@ -248,4 +252,4 @@ def test_each_enqueue_statement_notifies_only_queues_that_got_a_job_and_have_a_w
         assert heard(ears) == []
         app.store.stop_waiting(ears, "default")
         assert notes(registry["noop"].job({})) == []
-    assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 15
+    assert scalar(queue_url, "SELECT count(*) FROM jobs.jobs") == 16
