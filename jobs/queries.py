@@ -136,12 +136,13 @@ FROM ROWS FROM (jsonb_array_elements(%(payload)s::jsonb), unnest(%(dedup_key)b::
 # seven parameters, that took about a third off what a single enqueue costs beyond the
 # durable-commit floor (README, "The single enqueue without its CTE"). The test is made before
 # the insert, so a job absorbed by its twin wakes a waiting worker all the same: it claims once
-# for nothing, and no commit takes the notification lock while every worker is busy.
+# for nothing, and no commit takes the notification lock while every worker is busy. The
+# parentheses keep a negative literal whole: -32768::smallint is -(32768::smallint), out of range.
 _ENQUEUE_ONE = """
 INSERT INTO {schema}.jobs AS j
     (queue, job_type, payload, priority, max_attempts, run_at, dedup_key)
-SELECT {queue}::text, {job_type}::text, %(payload)s, {priority}::smallint,
-       {max_attempts}::integer, {run_at}, {dedup_key}::text
+SELECT {queue}::text, {job_type}::text, %(payload)s, ({priority})::smallint,
+       ({max_attempts})::integer, {run_at}, {dedup_key}::text
 FROM (SELECT) AS one LEFT JOIN (
     SELECT pg_notify({channel_text}, {queue})
     FROM {schema}.listeners AS l WHERE l.queue = {queue} LIMIT 1

@@ -609,12 +609,14 @@ def test_a_single_job_stores_its_types_options_whether_they_are_literals_or_para
     other by the one with all of them parameters. Both store the same columns, and a name that
     needs quoting stays a value in either."""
     quoted = App(schema="quoted")
-    odd = quoted.declare("it's'); DROP TABLE x; --", queue="q'ueue", priority=-2, max_attempts=None)
+    odd = quoted.declare(
+        "it's'); DROP TABLE x; --", queue="q'ueue", priority=-32768, max_attempts=None
+    )
     plain = quoted.declare("plain", queue="q'ueue", priority=32767, max_attempts=3)
     with psycopg.connect(queue_url) as conn:
         quoted.migrate(conn)
         literal = quoted.enqueue(conn, odd.job({"n": 1}))
-        overridden = quoted.enqueue(conn, odd.job({"n": 2}, priority=-2))
+        overridden = quoted.enqueue(conn, odd.job({"n": 2}, priority=-32768))
         delayed = quoted.enqueue(conn, plain.job({"n": 3}, delay=60))
         typed = quoted.enqueue(conn, plain.job({"n": 4}))
         rows = conn.execute(
@@ -625,8 +627,8 @@ def test_a_single_job_stores_its_types_options_whether_they_are_literals_or_para
     assert all(r.inserted for r in (literal, overridden, delayed, typed))
     name = "it's'); DROP TABLE x; --"
     assert [r[1:] for r in rows] == [
-        ("q'ueue", name, -2, None, {"n": 1}, True, None),
-        ("q'ueue", name, -2, None, {"n": 2}, True, None),
+        ("q'ueue", name, -32768, None, {"n": 1}, True, None),
+        ("q'ueue", name, -32768, None, {"n": 2}, True, None),
         ("q'ueue", "plain", 32767, 3, {"n": 3}, False, None),
         ("q'ueue", "plain", 32767, 3, {"n": 4}, True, None),
     ]
