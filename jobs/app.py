@@ -33,6 +33,10 @@ class App:
     """
 
     def __init__(self, schema: str = "jobs") -> None:
+        # The schema is composed into every statement's text (an identifier cannot be a
+        # parameter), where psycopg would read a '%' as a placeholder's start.
+        if not schema or "%" in schema:
+            raise ValueError(f"schema name {schema!r}: empty, or with a '%'")
         self.schema = schema
         self.registry = Registry()
         self.store = JobStore(self.registry, schema)

@@ -593,6 +593,13 @@ def compiled(template: str, schema: str) -> bytes:
     return compose(template, schema).as_bytes(None)
 
 
+def _constant(value: str | int | None) -> sql.Composable:
+    """A value as a quoted literal in a statement that is executed with parameters: psycopg reads
+    every '%' of such a statement's text as a placeholder's start, so the literal's are doubled
+    (a type named '50%' would otherwise fail every enqueue, or bind the wrong value)."""
+    return sql.SQL(sql.Literal(value).as_string(None).replace("%", "%%"))
+
+
 @cache
 def enqueue_one_statement(schema: str, dedup: bool, constants: TypeConstants | None) -> bytes:
     """ENQUEUE_ONE for one schema, with a job type's constants as literals (and run_at now()),
@@ -607,10 +614,10 @@ def enqueue_one_statement(schema: str, dedup: bool, constants: TypeConstants | N
     else:
         queue, job_type, priority, max_attempts = constants
         fields = {
-            "queue": sql.Literal(queue),
-            "job_type": sql.Literal(job_type),
-            "priority": sql.Literal(priority),
-            "max_attempts": sql.Literal(max_attempts),
+            "queue": _constant(queue),
+            "job_type": _constant(job_type),
+            "priority": _constant(priority),
+            "max_attempts": _constant(max_attempts),
             "run_at": sql.SQL("now()"),
         }
     fields["dedup_key"] = sql.Placeholder("dedup_key") if dedup else sql.SQL("NULL")

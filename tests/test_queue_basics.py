@@ -607,12 +607,11 @@ def test_a_single_job_stores_its_types_options_whether_they_are_literals_or_para
     """A single job with its type's own priority and no delay is inserted by a statement with the
     type's queue, name, priority and max_attempts as literals in its text (one per type); any
     other by the one with all of them parameters. Both store the same columns, and a name that
-    needs quoting stays a value in either."""
+    needs quoting, or holds what psycopg would read as a placeholder, stays a value in either."""
     quoted = App(schema="quoted")
-    odd = quoted.declare(
-        "it's'); DROP TABLE x; --", queue="q'ueue", priority=-32768, max_attempts=None
-    )
-    plain = quoted.declare("plain", queue="q'ueue", priority=32767, max_attempts=3)
+    name = "it's 50%(payload)s %s %b %%'); DROP TABLE x; --"
+    odd = quoted.declare(name, queue="q'ueue%s", priority=-32768, max_attempts=None)
+    plain = quoted.declare("plain", queue="q'ueue%s", priority=32767, max_attempts=3)
     with psycopg.connect(queue_url) as conn:
         quoted.migrate(conn)
         literal = quoted.enqueue(conn, odd.job({"n": 1}))
@@ -625,10 +624,11 @@ def test_a_single_job_stores_its_types_options_whether_they_are_literals_or_para
         ).fetchall()
     assert [r.id for r in (literal, overridden, delayed, typed)] == [r[0] for r in rows]
     assert all(r.inserted for r in (literal, overridden, delayed, typed))
-    name = "it's'); DROP TABLE x; --"
     assert [r[1:] for r in rows] == [
-        ("q'ueue", name, -32768, None, {"n": 1}, True, None),
-        ("q'ueue", name, -32768, None, {"n": 2}, True, None),
-        ("q'ueue", "plain", 32767, 3, {"n": 3}, False, None),
-        ("q'ueue", "plain", 32767, 3, {"n": 4}, True, None),
+        ("q'ueue%s", name, -32768, None, {"n": 1}, True, None),
+        ("q'ueue%s", name, -32768, None, {"n": 2}, True, None),
+        ("q'ueue%s", "plain", 32767, 3, {"n": 3}, False, None),
+        ("q'ueue%s", "plain", 32767, 3, {"n": 4}, True, None),
     ]
+    with pytest.raises(ValueError, match="schema name 'a%b': empty, or with a '%'"):
+        App(schema="a%b")
