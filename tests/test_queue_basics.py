@@ -112,7 +112,8 @@ def test_a_row_written_by_other_sql_with_max_attempts_below_one_is_dead_and_not_
         worker = run_until_idle(queue_url)
     assert worker.jobs_run == 1
     assert scalar(queue_url, "SELECT array_agg(job_key) FROM public.runs") == ["one"]
-    for job_id, value in zip(ids, (0, -3), strict=False):
+    assert job_row(queue_url, ids[2]) is None  # run and done
+    for job_id, value in zip(ids[:2], (0, -3), strict=True):
         row = job_row(queue_url, job_id)
         assert row is not None and row["dead"] and row["attempts"] == 0, row
         assert row["last_error"] == (
@@ -630,5 +631,12 @@ def test_a_single_job_stores_its_types_options_whether_they_are_literals_or_para
         ("q'ueue%s", "plain", 32767, 3, {"n": 3}, False, None),
         ("q'ueue%s", "plain", 32767, 3, {"n": 4}, True, None),
     ]
+
+
+def test_a_schema_name_that_psycopg_would_read_as_a_placeholder_is_refused() -> None:
+    """The schema is composed into every statement's text, which psycopg scans for placeholders
+    when the statement has parameters: a '%' in it would fail them all, so App refuses it."""
     with pytest.raises(ValueError, match="schema name 'a%b': empty, or with a '%'"):
         App(schema="a%b")
+    with pytest.raises(ValueError, match="schema name '': empty"):
+        App(schema="")
