@@ -105,6 +105,15 @@ def noop(ctx: JobContext, payload: Any) -> None:
     REC.end(1)
 
 
+# A diagnostic, not a target: the single enqueue of a deduplicated type (as every job type of
+# indexpub's pipeline is), with distinct payloads so that each is a new row. It also hashes the
+# payload on the client and inserts speculatively (ON CONFLICT) into one more unique index.
+@APP.job_type(queue=QUEUE, dedup=True)
+def noop_dedup(ctx: JobContext, payload: Any) -> None:
+    REC.start([payload["i"]])
+    REC.end(1)
+
+
 @APP.job_type(queue=BATCH_QUEUE, batch_size=BATCH_SIZE)
 def noop_batch(ctx: JobContext, payloads: list[Any]) -> None:
     REC.start([p["i"] for p in payloads])
@@ -386,6 +395,16 @@ class Ours(System):
 
             def enqueue_one(i: int) -> None:
                 APP.enqueue(conn, noop.job({"i": i}))
+
+            yield enqueue_one
+
+    @contextlib.contextmanager
+    def dedup_enqueuer(self, url: str) -> Iterator[Callable[[int], None]]:
+        """The same for the deduplicated type (see noop_dedup)."""
+        with psycopg.connect(url, autocommit=True) as conn:
+
+            def enqueue_one(i: int) -> None:
+                APP.enqueue(conn, noop_dedup.job({"i": i}))
 
             yield enqueue_one
 
@@ -811,6 +830,8 @@ class Results:
     enqueue_floor: list[float] = field(default_factory=list)
     # Ours and the floor in turns on one connection each (see paired_each): (ours, floor).
     enqueue_paired: list[tuple[float, float]] = field(default_factory=list)
+    # The same for the deduplicated type (see noop_dedup): a diagnostic, not a target.
+    enqueue_dedup_paired: list[tuple[float, float]] = field(default_factory=list)
     # Ours while a worker waits: a NOTIFY with every enqueue (see worker_waiting).
     enqueue_notifying: list[float] = field(default_factory=list)
     # The same four, with PRODUCERS processes enqueuing at once.
@@ -885,6 +906,9 @@ def measure(args: argparse.Namespace, server: Server, urls: dict[str, str]) -> R
             reset_all()
             floor_reset(urls[name])
             results.enqueue_paired.append(paired_each(system.enqueuer, urls[name], n))
+            reset_all()
+            floor_reset(urls[name])
+            results.enqueue_dedup_paired.append(paired_each(system.dedup_enqueuer, urls[name], n))
             reset_all()
             with worker_waiting(urls[name]):
                 seconds = system.enqueue_each(urls[name], n)
@@ -1142,6 +1166,17 @@ def report(results: Results, args: argparse.Namespace, facts: str) -> tuple[str,
                     for ours, base in results.enqueue_paired
                 )
                 + "."
+            )
+        if results.enqueue_dedup_paired:
+            out.append(
+                "A deduplicated type's single enqueue (distinct payloads, so each is a new row: "
+                "the client hashes the payload, the insert is speculative, one more unique "
+                "index), taking turns with the floor the same way: "
+                + ", ".join(
+                    f"{ours:,.0f} / {base:,.0f} = {ours / base:.2f}x"
+                    for ours, base in results.enqueue_dedup_paired
+                )
+                + " (reported, not a target)."
             )
         loud = _median_or_none(results.enqueue_notifying)
         if loud is not None:
