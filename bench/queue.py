@@ -389,24 +389,18 @@ class Ours(System):
             return _timed(run)
 
     @contextlib.contextmanager
-    def enqueuer(self, url: str) -> Iterator[Callable[[int], None]]:
+    def enqueuer(self, url: str, job_type: Any = noop) -> Iterator[Callable[[int], None]]:
         # Autocommit: the INSERT is its own transaction, as the peers' enqueue calls are.
         with psycopg.connect(url, autocommit=True) as conn:
 
             def enqueue_one(i: int) -> None:
-                APP.enqueue(conn, noop.job({"i": i}))
+                APP.enqueue(conn, job_type.job({"i": i}))
 
             yield enqueue_one
 
-    @contextlib.contextmanager
-    def dedup_enqueuer(self, url: str) -> Iterator[Callable[[int], None]]:
+    def dedup_enqueuer(self, url: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:
         """The same for the deduplicated type (see noop_dedup)."""
-        with psycopg.connect(url, autocommit=True) as conn:
-
-            def enqueue_one(i: int) -> None:
-                APP.enqueue(conn, noop_dedup.job({"i": i}))
-
-            yield enqueue_one
+        return self.enqueuer(url, noop_dedup)
 
     def run_worker(self, url: str, mode: str) -> None:
         queue_name = BATCH_QUEUE if mode == "drain-batch" else QUEUE
