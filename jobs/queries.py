@@ -574,14 +574,19 @@ JOIN pg_locks AS l
 JOIN pg_stat_activity AS a ON a.pid = l.pid"""
 
 
-@cache
-def compose(template: str, schema: str, channel: str | None = None) -> sql.Composed:
-    """The statement for one schema; cached because a worker runs the same few all day."""
-    fields: dict[str, sql.Composable] = {
+def _schema_fields(schema: str) -> dict[str, sql.Composable]:
+    """What every template may name of its schema."""
+    return {
         "schema": sql.Identifier(schema),
         # The NOTIFY channel as the enqueue statements name it (see _WAKE_ONE_QUEUE).
         "channel_text": sql.Literal(channel_name(schema)),
     }
+
+
+@cache
+def compose(template: str, schema: str, channel: str | None = None) -> sql.Composed:
+    """The statement for one schema; cached because a worker runs the same few all day."""
+    fields = _schema_fields(schema)
     if channel is not None:
         fields["channel"] = sql.Identifier(channel)
     return sql.SQL(template).format(**fields)
@@ -622,13 +627,7 @@ def enqueue_one_statement(schema: str, dedup: bool, constants: TypeConstants | N
         }
     fields["dedup_key"] = sql.Placeholder("dedup_key") if dedup else sql.SQL("NULL")
     template = ENQUEUE_ONE_DEDUP if dedup else ENQUEUE_ONE
-    return (
-        sql.SQL(template)
-        .format(
-            schema=sql.Identifier(schema), channel_text=sql.Literal(channel_name(schema)), **fields
-        )
-        .as_bytes(None)
-    )
+    return sql.SQL(template).format(**_schema_fields(schema), **fields).as_bytes(None)
 
 
 def channel_name(schema: str) -> str:
